@@ -1,0 +1,1 @@
+"""The agent SDK and runtime: a core model plus the agent's own on-the-job learning."""

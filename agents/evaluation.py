@@ -1,0 +1,36 @@
+"""Per-skill accuracy of a model on held-out tasks: fresh samples from a seeded generator."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from agents.model import generate
+from agents.skills import score_output
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+# Training and on-the-job tasks are drawn from seeds far below this, so held-out tasks stay fresh.
+HELD_OUT_SEED = 10_000
+
+
+def held_out_tasks(skill: object, n: int, seed: int = HELD_OUT_SEED) -> list[tuple[str, str]]:
+    rng = random.Random(f"{seed}:{skill.name}")  # type: ignore[attr-defined]
+    return [skill.sample(rng) for _ in range(n)]  # type: ignore[attr-defined]
+
+
+def evaluate_skills(
+    model: PreTrainedModel, skills: list[object], n: int = 100, seed: int = HELD_OUT_SEED, batch_size: int = 128
+) -> dict[str, float]:
+    """Mean score per skill over ``n`` held-out tasks, decoding greedily."""
+    scores: dict[str, float] = {}
+    for skill in skills:
+        tasks = held_out_tasks(skill, n, seed)
+        total = 0.0
+        for start in range(0, len(tasks), batch_size):
+            chunk = tasks[start : start + batch_size]
+            outputs = generate(model, [p for p, _ in chunk])
+            total += sum(score_output(skill, p, a, o) for (p, a), o in zip(chunk, outputs, strict=True))
+        scores[skill.name] = total / len(tasks)  # type: ignore[attr-defined]
+    return scores

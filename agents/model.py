@@ -1,0 +1,187 @@
+"""The core model: a tiny Llama built from a config, batching, greedy decoding and teacher signals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from agents.tokenizer import VOCAB_SIZE, ByteTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+WEIGHTS_FILE = "model.safetensors"
+MAX_POSITIONS = 64
+
+
+@dataclass(frozen=True)
+class CoreSize:
+    """One knob, ``width``, derives the rest: heads of 32 dims and an MLP four times as wide."""
+
+    width: int = 128
+    layers: int = 4
+
+    def config(self):  # -> transformers.LlamaConfig
+        from transformers import LlamaConfig
+
+        tok = ByteTokenizer()
+        return LlamaConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=self.width,
+            intermediate_size=4 * self.width,
+            num_hidden_layers=self.layers,
+            num_attention_heads=max(1, self.width // 32),
+            max_position_embeddings=MAX_POSITIONS,
+            bos_token_id=tok.bos_id,
+            eos_token_id=tok.eos_id,
+            pad_token_id=tok.pad_id,
+            tie_word_embeddings=False,
+        )
+
+
+def build_core(size: CoreSize | None = None, seed: int = 0) -> PreTrainedModel:
+    """Builds a freshly initialised core; the same seed gives the same weights."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM((size or CoreSize()).config())
+    model.eval()
+    return model
+
+
+def save_core(model: PreTrainedModel, directory: Path) -> str:
+    """Saves the model as safetensors plus its config; returns the sha256 of the weights file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    return file_sha256(directory / WEIGHTS_FILE)
+
+
+def load_core(directory: Path) -> PreTrainedModel:
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(directory)
+    model.eval()
+    return model
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def core_metadata(directory: Path) -> dict:
+    return json.loads((directory / "config.json").read_text())
+
+
+@dataclass
+class Batch:
+    """A right-padded batch; ``labels`` is -100 everywhere but the answer and its EOS."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T)
+
+
+def make_batch(prompts: list[str], answers: list[str], tok: ByteTokenizer | None = None) -> Batch:
+    tok = tok or ByteTokenizer()
+    rows, label_rows = [], []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        p, a = tok.prompt_ids(prompt), tok.answer_ids(answer)
+        rows.append(p + a)
+        label_rows.append([-100] * len(p) + a)
+    width = max(len(r) for r in rows)
+    if width > MAX_POSITIONS:
+        raise ValueError(f"a task of {width} tokens exceeds the core's {MAX_POSITIONS} positions")
+    ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (r, lab) in enumerate(zip(rows, label_rows, strict=True)):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        labels[i, : len(r)] = torch.tensor(lab)
+    return Batch(ids, mask, labels)
+
+
+def answer_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """Logits at the positions that predict each label, aligned with ``batch.labels[:, 1:]``.
+
+    Returns a (B, T-1, V) tensor: position t holds the prediction of token t+1.
+    """
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    return out.logits[:, :-1, :]
+
+
+def lm_loss(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens."""
+    logits = answer_logits(model, batch)
+    targets = batch.labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+    )
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel, prompts: list[str], max_new_tokens: int = 16, tok: ByteTokenizer | None = None
+) -> list[str]:
+    """Greedy decoding of a batch, left-padded, with explicit positions so padding changes nothing."""
+    tok = tok or ByteTokenizer()
+    if not prompts:
+        return []
+    rows = [tok.prompt_ids(p) for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    done = torch.zeros(len(rows), dtype=torch.bool)
+    produced: list[list[int]] = [[] for _ in rows]
+    was_training = model.training
+    model.eval()
+    steps = min(max_new_tokens, MAX_POSITIONS - width)
+    for _ in range(steps):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
+        nxt = logits.argmax(-1)
+        for i, t in enumerate(nxt.tolist()):
+            if not done[i]:
+                produced[i].append(t)
+        done |= nxt == tok.eos_id
+        if bool(done.all()):
+            break
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(nxt)[:, None]], dim=1)
+    model.train(was_training)
+    return [tok.decode(p) for p in produced]
+
+
+@torch.no_grad()
+def topk_signal(
+    model: PreTrainedModel, prompts: list[str], answers: list[str], k: int
+) -> list[tuple[list[list[int]], list[list[float]]]]:
+    """The model's top-k next-token log-probabilities at every position of each answer (and its EOS).
+
+    For each row returns ``(token_ids, logprobs)``, both shaped (len(answer ids), k).
+    """
+    tok = ByteTokenizer()
+    batch = make_batch(prompts, answers, tok)
+    was_training = model.training
+    model.eval()
+    logprobs = torch.log_softmax(answer_logits(model, batch).float(), dim=-1)
+    model.train(was_training)
+    top_lp, top_ids = logprobs.topk(k, dim=-1)
+    result = []
+    targets = batch.labels[:, 1:]
+    for i in range(len(prompts)):
+        keep = targets[i] != -100
+        result.append((top_ids[i][keep].tolist(), top_lp[i][keep].tolist()))
+    return result

@@ -1,0 +1,1 @@
+"""Event schemas, topic names, Kafka wrappers, the codec and the embedded broker."""

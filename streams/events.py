@@ -1,0 +1,148 @@
+"""Event schemas (a versioned contract): Learning, Heartbeat and CoreRelease."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Within a major version, fields are only ever added; a reader refuses an unknown major version.
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+
+AgentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+SkillName = Annotated[str, Field(min_length=1, max_length=128)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+MAX_TEXT = 4096
+MAX_TOPK = 256
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Common base: a schema version whose major part must be one this reader knows."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: str = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        major, _, _ = value.partition(".")
+        if not major.isdigit() or int(major) != SCHEMA_MAJOR:
+            raise ValueError(f"unknown major schema version {value!r}; this reader knows {SCHEMA_MAJOR}.x")
+        return value
+
+
+class Feedback(BaseModel):
+    """What the job said about a completion: a reward in [0, 1], a verified correction, or both."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    reward: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    correction: Annotated[str, Field(max_length=MAX_TEXT)] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Feedback:
+        if self.reward is None and self.correction is None:
+            raise ValueError("feedback needs a reward, a correction, or both")
+        return self
+
+
+class TeacherSignal(BaseModel):
+    """The specialist's top-k next-token log-probabilities at each position of the learned answer.
+
+    ``over`` names the text the positions follow: the ``completion``, or the ``correction`` when
+    the completion was wrong. There is one position per answer token plus the end-of-answer token.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    k: Annotated[int, Field(ge=1, le=MAX_TOPK)]
+    over: Literal["completion", "correction"] = "completion"
+    token_ids: list[list[Annotated[int, Field(ge=0)]]]
+    logprobs: list[list[float]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TeacherSignal:
+        if len(self.token_ids) != len(self.logprobs):
+            raise ValueError(
+                f"teacher signal has {len(self.token_ids)} token rows but {len(self.logprobs)} logprob rows"
+            )
+        if not self.token_ids:
+            raise ValueError("teacher signal has no positions")
+        for pos, (ids, lps) in enumerate(zip(self.token_ids, self.logprobs, strict=True)):
+            if len(ids) != self.k or len(lps) != self.k:
+                raise ValueError(f"teacher signal position {pos} has {len(ids)} ids, {len(lps)} logprobs, k={self.k}")
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"teacher signal position {pos} repeats a token id")
+            for lp in lps:
+                if not math.isfinite(lp) or lp > 1e-4:
+                    raise ValueError(f"teacher signal position {pos} has log-probability {lp}, not finite and <= 0")
+        return self
+
+
+class ClaimCheck(BaseModel):
+    """A big payload kept out of the event: where it is, and the sha256 to verify it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    uri: Annotated[str, Field(min_length=1, max_length=2048)]
+    sha256: Sha256
+
+
+class Learning(Event):
+    """One thing an agent learned on the job. ``id`` is the idempotency key."""
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    agent_id: AgentId
+    skill: SkillName
+    core_version: Annotated[int, Field(ge=0)]
+    created_at: datetime = Field(default_factory=utc_now)
+    prompt: Annotated[str, Field(max_length=MAX_TEXT)]
+    completion: Annotated[str, Field(max_length=MAX_TEXT)]
+    feedback: Feedback
+    teacher: TeacherSignal | None = None
+    adapter: ClaimCheck | None = None
+    signature: str | None = None
+
+    @model_validator(mode="after")
+    def _teacher_text(self) -> Learning:
+        if self.teacher is not None and self.teacher.over == "correction" and self.feedback.correction is None:
+            raise ValueError("teacher signal follows the correction, but the feedback has none")
+        return self
+
+    def learned_answer(self) -> str:
+        """The answer the teacher signal follows: the correction when there is one, else the completion."""
+        if self.teacher is not None:
+            return self.feedback.correction if self.teacher.over == "correction" else self.completion  # type: ignore[return-value]
+        return self.feedback.correction if self.feedback.correction is not None else self.completion
+
+
+class Heartbeat(Event):
+    """An agent says it is alive, which core it runs, and how much it has done."""
+
+    agent_id: AgentId
+    skill: SkillName
+    core_version: Annotated[int, Field(ge=0)]
+    sent_at: datetime = Field(default_factory=utc_now)
+    counters: dict[str, int] = Field(default_factory=dict)
+    state: Literal["starting", "working", "swapping", "stopping"] = "working"
+
+
+class CoreRelease(Event):
+    """A new core that every agent should run."""
+
+    version: Annotated[int, Field(ge=0)]
+    model_uri: Annotated[str, Field(min_length=1, max_length=2048)]
+    sha256: Sha256
+    round_id: str | None = None
+    gate: dict[str, float] = Field(default_factory=dict)
+    released_at: datetime = Field(default_factory=utc_now)
+    signature: str | None = None
