@@ -133,7 +133,9 @@ class Heartbeat(Event):
     core_version: Annotated[int, Field(ge=0)]
     sent_at: datetime = Field(default_factory=utc_now)
     counters: dict[str, int] = Field(default_factory=dict)
-    state: Literal["starting", "working", "swapping", "stopping"] = "working"
+    state: Literal["starting", "learning", "serving", "stopping"] = "learning"
+    # The agent's latest self-evaluation on held-out tasks, per skill: what it can do right now.
+    evaluation: dict[str, float] = Field(default_factory=dict)
 
 
 class CoreRelease(Event):

@@ -94,13 +94,8 @@ class Double:
         return f"dbl {word}", "".join(c * 2 for c in word)
 
 
-MORSE = dict(
-    zip(
-        LETTERS,
-        ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- -..- -.-- --..".split(),
-        strict=True,
-    )
-)
+MORSE_CODES = [".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---", "-.-", ".-..", "--", "-.", "---", ".--.", "--.-", ".-.", "...", "-", "..-", "...-", ".--", "-..-", "-.--", "--.."]
+MORSE = dict(zip(LETTERS, MORSE_CODES, strict=True))
 
 
 @dataclass(frozen=True)
@@ -127,6 +122,5 @@ class Add:
 
 
 BUILTIN_SKILLS: dict[str, object] = {
-    skill.name: skill
-    for skill in (Capital(), Morse(), Add(), Reverse(), Upper(), Shift(), Double())
+    skill.name: skill for skill in (Capital(), Morse(), Add(), Reverse(), Upper(), Shift(), Double())
 }

@@ -1,0 +1,81 @@
+"""Follows ``hive.core`` and fetches released cores, verifying each one's sha256 before use."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from agents.model import WEIGHTS_FILE, file_sha256
+from streams import topics
+from streams.codec import DecodeError, decode
+from streams.config import KafkaSettings
+from streams.events import CoreRelease
+from streams.follow import TopicFollower
+
+log = logging.getLogger(__name__)
+
+
+class CoreVerificationError(RuntimeError):
+    """A downloaded core whose weights do not match the release's sha256."""
+
+
+def fetch_core(release: CoreRelease, cache_dir: Path) -> Path:
+    """Copies the released core into ``cache_dir/v{version}`` and verifies its sha256.
+
+    Only ``file://`` URIs (and bare paths) are supported: the embedded hive shares a filesystem
+    with its agents.
+    """
+    parsed = urlparse(release.model_uri)
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"core v{release.version}: unsupported model URI scheme {parsed.scheme!r}")
+    source = Path(parsed.path)
+    target = cache_dir / f"v{release.version}"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    actual = file_sha256(target / WEIGHTS_FILE)
+    if actual != release.sha256:
+        shutil.rmtree(target)
+        raise CoreVerificationError(
+            f"core v{release.version} from {release.model_uri}: sha256 {actual} != released {release.sha256}"
+        )
+    return target
+
+
+class CoreWatcher:
+    """Keeps the newest valid release seen on ``hive.core``.
+
+    The whole topic is read, because the embedded broker does not enforce compaction
+    (shared/FACTS.md): the newest version wins, whatever its position.
+    """
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+        self._latest: CoreRelease | None = None
+        self._lock = threading.Lock()
+        self._follower = TopicFollower(kafka, topics.CORE, self._offer)
+        self.rejected = 0
+
+    def start(self) -> None:
+        self._follower.start()
+
+    def stop(self) -> None:
+        self._follower.stop()
+
+    def latest(self) -> CoreRelease | None:
+        with self._lock:
+            return self._latest
+
+    def _offer(self, raw: bytes) -> None:
+        try:
+            release = decode(raw, CoreRelease, self._kafka.max_message_bytes)
+        except DecodeError as err:
+            self.rejected += 1
+            log.warning("ignoring an invalid core release: %s", err)
+            return
+        with self._lock:
+            if self._latest is None or release.version > self._latest.version:
+                self._latest = release

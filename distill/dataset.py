@@ -1,0 +1,186 @@
+"""The round's learnings as training examples, a per-agent balanced sampler, and the collate."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from agents.model import MAX_POSITIONS, Batch, make_batch
+from agents.tokenizer import ByteTokenizer
+from streams.events import Learning
+
+
+class DatasetError(ValueError):
+    """A learnings file that cannot be read as one Learning JSON per line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One learning ready for training.
+
+    ``teacher_ids``/``teacher_logprobs`` have one row per answer token plus EOS, or are None. ``verified``
+    marks an answer the job confirmed (a correction, or a completion with reward 1), which gets
+    cross-entropy.
+    """
+
+    prompt: str
+    answer: str
+    agent_id: str
+    skill: str
+    teacher_ids: list[list[int]] | None = None
+    teacher_logprobs: list[list[float]] | None = None
+    verified: bool = False
+
+
+@dataclass
+class LoadReport:
+    """What a load kept and why it dropped the rest, so a round can say what it trained on."""
+
+    kept: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def example_from_learning(learning: Learning, tok: ByteTokenizer | None = None) -> tuple[Example | None, str | None]:
+    """Turns a learning into an example, or returns ``(None, reason)`` when it carries nothing to learn."""
+    tok = tok or ByteTokenizer()
+    answer = learning.learned_answer()
+    width = len(tok.prompt_ids(learning.prompt)) + len(tok.answer_ids(answer))
+    if width > MAX_POSITIONS:
+        return None, "too_long"
+    feedback = learning.feedback
+    verified = (feedback.correction is not None and answer == feedback.correction) or (
+        feedback.correction is None and feedback.reward == 1.0
+    )
+    ids = lps = None
+    reason = None
+    if learning.teacher is not None:
+        if len(learning.teacher.token_ids) == len(tok.answer_ids(answer)):
+            ids, lps = learning.teacher.token_ids, learning.teacher.logprobs
+        else:
+            # Positions that do not line up with the answer would teach the wrong tokens; drop only the signal.
+            reason = "teacher_misaligned"
+    if ids is None and not verified:
+        return None, reason or "no_signal"
+    example = Example(learning.prompt, answer, learning.agent_id, learning.skill, ids, lps, verified)
+    return example, reason
+
+
+def load_examples(path: Path) -> tuple[list[Example], LoadReport]:
+    """Reads one ``Learning`` JSON per line; blank lines are allowed, a malformed line is an error."""
+    tok = ByteTokenizer()
+    examples: list[Example] = []
+    report = LoadReport()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise DatasetError(f"cannot read learnings {path}: {err}") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            learning = Learning.model_validate_json(line)
+        except ValidationError as err:
+            raise DatasetError(f"{path}:{number}: not a valid Learning: {err}") from err
+        example, reason = example_from_learning(learning, tok)
+        if reason is not None:
+            report.skipped[reason] += 1
+        if example is not None:
+            examples.append(example)
+    report.kept = len(examples)
+    return examples, report
+
+
+class BalancedSampler:
+    """Draws each batch item by picking an agent uniformly, then one of its examples uniformly.
+
+    A chatty agent therefore gets the same share of every batch as a quiet one. Draws depend only on
+    ``(seed, rank, step)``, so data-parallel ranks see different data and a resumed run sees the same
+    batches as an uninterrupted one.
+    """
+
+    def __init__(self, agent_ids: Sequence[str], seed: int = 0, rank: int = 0) -> None:
+        if not agent_ids:
+            raise ValueError("BalancedSampler needs at least one example")
+        by_agent: dict[str, list[int]] = {}
+        for index, agent in enumerate(agent_ids):
+            by_agent.setdefault(agent, []).append(index)
+        # Sorted, so that the same data gives the same draws whatever order the file lists it in.
+        self.agents = sorted(by_agent)
+        self._by_agent = by_agent
+        self.seed = seed
+        self.rank = rank
+
+    def batch(self, step: int, size: int) -> list[int]:
+        """The example indices of this rank's batch at ``step``."""
+        rng = random.Random(f"balanced:{self.seed}:{self.rank}:{step}")
+        return [rng.choice(self._by_agent[rng.choice(self.agents)]) for _ in range(size)]
+
+    def __iter__(self) -> Iterator[int]:
+        """An endless stream of single draws, step by step; handy for measuring shares."""
+        step = 0
+        while True:
+            yield from self.batch(step, 64)
+            step += 1
+
+
+@dataclass
+class TrainBatch:
+    """A model batch plus the per-position targets of every loss part.
+
+    Position tensors are flattened in the order of ``batch.labels[:, 1:] != -100`` (row by row, left to
+    right), the same order as ``answer_logits(model, batch)[positions]``.
+    """
+
+    batch: Batch
+    positions: torch.Tensor  # (B, T-1) bool
+    targets: torch.Tensor  # (P,) long: the label token at each position
+    teacher_ids: torch.Tensor  # (P, k) long; 0 where padded
+    teacher_logprobs: torch.Tensor  # (P, k) float; -inf where padded or where the row has no teacher
+    has_teacher: torch.Tensor  # (P,) bool: the position's row carries a teacher signal
+    verified: torch.Tensor  # (P,) bool: the position's row is a verified answer (cross-entropy)
+    tokens: int  # non-padding tokens in the batch
+
+
+def collate(examples: Sequence[Example], tok: ByteTokenizer | None = None) -> TrainBatch:
+    """Builds ``make_batch(prompts, answers)`` and aligns each row's teacher rows with its label positions."""
+    tok = tok or ByteTokenizer()
+    batch = make_batch([e.prompt for e in examples], [e.answer for e in examples], tok)
+    positions = batch.labels[:, 1:] != -100
+    targets = batch.labels[:, 1:][positions]
+    counts = positions.sum(dim=1).tolist()
+    k = max((len(e.teacher_ids[0]) for e in examples if e.teacher_ids), default=1)
+    total = int(targets.numel())
+    teacher_ids = torch.zeros((total, k), dtype=torch.long)
+    teacher_lps = torch.full((total, k), float("-inf"))
+    has_teacher = torch.zeros(total, dtype=torch.bool)
+    verified = torch.zeros(total, dtype=torch.bool)
+    start = 0
+    for example, count in zip(examples, counts, strict=True):
+        stop = start + count
+        if example.teacher_ids is not None and example.teacher_logprobs is not None:
+            if len(example.teacher_ids) != count:
+                raise ValueError(
+                    f"teacher signal has {len(example.teacher_ids)} positions, the answer {count}: {example.prompt!r}"
+                )
+            width = len(example.teacher_ids[0])
+            teacher_ids[start:stop, :width] = torch.tensor(example.teacher_ids, dtype=torch.long)
+            teacher_lps[start:stop, :width] = torch.tensor(example.teacher_logprobs, dtype=torch.float32)
+            has_teacher[start:stop] = True
+        verified[start:stop] = example.verified
+        start = stop
+    return TrainBatch(
+        batch=batch,
+        positions=positions,
+        targets=targets,
+        teacher_ids=teacher_ids,
+        teacher_logprobs=teacher_lps,
+        has_teacher=has_teacher,
+        verified=verified,
+        tokens=int(batch.attention_mask.sum()),
+    )

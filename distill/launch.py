@@ -1,0 +1,165 @@
+"""Runs a distill round under the DeepSpeed launcher in a subprocess, streaming its progress and log."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distill.manifest import load_manifest
+
+PROGRESS_RE = re.compile(r"^progress step=(\d+)/(\d+) loss=(\S+)\s*$")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TAIL_LINES = 60
+# How long the launcher gets to stop its ranks on SIGTERM before the whole group is killed.
+TERM_GRACE_S = 10.0
+
+
+class DistillError(RuntimeError):
+    """A round whose job failed, timed out or left no metrics; ``log_tail`` holds its last output lines."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(f"{message}\n--- last lines of the distill log ---\n{log_tail}" if log_tail else message)
+        self.log_tail = log_tail
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the launcher binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_command(manifest_path: Path | str, nproc: int, master_port: int, ds_config: Path | str) -> list[str]:
+    """The launcher command line for one round; run it with ``DS_ACCELERATOR=cpu`` in the environment."""
+    # The runner module rather than the `deepspeed` script: it works wherever the package is importable,
+    # including interpreters whose scripts are not next to sys.executable.
+    return [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_accelerators",
+        str(nproc),
+        "--master_port",
+        str(master_port),
+        "--module",
+        "distill.train",
+        "--manifest",
+        str(Path(manifest_path).resolve()),
+        "--ds-config",
+        str(ds_config),
+    ]
+
+
+def parse_progress(line: str) -> tuple[int, int, float] | None:
+    """``(step, total, loss)`` from a ``progress step=N/M loss=X`` line, else None."""
+    match = PROGRESS_RE.match(line.strip())
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)), float(match.group(3))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stops the launcher and every rank it started: SIGTERM to the group, then SIGKILL after a grace period."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        proc.wait()
+
+
+def run_round(
+    manifest_path: Path | str,
+    nproc: int | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Runs the round's distill job to completion and returns its metrics.json.
+
+    ``nproc`` and ``timeout_s`` default to the manifest's. The full output goes to ``distill.log`` next to
+    the round's out_dir. Raises DistillError, with the log tail, on a nonzero exit, a timeout or missing
+    metrics. The launcher runs in its own process group, which is killed on a timeout and on any
+    interruption of the caller (KeyboardInterrupt included), so no rank outlives the call.
+    """
+    manifest = load_manifest(Path(manifest_path))
+    params = manifest.distill
+    nproc = nproc or params.nproc
+    timeout = timeout_s or params.timeout_s
+    round_dir = manifest.out_dir.parent
+    round_dir.mkdir(parents=True, exist_ok=True)
+    command = build_command(manifest_path, nproc, free_port(), params.ds_config_path())
+
+    env = dict(os.environ)
+    env["DS_ACCELERATOR"] = "cpu"
+    # Ranks print progress as it happens, not when a pipe buffer fills.
+    env["PYTHONUNBUFFERED"] = "1"
+    # The ranks import distill.train; make that work whatever the caller's working directory.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    timed_out = threading.Event()
+    with manifest.log_path.open("w") as log:
+        log.write("$ DS_ACCELERATOR=cpu " + " ".join(command) + "\n")
+        log.flush()
+        proc = subprocess.Popen(
+            command,
+            cwd=round_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(timeout, on_timeout)
+        timer.daemon = True
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                progress = parse_progress(line)
+                if progress is not None:
+                    log.flush()
+                    if on_progress is not None:
+                        on_progress(*progress)
+            returncode = proc.wait()
+        finally:
+            # Reached with an exception too (KeyboardInterrupt, a failing callback): never leave ranks behind.
+            timer.cancel()
+            _kill_group(proc)
+
+    log_tail = "\n".join(tail)
+    if timed_out.is_set():
+        raise DistillError(f"round {manifest.round_id}: distill timed out after {timeout:.0f}s", log_tail)
+    if returncode != 0:
+        raise DistillError(f"round {manifest.round_id}: distill exited with code {returncode}", log_tail)
+    metrics_path = manifest.out_dir / "metrics.json"
+    try:
+        return json.loads(metrics_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DistillError(f"round {manifest.round_id}: no readable {metrics_path}: {err}", log_tail) from err

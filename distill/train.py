@@ -1,0 +1,338 @@
+"""The distill job, one process per rank under the DeepSpeed launcher: train the student, save it, evaluate it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from agents.evaluation import evaluate_skills
+from agents.model import answer_logits, load_core, save_core
+from agents.skills import load_skills
+from distill.dataset import BalancedSampler, Example, LoadReport, collate, load_examples
+from distill.losses import distill_loss
+from distill.manifest import DistillParams, Manifest, MlflowParams, load_manifest, resolve_ds_config
+
+PROGRESS_EVERY = 10
+# Replay draws use their own stream, so adding replay data never changes which learnings a step sees.
+REPLAY_SEED_OFFSET = 1_000_003
+LOSS_PARTS = ("total", "kd", "ce", "retention")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="distill.train", description=__doc__)
+    parser.add_argument("--manifest", type=Path, required=True, help="the round's manifest JSON")
+    parser.add_argument("--ds-config", default=None, help="DeepSpeed YAML; overrides the manifest's ds_config")
+    # The DeepSpeed launcher passes --local_rank=N to every process; the rank itself comes from the env.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def load_ds_config(path: Path, params: DistillParams, world_size: int) -> dict[str, Any]:
+    """Reads a DeepSpeed YAML and overrides batch sizes, lr and schedule lengths from the manifest."""
+    if params.batch_size % world_size:
+        raise ValueError(f"batch_size {params.batch_size} does not split evenly over {world_size} ranks")
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} does not hold a DeepSpeed config mapping")
+    config["train_batch_size"] = params.batch_size
+    config["train_micro_batch_size_per_gpu"] = params.batch_size // world_size
+    config["gradient_accumulation_steps"] = 1
+    config.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True}})
+    config["optimizer"].setdefault("params", {})["lr"] = params.lr
+    scheduler = config.get("scheduler")
+    if scheduler is not None:
+        sched_params = scheduler.setdefault("params", {})
+        sched_params["total_num_steps"] = params.steps
+        # DeepSpeed's warmup schedulers refuse zero warmup steps.
+        sched_params["warmup_num_steps"] = max(1, params.warmup_steps)
+        if "warmup_max_lr" in sched_params:
+            sched_params["warmup_max_lr"] = params.lr
+    return config
+
+
+class Tracker:
+    """A no-op run: what every rank but 0 gets, and rank 0 when the manifest has no MLflow section."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def log_artifact(self, path: Path) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class MlflowTracker(Tracker):
+    """Rank 0's MLflow run; per-step metrics are buffered and written in batches, one per progress line."""
+
+    def __init__(self, settings: MlflowParams) -> None:
+        # mlflow is imported here, not at module level: an agent process must start without it.
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_experiment(settings.experiment)
+        self._run = mlflow.start_run(run_name=settings.run_name)
+        self.run_id = self._run.info.run_id
+        self._client = MlflowClient(settings.tracking_uri)
+        self._pending: list[Any] = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._mlflow.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(key, float(value), now, step or 0) for key, value in metrics.items())
+
+    def flush(self) -> None:
+        # log_batch takes at most 1000 metrics per call.
+        while self._pending:
+            chunk, self._pending = self._pending[:1000], self._pending[1000:]
+            self._client.log_batch(self._run.info.run_id, metrics=chunk)
+
+    def log_artifact(self, path: Path) -> None:
+        self._mlflow.log_artifact(str(path))
+
+    def close(self) -> None:
+        self.flush()
+        self._mlflow.end_run()
+
+
+@dataclass
+class Data:
+    examples: list[Example]
+    report: LoadReport
+    sampler: BalancedSampler
+    replay: list[Example]
+    replay_sampler: BalancedSampler | None
+
+
+def load_data(manifest: Manifest, rank: int) -> Data:
+    params = manifest.distill
+    examples, report = load_examples(manifest.learnings)
+    if not examples:
+        raise ValueError(f"{manifest.learnings} holds no learning with a teacher signal or a verified answer")
+    sampler = BalancedSampler([e.agent_id for e in examples], seed=params.seed, rank=rank)
+    replay: list[Example] = []
+    replay_sampler = None
+    if manifest.replay is not None and params.retention_weight > 0:
+        replay, _ = load_examples(manifest.replay)
+        if replay:
+            replay_sampler = BalancedSampler(
+                [e.agent_id for e in replay], seed=params.seed + REPLAY_SEED_OFFSET, rank=rank
+            )
+    return Data(examples, report, sampler, replay, replay_sampler)
+
+
+def train_step(engine, previous, data: Data, params: DistillParams, step: int, micro: int) -> tuple[dict, int]:
+    """One optimizer step on this rank's micro batch; returns the loss parts and the tokens it trained on."""
+    tb = collate([data.examples[i] for i in data.sampler.batch(step, micro)])
+    logits = answer_logits(engine, tb.batch)[tb.positions]  # (P, V)
+    kd, ce = tb.has_teacher, tb.verified
+    inputs: dict[str, Any] = {
+        "kd_logits": logits[kd],
+        "teacher_ids": tb.teacher_ids[kd],
+        "teacher_logprobs": tb.teacher_logprobs[kd],
+        "ce_logits": logits[ce],
+        "ce_targets": tb.targets[ce],
+    }
+    tokens = tb.tokens
+    if previous is not None and data.replay_sampler is not None:
+        rb = collate([data.replay[i] for i in data.replay_sampler.batch(step, micro)])
+        inputs["replay_logits"] = answer_logits(engine, rb.batch)[rb.positions]
+        # The previous core is a frozen reference: eval() and no_grad, as for any teacher.
+        with torch.no_grad():
+            inputs["previous_logits"] = answer_logits(previous, rb.batch)[rb.positions]
+        tokens += rb.tokens
+    total, parts = distill_loss(
+        **inputs,
+        temperature=params.temperature,
+        kd_weight=params.kd_weight,
+        ce_weight=params.ce_weight,
+        retention_weight=params.retention_weight,
+    )
+    engine.backward(total)
+    engine.step()
+    return parts, tokens
+
+
+def global_mean(parts: dict[str, float], tokens: int, world_size: int) -> tuple[dict[str, float], int]:
+    """Averages the loss parts over ranks and sums the tokens, so rank 0 reports the whole step."""
+    values = torch.tensor([parts[name] for name in LOSS_PARTS] + [float(tokens)], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    means = {name: float(values[i]) / world_size for i, name in enumerate(LOSS_PARTS)}
+    return means, int(values[-1])
+
+
+def gathered_state_dict(engine) -> dict[str, torch.Tensor]:
+    """A full copy of the student's weights; under ZeRO-3 every rank must call this (it gathers)."""
+    # deepspeed is imported here, not at module level: an agent process must start without it.
+    import deepspeed
+
+    module = engine.module
+    if engine.zero_optimization_stage() == 3:
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def save_student(engine, directory: Path, rank: int) -> str | None:
+    """Saves the student as a plain core (no DeepSpeed wrappers) on rank 0; returns its sha256 there."""
+    state = gathered_state_dict(engine)
+    if rank != 0:
+        return None
+    module = engine.module
+    clean = type(module)(module.config)
+    clean.load_state_dict(state)
+    clean.eval()
+    return save_core(clean, directory)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Writes atomically, so a reader never sees half a metrics file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    # Ranks share a few CPU cores; one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+    manifest = load_manifest(args.manifest)
+    params = manifest.distill
+    ds_path = resolve_ds_config(args.ds_config or params.ds_config)
+    skills = load_skills(manifest.skills)  # fail before training, not after it
+
+    # deepspeed is imported here, not at module level: an agent process must start without it.
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    is_main = rank == 0
+    ds_config = load_ds_config(ds_path, params, world_size)
+    micro = ds_config["train_micro_batch_size_per_gpu"]
+    data = load_data(manifest, rank)
+
+    student = load_core(manifest.base_core)
+    student.train()
+    previous = None
+    if data.replay_sampler is not None:
+        previous = load_core(manifest.base_core)
+        previous.eval()
+        previous.requires_grad_(False)
+    engine, _, _, _ = deepspeed.initialize(model=student, model_parameters=student.parameters(), config=ds_config)
+
+    out_dir = manifest.out_dir
+    ckpt_dir = out_dir / "ckpt"
+    tracker: Tracker = Tracker()
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if manifest.mlflow is not None:
+            tracker = MlflowTracker(manifest.mlflow)
+        tracker.log_params(
+            {
+                "round_id": manifest.round_id,
+                "world_size": world_size,
+                "ds_config": ds_path.name,
+                "zero_stage": engine.zero_optimization_stage(),
+                "skills": ",".join(manifest.skills),
+                "examples": data.report.kept,
+                "replay_examples": len(data.replay),
+                "agents": len(data.sampler.agents),
+                **params.model_dump(),
+            }
+        )
+        skipped = dict(data.report.skipped)
+        print(f"distill: {data.report.kept} examples from {len(data.sampler.agents)} agents, skipped {skipped}")
+
+    start_step, losses, tokens = 0, [], 0
+    if (ckpt_dir / "latest").is_file():
+        # Every rank loads its own shard; the client state carries the step and the history so far.
+        _, client = engine.load_checkpoint(str(ckpt_dir))
+        if client is not None:
+            start_step, losses, tokens = client["step"], list(client["losses"]), client["tokens"]
+            if is_main:
+                print(f"distill: resumed from {ckpt_dir} at step {start_step}", flush=True)
+
+    train_started, tokens_at_start = time.perf_counter(), tokens
+    for step in range(start_step, params.steps):
+        parts, step_tokens = train_step(engine, previous, data, params, step, micro)
+        means, step_tokens = global_mean(parts, step_tokens, world_size)
+        losses.append(means["total"])
+        tokens += step_tokens
+        done = step + 1
+        if is_main:
+            lr = engine.get_lr()[0]
+            step_metrics = {("loss" if k == "total" else f"loss_{k}"): v for k, v in means.items()}
+            tracker.log_metrics(step_metrics | {"lr": lr}, done)
+            if done % PROGRESS_EVERY == 0 or done == params.steps:
+                # The hive parses exactly this line; keep its format.
+                print(f"progress step={done}/{params.steps} loss={means['total']:.4f}", flush=True)
+                tracker.flush()
+        if params.checkpoint_every and done % params.checkpoint_every == 0 and done < params.steps:
+            engine.save_checkpoint(str(ckpt_dir), client_state={"step": done, "losses": losses, "tokens": tokens})
+    train_s = time.perf_counter() - train_started
+
+    sha = save_student(engine, out_dir / "core", rank)
+    if not is_main:
+        return 0
+
+    # The other ranks are done; evaluation decodes on rank 0 and may use their cores.
+    torch.set_num_threads(max(1, min(world_size, os.cpu_count() or 1)))
+    core = load_core(out_dir / "core")  # evaluate exactly what ships
+    scores = evaluate_skills(core, skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
+    wall_s = time.perf_counter() - started
+    metrics = {
+        "round_id": manifest.round_id,
+        "steps": params.steps,
+        "losses": losses,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "eval": scores,
+        "sha256": sha,
+        "tokens": tokens,
+        "wall_s": wall_s,
+        "train_s": train_s,
+        # This process's trained tokens over its training time: saving, evaluation and resumed steps are not
+        # throughput.
+        "tokens_per_s": (tokens - tokens_at_start) / train_s if train_s > 0 else None,
+        "world_size": world_size,
+        "zero_stage": engine.zero_optimization_stage(),
+        "examples": data.report.kept,
+        "skipped": dict(data.report.skipped),
+        "mlflow_run_id": tracker.run_id,
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    tracker.log_metrics({f"eval_{name}": acc for name, acc in scores.items()})
+    tracker.log_metrics({"final_loss": metrics["final_loss"] or 0.0, "tokens_per_s": metrics["tokens_per_s"] or 0.0})
+    tracker.log_artifact(out_dir / "metrics.json")
+    tracker.close()
+    print(f"distill: done in {wall_s:.1f}s, eval {json.dumps(scores)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

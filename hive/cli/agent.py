@@ -1,0 +1,57 @@
+"""``hive agent run``: one agent process, deployed to one skill."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Run agents.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    agent_id: str = typer.Option(..., "--id", help="The agent's id (letters, digits, . _ -)."),
+    skill: str = typer.Option(..., help="The skill it is deployed to: a built-in name or module:attribute."),
+    eval_skills: str = typer.Option("", help="Comma-separated skills it evaluates itself on when it reports."),
+    learn_steps: int = typer.Option(300, help="On-the-job learning steps before it only serves."),
+    batch_size: int = typer.Option(32, help="Tasks worked per learning step."),
+    publish_per_step: int = typer.Option(8, help="Learnings published per step."),
+    eval_tasks: int = typer.Option(100, help="Held-out tasks per skill in a self-evaluation."),
+    home: Path | None = typer.Option(
+        None, help="Where the agent keeps its cores and specialist [env HIVE_AGENT_HOME]."
+    ),
+) -> None:
+    """Work tasks, learn on the job, publish learnings and heartbeats, and follow released cores.
+
+    Stops cleanly on SIGTERM or Ctrl-C, flushing what it has published.
+    """
+    # Imported here so that `hive --help` stays fast: torch and transformers load in seconds.
+    from agents.config import AgentSettings
+    from agents.runtime import AgentRuntime
+    from streams.config import KafkaSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = {
+        "agent_id": agent_id,
+        "skill": skill,
+        "eval_skills": [s for s in eval_skills.split(",") if s],
+        "learn_steps": learn_steps,
+        "batch_size": batch_size,
+        "publish_per_step": publish_per_step,
+        "eval_tasks": eval_tasks,
+    }
+    if home is not None:
+        overrides["home"] = home
+    settings = AgentSettings(**overrides)
+    kafka = KafkaSettings()
+    if not kafka.bootstrap:
+        typer.echo("HIVE_KAFKA_BOOTSTRAP is not set: an agent needs a broker to reach the hive", err=True)
+        raise typer.Exit(2)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    AgentRuntime(settings, kafka).run(stop)

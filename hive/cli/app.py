@@ -1,0 +1,34 @@
+"""Assembles the ``hive`` command from its groups; nothing else lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from hive import __version__
+from hive.cli import agent, demo
+
+app = typer.Typer(
+    name="hive",
+    help="hive-mind: agents learn on the job; the hive distills the fleet into one shared core.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(agent.app, name="agent")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hive-mind {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """hive-mind: agents learn on the job; the hive distills the fleet into one shared core."""
+
+
+def main() -> None:
+    app()

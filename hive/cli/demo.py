@@ -1,0 +1,99 @@
+"""``hive demo``: the whole loop on embedded defaults, with progress and a before/after table."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hive.demo import DemoError, DemoPlan, Reporter
+
+
+class ConsoleReporter(Reporter):
+    """Progress bars and phase messages on stderr; the data goes to stdout."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._learn = None
+        self._distill = None
+
+    def phase(self, message: str) -> None:
+        self.console.log(message)
+
+    def learning(self, done: int, total: int, stored: int) -> None:
+        if self._learn is None:
+            self.progress.start()
+            self._learn = self.progress.add_task("agents learning", total=total, info="")
+        self.progress.update(self._learn, completed=done, info=f"{stored} learnings stored")
+
+    def distilling(self, step: int, total: int, loss: float) -> None:
+        if self._distill is None:
+            self._distill = self.progress.add_task("distilling", total=total, info="")
+        self.progress.update(self._distill, completed=step, info=f"loss {loss:.4f}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _table(report: dict) -> Table:
+    skills = report["skills"]
+    table = Table(title=f"accuracy on held-out tasks: before the round -> after (core v{report['core_version']})")
+    table.add_column("agent")
+    table.add_column("core")
+    for skill in skills:
+        table.add_column(skill, justify="center")
+    for agent in report["agents"]:
+        cells = []
+        for skill in skills:
+            cell = f"{agent['before'].get(skill, 0):.2f} -> {agent['after'].get(skill, 0):.2f}"
+            cells.append(f"[bold]{cell}[/bold] *" if skill == agent["skill"] else cell)
+        table.add_row(agent["id"], f"v{agent['core_version']}", *cells)
+    table.caption = "* the skill the agent was deployed to"
+    return table
+
+
+def demo(
+    agents_skills: str = typer.Option("capital,morse,add", "--skills", help="One agent per skill, comma-separated."),
+    learn_steps: int = typer.Option(300, help="On-the-job learning steps per agent."),
+    distill_steps: int = typer.Option(600, help="Distillation steps in the round."),
+    reset: bool = typer.Option(False, help="Delete HIVE_HOME first even if the demo did not make it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Run the whole loop: broker, core v0, agents learning, ingest, a DeepSpeed round, release, report."""
+    # Imported here: the hive's settings and services pull in torch and Kafka clients.
+    from hive.config import HiveSettings
+    from hive.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    console = Console(stderr=True)
+    plan = DemoPlan(
+        skills=[s for s in agents_skills.split(",") if s], learn_steps=learn_steps, distill_steps=distill_steps
+    )
+    settings = HiveSettings()
+    try:
+        report = run_demo(settings, plan, ConsoleReporter(console), reset=reset)
+    except DemoError as err:
+        console.print(f"[red]demo failed:[/red] {err}")
+        raise typer.Exit(1) from err
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    Console().print(_table(report))
+    s = report["summary"]
+    typer.echo(
+        f"cross-skill accuracy: {s['cross_skill_before']:.2f} -> {s['cross_skill_after']:.2f} "
+        f"(+{s['cross_skill_gain']:.2f}); round {report['round']['id']}: {report['round']['learnings']} learnings, "
+        f"{report['round']['wall_s']} s; demo {report['wall_s']} s; report: {settings.home / 'demo' / 'report.json'}"
+    )

@@ -1,0 +1,256 @@
+"""``hive demo``: the whole loop on one machine, from an empty hive to a fleet sharing one core."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hive.config import HiveSettings
+from hive.fleet import FleetView
+from hive.service import Hive
+from streams.broker import EmbeddedBroker
+
+MARKER = ".demo-state"
+
+
+class DemoError(RuntimeError):
+    """The demo could not finish; the message says which step and why."""
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """The fleet the demo deploys: one agent per skill, and how long each learns on the job."""
+
+    skills: list[str] = field(default_factory=lambda: ["capital", "morse", "add"])
+    learn_steps: int = 300
+    batch_size: int = 32
+    publish_per_step: int = 8
+    distill_steps: int = 600
+    eval_tasks: int = 100
+    timeout_s: float = 900.0
+
+    @property
+    def agent_ids(self) -> list[str]:
+        return [f"agent-{i + 1}" for i in range(len(self.skills))]
+
+    @property
+    def expected_learnings(self) -> int:
+        return len(self.skills) * self.learn_steps * self.publish_per_step
+
+
+def prepare_home(home: Path, reset: bool) -> None:
+    """Starts the demo on an empty hive; it replaces only state that an earlier demo made."""
+    marker = home / "demo" / MARKER
+    if home.exists() and any(home.iterdir()):
+        if not (marker.exists() or reset):
+            raise DemoError(
+                f"{home} already holds a hive that the demo did not make; "
+                "set HIVE_HOME to another directory, or pass --reset to delete it"
+            )
+        shutil.rmtree(home)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by `hive demo`; the next demo replaces this directory\n")
+
+
+class Reporter:
+    """What the demo tells the person watching; a no-op base, so the e2e test can stay quiet."""
+
+    def phase(self, message: str) -> None: ...
+    def learning(self, done: int, total: int, stored: int) -> None: ...
+    def distilling(self, step: int, total: int, loss: float) -> None: ...
+    def close(self) -> None: ...
+
+
+def _agent_command(plan: DemoPlan, agent_id: str, skill: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "hive",
+        "agent",
+        "run",
+        "--id",
+        agent_id,
+        "--skill",
+        skill,
+        "--eval-skills",
+        ",".join(plan.skills),
+        "--learn-steps",
+        str(plan.learn_steps),
+        "--batch-size",
+        str(plan.batch_size),
+        "--publish-per-step",
+        str(plan.publish_per_step),
+        "--eval-tasks",
+        str(plan.eval_tasks),
+    ]
+
+
+class AgentFleet:
+    """The demo's agent processes; each one is stopped by its pid, whatever happens."""
+
+    def __init__(self, settings: HiveSettings, plan: DemoPlan, log_dir: Path) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._logs = []
+        env = dict(os.environ)
+        env["HIVE_KAFKA_BOOTSTRAP"] = settings.kafka.bootstrap
+        env["HIVE_AGENT_HOME"] = str((settings.home / "agents").resolve())
+        # Three agents share two cores: one thread each keeps them from fighting.
+        env["OMP_NUM_THREADS"] = "1"
+        for agent_id, skill in zip(plan.agent_ids, plan.skills, strict=True):
+            log = (log_dir / f"{agent_id}.log").open("w")
+            self._logs.append(log)
+            self.procs[agent_id] = subprocess.Popen(
+                _agent_command(plan, agent_id, skill), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def check_alive(self, log_dir: Path) -> None:
+        for agent_id, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (log_dir / f"{agent_id}.log").read_text()[-2000:]
+                raise DemoError(f"{agent_id} exited with code {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+
+
+def _wait(condition: Callable[[], bool], deadline: float, what: str, tick: Callable[[], None]) -> None:
+    while not condition():
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out waiting for {what}")
+        tick()
+        time.sleep(0.5)
+
+
+def build_report(plan: DemoPlan, view: FleetView, core_version: int, round_info: dict[str, Any]) -> dict[str, Any]:
+    """Per agent: accuracy on every skill before the round (core v0 plus its own learning) and after it."""
+    agents = []
+    for agent_id, skill in zip(plan.agent_ids, plan.skills, strict=True):
+        beat = view.latest[agent_id]
+        agents.append(
+            {
+                "id": agent_id,
+                "skill": skill,
+                "core_version": beat.core_version,
+                "before": view.evaluations.get((agent_id, 0), {}),
+                "after": view.evaluations.get((agent_id, core_version), {}),
+            }
+        )
+    cross_before = [a["before"].get(s, 0.0) for a in agents for s in plan.skills if s != a["skill"]]
+    cross_after = [a["after"].get(s, 0.0) for a in agents for s in plan.skills if s != a["skill"]]
+    own_before = [a["before"].get(a["skill"], 0.0) for a in agents]
+    own_after = [a["after"].get(a["skill"], 0.0) for a in agents]
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return {
+        "core_version": core_version,
+        "skills": plan.skills,
+        "agents": agents,
+        "round": round_info,
+        "summary": {
+            "cross_skill_before": mean(cross_before),
+            "cross_skill_after": mean(cross_after),
+            "cross_skill_gain": mean(cross_after) - mean(cross_before),
+            "own_skill_before": mean(own_before),
+            "own_skill_after": mean(own_after),
+        },
+    }
+
+
+def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: bool = False) -> dict[str, Any]:
+    """Runs the loop once and returns the report, also written to ``HIVE_HOME/demo/report.json``."""
+    started = time.monotonic()
+    deadline = started + plan.timeout_s
+    prepare_home(settings.home, reset)
+    demo_dir = settings.home / "demo"
+    broker: EmbeddedBroker | None = None
+    fleet: AgentFleet | None = None
+    hive: Hive | None = None
+    try:
+        if not settings.kafka.bootstrap:
+            reporter.phase("starting the embedded broker")
+            broker = EmbeddedBroker(log_path=demo_dir / "broker.log")
+            settings = settings.model_copy(
+                update={"kafka": settings.kafka.model_copy(update={"bootstrap": broker.start()})}
+            )
+        settings = settings.model_copy(
+            update={
+                "round_min_learnings": plan.expected_learnings,
+                "distill": settings.distill.model_copy(update={"steps": plan.distill_steps}),
+                "gate": settings.gate.model_copy(update={"eval_tasks": plan.eval_tasks}),
+            }
+        )
+        reporter.phase(f"broker at {settings.kafka.bootstrap}; building core v0 and registering it in MLflow")
+        hive = Hive(settings)
+        hive.start()
+        hive.release(hive.champion())
+        reporter.phase(
+            f"starting {len(plan.skills)} agents: "
+            + ", ".join(f"{a} ({s})" for a, s in zip(plan.agent_ids, plan.skills, strict=True))
+        )
+        fleet = AgentFleet(settings, plan, demo_dir)
+        total_steps = len(plan.skills) * plan.learn_steps
+        live_hive, live_fleet = hive, fleet
+
+        def learned() -> bool:
+            view = live_hive.fleet.snapshot()
+            return all((a, 0) in view.evaluations for a in plan.agent_ids) and live_hive.due()
+
+        def tick_learning() -> None:
+            live_fleet.check_alive(demo_dir)
+            view = live_hive.fleet.snapshot()
+            done = sum(min(b.counters.get("learn_steps", 0), plan.learn_steps) for b in view.latest.values())
+            reporter.learning(done, total_steps, live_hive.store.count())
+
+        _wait(learned, deadline, "the agents to learn on the job and the round threshold", tick_learning)
+        reporter.learning(total_steps, total_steps, hive.store.count())
+        reporter.phase(f"threshold reached: {hive.new_learnings()} learnings stored; distilling with DeepSpeed")
+        record = hive.run_round(on_progress=reporter.distilling)
+        if record.state != "released" or record.candidate_version is None:
+            raise DemoError(f"round {record.id} was {record.state}: {'; '.join(record.gate_reasons) or record.error}")
+        version = record.candidate_version
+        reporter.phase(f"core v{version} passed the gate and is champion; waiting for every agent to swap")
+
+        def swapped() -> bool:
+            view = live_hive.fleet.snapshot()
+            return all((a, version) in view.evaluations for a in plan.agent_ids)
+
+        _wait(swapped, deadline, f"every agent to run core v{version}", lambda: live_fleet.check_alive(demo_dir))
+        round_info = {
+            "id": record.id,
+            "learnings": record.learnings,
+            "per_agent": record.per_agent,
+            "wall_s": round(record.wall_s, 1),
+            "distill": record.distill,
+            "eval": record.eval,
+            "champion_eval": record.champion_eval,
+        }
+        report = build_report(plan, hive.fleet.snapshot(), version, round_info)
+        report["wall_s"] = round(time.monotonic() - started, 1)
+        (demo_dir / "report.json").write_text(json.dumps(report, indent=2))
+        return report
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        if hive is not None:
+            hive.stop()
+        if broker is not None:
+            broker.stop()
+        reporter.close()

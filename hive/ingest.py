@@ -1,0 +1,199 @@
+"""Hive ingest: validate each learning, dead-letter the bad ones, store the good ones, then commit offsets."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass, fields
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from hive.config import HiveSettings
+from hive.store import LearningStore, StoreError
+from streams import topics
+from streams.codec import OVERSIZE, DecodeError, decode
+from streams.events import Learning
+from streams.kafka import make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "hive-ingest"
+DLQ_HEADROOM_BYTES = 4096
+# Failures the run loop survives by backing off and retrying the same records; anything else is a bug.
+RETRYABLE = (KafkaError, OSError, sqlite3.Error, StoreError)
+
+
+@dataclass
+class IngestStats:
+    """Counts of records: polled from Kafka, stored as new, skipped as duplicates, and dead-lettered."""
+
+    polled: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+    def add(self, other: IngestStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    # Runs on the consumer's IO loop, which must not block (kafka-python 3 docs), so it only pauses
+    # the new partitions; poll_once positions them from the store on the caller's thread.
+    def __init__(self, ingestor: Ingestor) -> None:
+        self._ingestor = ingestor
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self._ingestor._pending_lock:
+            self._ingestor._pending.difference_update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if assigned:
+            with self._ingestor._pending_lock:
+                self._ingestor._consumer.pause(*assigned)
+                self._ingestor._pending.update(assigned)
+
+
+class Ingestor:
+    """Moves learnings from ``hive.learnings`` into the store, exactly once in effect.
+
+    Order per batch: dead-letter the invalid records and wait for the broker's acks, append the
+    valid ones to the store together with the next offsets, and only then commit those offsets to
+    Kafka. A crash anywhere replays the batch; learning ids make the replay store nothing twice.
+    """
+
+    def __init__(
+        self, settings: HiveSettings, store: LearningStore, producer: KafkaProducer | None = None, **consumer: Any
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.totals = IngestStats()
+        self.max_bytes = settings.kafka.max_message_bytes
+        # Filled by the rebalance listener on the consumer's IO thread, drained on the polling thread.
+        self._pending: set[TopicPartition] = set()
+        self._pending_lock = threading.Lock()
+        self._owns_producer = producer is None
+        self._producer = producer if producer is not None else make_producer(settings.kafka)
+        self._consumer: KafkaConsumer = make_consumer(settings.kafka, None, GROUP_ID, **consumer)
+        self._consumer.subscribe([topics.LEARNINGS], listener=_Rebalance(self))
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the group has assigned partitions and each is positioned (after a poll)."""
+        with self._pending_lock:
+            return bool(self._consumer.assignment()) and not self._pending
+
+    def poll_once(self, timeout_ms: int = 500) -> IngestStats:
+        """Polls one batch and handles it fully (dead letters, store, commit); returns its counts."""
+        if self._pending:
+            self._position_pending()
+        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        if self._pending:
+            self._position_pending()
+        stats = IngestStats()
+        records = [r for recs in batch.values() for r in recs]
+        if not records:
+            return stats
+        stats.polled = len(records)
+        learnings: list[Learning] = []
+        dead: list[Any] = []
+        next_offsets: dict[tuple[str, int], int] = {}
+        first_offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            key = (rec.topic, rec.partition)
+            next_offsets[key] = max(next_offsets.get(key, 0), rec.offset + 1)
+            tp = TopicPartition(rec.topic, rec.partition)
+            first_offsets[tp] = min(first_offsets.get(tp, rec.offset), rec.offset)
+            try:
+                learnings.append(decode(rec.value, Learning, self.max_bytes))
+            except DecodeError as err:
+                log.warning("dead-lettering %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
+                dead.append(self._dead_letter(rec, err))
+        try:
+            for future in dead:
+                future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+            stored = self.store.append(learnings, next_offsets)
+            self._commit(next_offsets)
+        except RETRYABLE:
+            # Rewind so that the next poll replays this batch: nothing in it may be skipped.
+            for tp, offset in first_offsets.items():
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, offset)
+            raise
+        stats.dead_lettered = len(dead)
+        stats.stored = stored
+        stats.duplicates = len(learnings) - stored
+        self.totals.add(stats)
+        return stats
+
+    def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        # Only the partitions in this batch: a position on a partition the store has no offset for
+        # must not be committed, or a restart could skip past records the store never saw.
+        self._consumer.commit(
+            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
+        )
+
+    def _dead_letter(self, rec: Any, err: DecodeError) -> Any:
+        value = rec.value
+        headers = [
+            ("reason", err.reason.encode()),
+            ("detail", err.detail.encode("utf-8", errors="replace")),
+            ("source_topic", rec.topic.encode()),
+            ("source_partition", str(rec.partition).encode()),
+            ("source_offset", str(rec.offset).encode()),
+        ]
+        limit = self.max_bytes - DLQ_HEADROOM_BYTES
+        if err.reason == OVERSIZE and value is not None and len(value) > limit:
+            # The original cannot pass our own producer's size limit; keep its head and say so. The
+            # whole record stays in the source topic (at the offset in the headers) until retention.
+            headers.append(("truncated_from", str(len(value)).encode()))
+            value = bytes(value[:limit])
+        return self._producer.send(topics.LEARNINGS_DLQ, key=rec.key, value=value, headers=headers)
+
+    def _position_pending(self) -> None:
+        """Seeks newly assigned partitions past what the store already holds, then resumes them.
+
+        The store's offset wins only when Kafka has a committed offset for the group that is behind
+        it (a crash between the store commit and the Kafka commit). With no committed offset at all,
+        the broker may be a fresh embedded one whose offsets restarted at 0, so the stored offsets
+        would skip new records; reading from the start instead costs only deduplicated replays.
+        """
+        stored = self.store.offsets()
+        with self._pending_lock:
+            pending, self._pending = self._pending, set()
+        assigned = self._consumer.assignment()
+        for tp in pending:
+            if tp not in assigned:
+                continue
+            ours = stored.get((tp.topic, tp.partition))
+            committed = self._consumer.committed(tp)
+            if ours is not None and committed is not None and committed < ours:
+                log.info("seeking %s to %d from the store (Kafka had %d committed)", tp, ours, committed)
+                self._consumer.seek(tp, ours)
+            self._consumer.resume(tp)
+
+    def run(self, stop: threading.Event, timeout_ms: int = 500, backoff_s: float = 1.0) -> IngestStats:
+        """Polls until ``stop`` is set, then closes; survives broker and store hiccups by retrying."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.poll_once(timeout_ms)
+                except RETRYABLE:
+                    log.exception("ingest batch failed; it will be retried in %.1f s", backoff_s)
+                    stop.wait(backoff_s)
+        finally:
+            self.close()
+        return self.totals
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Offsets were committed explicitly after each durable batch; never commit on close.
+        self._consumer.close(autocommit=False)
+        if self._owns_producer:
+            self._producer.close()

@@ -1,0 +1,180 @@
+"""The embedded learning store: one Parquet segment per append, catalogued in SQLite."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hive.sqlite_catalog import IdRow, SqliteCatalog
+from hive.store import LearningStore, StoreError, TopicPartitionKey
+from streams.codec import encode
+from streams.events import Learning
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.sqlite"
+SEGMENTS_DIR = "segments"
+SEGMENT_SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+
+SEGMENT_SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("agent_id", pa.string(), nullable=False),
+        pa.field("skill", pa.string(), nullable=False),
+        pa.field("core_version", pa.int64(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("reward", pa.float64()),
+        pa.field("has_correction", pa.bool_(), nullable=False),
+        pa.field("has_teacher", pa.bool_(), nullable=False),
+        # The full event, so that nothing the agent sent is lost to the columns above.
+        pa.field("json", pa.string(), nullable=False),
+    ]
+)
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the directory entry is; POSIX needs an fsync of the directory.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ParquetLearningStore(LearningStore):
+    """Learnings in ``directory/segments/*.parquet``, the catalog in ``directory/catalog.sqlite``.
+
+    The catalog is the truth: a segment file becomes part of the store only when the catalog
+    transaction that names it commits. A segment left behind by a crash before that commit is
+    deleted when the store is opened.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.segments_dir = self.directory / SEGMENTS_DIR
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
+        self._catalog = SqliteCatalog(self.directory / CATALOG_FILE)
+        self._write_lock = threading.Lock()
+        self._recover()
+
+    def _recover(self) -> None:
+        known = self._catalog.segment_names()
+        on_disk = {p.name for p in self.segments_dir.iterdir() if p.is_file()}
+        for name in sorted(on_disk - known):
+            # Written but never committed (a crash between the file and the catalog): not part of the store.
+            log.warning("removing segment %s: it is not in the catalog (an append that did not commit)", name)
+            (self.segments_dir / name).unlink()
+        missing = known - on_disk
+        if missing:
+            raise StoreError(
+                f"the catalog in {self.directory} names {len(missing)} segment(s) that are missing on disk, "
+                f"e.g. {sorted(missing)[:3]}; restore them from a backup or move the store aside"
+            )
+
+    def append(self, learnings: list[Learning], offsets: dict[TopicPartitionKey, int]) -> int:
+        with self._write_lock:
+            batch: dict[str, Learning] = {}
+            for learning in learnings:
+                batch.setdefault(str(learning.id), learning)  # the first of a repeated id wins
+            known = self._catalog.known_ids(list(batch))
+            new = [learning for key, learning in batch.items() if key not in known]
+            if not new:
+                if offsets:
+                    self._catalog.commit(None, [], offsets)
+                return 0
+            first = self._catalog.max_seq() + 1
+            seqs = list(range(first, first + len(new)))
+            name = f"seg-{seqs[0]:012d}-{seqs[-1]:012d}{SEGMENT_SUFFIX}"
+            path = self.segments_dir / name
+            self._write_segment(path, seqs, new)
+            rows: list[IdRow] = [(str(x.id), s, x.agent_id, x.skill) for s, x in zip(seqs, new, strict=True)]
+            try:
+                self._catalog.commit(name, rows, offsets)
+            except BaseException:
+                # Not committed, so not part of the store; remove it now rather than at the next open.
+                path.unlink(missing_ok=True)
+                raise
+            return len(new)
+
+    def _write_segment(self, path: Path, seqs: list[int], learnings: list[Learning]) -> None:
+        table = pa.table(
+            {
+                "seq": seqs,
+                "id": [str(x.id) for x in learnings],
+                "agent_id": [x.agent_id for x in learnings],
+                "skill": [x.skill for x in learnings],
+                "core_version": [x.core_version for x in learnings],
+                "created_at": [x.created_at for x in learnings],
+                "reward": [x.feedback.reward for x in learnings],
+                "has_correction": [x.feedback.correction is not None for x in learnings],
+                "has_teacher": [x.teacher is not None for x in learnings],
+                "json": [encode(x).decode("utf-8") for x in learnings],
+            },
+            schema=SEGMENT_SCHEMA,
+        )
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.segments_dir)
+
+    def read_with_seq(
+        self,
+        after_seq: int = 0,
+        upto_seq: int | None = None,
+        agent_id: str | None = None,
+        skill: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[int, Learning]]:
+        located = self._catalog.locate(after_seq, upto_seq, agent_id, skill, limit)
+        wanted: dict[str, set[int]] = defaultdict(set)
+        for seq, segment in located:
+            wanted[segment].add(seq)
+        found: dict[int, Learning] = {}
+        for segment, seqs in wanted.items():
+            path = self.segments_dir / segment
+            try:
+                table = pq.read_table(path, columns=["seq", "json"])
+            except FileNotFoundError as exc:
+                raise StoreError(f"segment {segment} is in the catalog but missing from {self.segments_dir}") from exc
+            for seq, text in zip(table.column("seq").to_pylist(), table.column("json").to_pylist(), strict=True):
+                if seq in seqs:
+                    found[seq] = Learning.model_validate_json(text)
+        return [(seq, found[seq]) for seq, _ in located]
+
+    def read(
+        self,
+        after_seq: int = 0,
+        upto_seq: int | None = None,
+        agent_id: str | None = None,
+        skill: str | None = None,
+        limit: int | None = None,
+    ) -> list[Learning]:
+        return [x for _, x in self.read_with_seq(after_seq, upto_seq, agent_id, skill, limit)]
+
+    def count(self, agent_id: str | None = None, skill: str | None = None) -> int:
+        return self._catalog.count(agent_id, skill)
+
+    def unique_ids(self) -> int:
+        return self._catalog.unique_ids()
+
+    def max_seq(self) -> int:
+        return self._catalog.max_seq()
+
+    def offsets(self) -> dict[TopicPartitionKey, int]:
+        return self._catalog.offsets()
+
+    def per_agent_counts(self, after_seq: int = 0, upto_seq: int | None = None) -> dict[str, int]:
+        return self._catalog.per_agent_counts(after_seq, upto_seq)
+
+    def close(self) -> None:
+        self._catalog.close()

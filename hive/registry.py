@@ -1,0 +1,329 @@
+"""The core registry: each core is a run's plain safetensors artifacts, registered as an MLflow model version."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.model import WEIGHTS_FILE, file_sha256
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from hive.config import HiveSettings
+
+CORE_ARTIFACT_PATH = "core"
+CHAMPION = "champion"
+TAG_CORE_VERSION = "core_version"
+TAG_SHA256 = "sha256"
+TAG_ROUND_ID = "round_id"
+_SQLITE_PREFIX = "sqlite:///"
+
+
+class RegistryError(RuntimeError):
+    """A registry request that cannot be met: an unknown core version or alias, or a version registered twice."""
+
+
+class CoreIntegrityError(RegistryError):
+    """A core's weights file does not match the sha256 it was (or is about to be) registered with."""
+
+
+def verify_core(directory: Path, expected_sha256: str) -> None:
+    """Raises CoreIntegrityError unless ``directory``'s weights file hashes to ``expected_sha256``."""
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CoreIntegrityError(f"no {WEIGHTS_FILE} in {directory}")
+    actual = file_sha256(weights)
+    if actual != expected_sha256:
+        raise CoreIntegrityError(
+            f"{weights} has sha256 {actual}, but the core was registered with {expected_sha256}: "
+            "the file is corrupt or was tampered with; do not load it"
+        )
+
+
+def _import_mlflow():
+    # `import mlflow` takes ~3 s and agent processes must start without it, so only the hive's
+    # registry calls pay for it.
+    import mlflow
+
+    # A fresh SQLite file logs "Creating initial MLflow database tables..." and "Updating database
+    # tables" at INFO. MLFLOW_LOGGING_LEVEL cannot silence them here: it is read once, at import, and
+    # transformers' save_pretrained often imported mlflow already (via deepspeed.autotuning). So quiet
+    # that one logger, keeping its warnings and errors, unless the user chose a level.
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    return mlflow
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith(_SQLITE_PREFIX):
+        return None
+    return Path(tracking_uri.removeprefix(_SQLITE_PREFIX)).resolve()
+
+
+class CoreRegistry:
+    """Cores in an MLflow model registry, addressed by the hive's own integer core version.
+
+    MLflow numbers model versions from 1 by itself; the hive numbers cores from 0. The two are joined by
+    the ``core_version`` tag of each model version, so a core version MUST be registered at most once.
+    Every model version also carries the ``sha256`` of its weights file, and ``download`` checks it.
+
+    ``artifact_root`` is where runs store their files. It defaults to ``mlartifacts`` next to a SQLite
+    database, so nothing lands in ``./mlruns``; for a tracking server, None leaves the choice to the server.
+    It applies when this registry creates the experiment; an existing experiment keeps its location.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str = "hive-core",
+        experiment: str = "hive-cores",
+        artifact_root: Path | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.experiment = experiment
+        db = _sqlite_path(tracking_uri)
+        if artifact_root is None and db is not None:
+            artifact_root = db.parent / "mlartifacts"
+        self.artifact_root = artifact_root.resolve() if artifact_root is not None else None
+        self._client_cache: MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: HiveSettings) -> CoreRegistry:
+        return cls(settings.mlflow_uri, settings.registered_model, artifact_root=settings.home / "mlartifacts")
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def log_core(
+        self,
+        core_dir: Path,
+        version: int,
+        sha256: str,
+        metrics: dict[str, float] | None = None,
+        run_id: str | None = None,
+        round_id: str | None = None,
+    ) -> str:
+        """Logs the files of ``core_dir`` under ``core/`` of a run and registers them as core ``version``.
+
+        With ``run_id`` (e.g. the distillation run) the files join that run, which is left open; otherwise
+        a new run is created in the registry's experiment and ended. Returns the MLflow model version.
+        """
+        # Check before anything is written: a sha256 tag that does not match its file would make every
+        # later download fail, and a core version registered twice would make the tag join ambiguous.
+        verify_core(core_dir, sha256)
+        existing = self._model_version(version)
+        if existing is not None:
+            raise RegistryError(
+                f"core version {version} is already registered as {self.model_name} version {existing.version}"
+            )
+        client = self._client()
+        own_run = run_id is None
+        if run_id is None:
+            run_id = client.create_run(self.experiment_id(), run_name=f"core-v{version}").info.run_id
+        status = "FAILED"
+        try:
+            for path in sorted(core_dir.iterdir()):
+                # Only the top-level files: a core directory's subfolders (checkpoints) are not the core.
+                if path.is_file():
+                    client.log_artifact(run_id, str(path), artifact_path=CORE_ARTIFACT_PATH)
+            self._log_run_data(client, run_id, version, sha256, metrics, round_id)
+            self._ensure_registered_model(client)
+            tags = {TAG_CORE_VERSION: str(version), TAG_SHA256: sha256}
+            if round_id is not None:
+                tags[TAG_ROUND_ID] = round_id
+            source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{CORE_ARTIFACT_PATH}"
+            mv = client.create_model_version(self.model_name, source=source, run_id=run_id, tags=tags)
+            status = "FINISHED"
+        finally:
+            if own_run:
+                client.set_terminated(run_id, status)
+        return str(mv.version)
+
+    def set_alias(self, alias: str, core_version: int) -> None:
+        """Points ``alias`` (e.g. ``champion``, ``previous``) at core ``core_version``."""
+        mv = self._require(core_version)
+        self._client().set_registered_model_alias(self.model_name, alias, mv.version)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def champion_version(self) -> int | None:
+        return self.alias_version(CHAMPION)
+
+    def alias_version(self, alias: str) -> int | None:
+        """The core version ``alias`` points at, or None when the alias (or the registered model) is unset."""
+        mlflow_version = self._aliases().get(alias)
+        if mlflow_version is None:
+            return None
+        mv = self._client().get_model_version(self.model_name, mlflow_version)
+        return _core_version(mv)
+
+    def download(self, alias_or_version: str | int, dst: Path) -> Path:
+        """Downloads a core (an alias, or an int core version) under ``dst``; returns the verified directory.
+
+        Raises RegistryError for an unknown alias or version, CoreIntegrityError when the downloaded
+        weights do not match the registered sha256.
+        """
+        mv = self._resolve(alias_or_version)
+        client = self._client()
+        source = client.get_model_version_download_uri(self.model_name, mv.version)
+        # Download from the version's source URI rather than `models:/NAME@alias`: MLflow resolves
+        # models:/ URIs with the process-global registry URI (ModelsArtifactRepository._get_model_uri_infos),
+        # which is not ours, and by default points at ./mlflow.db.
+        mlflow = _import_mlflow()
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri)
+        )
+        verify_core(local, mv.tags[TAG_SHA256])
+        return local
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Every registered core, oldest first, as plain JSON-ready dicts."""
+        # search_model_versions leaves ModelVersion.aliases empty on the SQL store, so aliases come from
+        # the registered model, which maps each alias to an MLflow version.
+        aliases: dict[str, list[str]] = {}
+        for alias, mlflow_version in self._aliases().items():
+            aliases.setdefault(str(mlflow_version), []).append(alias)
+        rows = []
+        for mv in self._model_versions():
+            rows.append(
+                {
+                    "core_version": _core_version(mv),
+                    "mlflow_version": str(mv.version),
+                    "sha256": mv.tags.get(TAG_SHA256),
+                    "aliases": sorted(aliases.get(str(mv.version), [])),
+                    "round_id": mv.tags.get(TAG_ROUND_ID),
+                    "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
+                }
+            )
+        return rows
+
+    def experiment_id(self) -> str:
+        """The id of the registry's experiment, created under ``artifact_root`` when missing.
+
+        A run passed to ``log_core`` should belong to it (or to another experiment with a chosen
+        location): a run of MLflow's default experiment keeps its artifacts in ``./mlruns``.
+        """
+        if self._experiment_id is not None:
+            return self._experiment_id
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = self.artifact_root.as_uri() if self.artifact_root is not None else None
+            try:
+                self._experiment_id = client.create_experiment(self.experiment, artifact_location=location)
+                return self._experiment_id
+            except MlflowException as err:
+                # Another process created it between our lookup and our create: use theirs.
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            exp = client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise RegistryError(f"MLflow experiment {self.experiment!r} exists but cannot be read")
+        if exp.lifecycle_stage != "active":
+            raise RegistryError(
+                f"MLflow experiment {self.experiment!r} is deleted; restore it (`mlflow experiments restore "
+                f"--experiment-id {exp.experiment_id}`) or configure another experiment name"
+            )
+        self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _client(self) -> MlflowClient:
+        if self._client_cache is None:
+            mlflow = _import_mlflow()
+            db = _sqlite_path(self.tracking_uri)
+            if db is not None:
+                # SQLite creates the file but not its folder; a fresh hive home may not exist yet.
+                db.parent.mkdir(parents=True, exist_ok=True)
+            self._client_cache = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client_cache
+
+    def _ensure_registered_model(self, client: MlflowClient) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(self.model_name, description="The hive's cognitive core.")
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    @staticmethod
+    def _log_run_data(
+        client: MlflowClient,
+        run_id: str,
+        version: int,
+        sha256: str,
+        metrics: dict[str, float] | None,
+        round_id: str | None,
+    ) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        tags = [RunTag(TAG_CORE_VERSION, str(version)), RunTag(TAG_SHA256, sha256)]
+        if round_id is not None:
+            tags.append(RunTag(TAG_ROUND_ID, round_id))
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()],
+            tags=tags,
+        )
+
+    def _aliases(self) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self._client().get_registered_model(self.model_name).aliases)
+        except MlflowException as err:
+            # No core registered yet: the registered model does not exist, so no alias is set.
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
+
+    def _model_versions(self) -> list[ModelVersion]:
+        client = self._client()
+        # The name is ours (from the settings), but quote it so a stray quote cannot break the filter.
+        name = self.model_name.replace("'", "\\'")
+        versions: list[ModelVersion] = []
+        token = None
+        while True:
+            page = client.search_model_versions(f"name = '{name}'", page_token=token)
+            versions.extend(page)
+            token = page.token
+            if not token:
+                break
+        return sorted(versions, key=lambda mv: int(mv.version))
+
+    def _model_version(self, core_version: int) -> ModelVersion | None:
+        for mv in self._model_versions():
+            if _core_version(mv) == core_version:
+                return mv
+        return None
+
+    def _require(self, core_version: int) -> ModelVersion:
+        mv = self._model_version(core_version)
+        if mv is None:
+            known = [row["core_version"] for row in self.list_versions()]
+            raise RegistryError(f"core version {core_version} is not registered in {self.model_name}; known: {known}")
+        return mv
+
+    def _resolve(self, alias_or_version: str | int) -> ModelVersion:
+        if isinstance(alias_or_version, int):
+            return self._require(alias_or_version)
+        mlflow_version = self._aliases().get(alias_or_version)
+        if mlflow_version is None:
+            raise RegistryError(f"alias {alias_or_version!r} is not set on {self.model_name}")
+        return self._client().get_model_version(self.model_name, mlflow_version)
+
+
+def _core_version(mv: ModelVersion) -> int | None:
+    value = mv.tags.get(TAG_CORE_VERSION)
+    return int(value) if value is not None else None

@@ -1,0 +1,185 @@
+"""Distillation rounds: open one over new learnings, run it under DeepSpeed, gate it, register it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agents.evaluation import evaluate_skills
+from agents.model import load_core
+from agents.skills import load_skills
+from hive.config import HiveSettings
+from hive.cores import CoreFiles, core_dir, existing_core
+from hive.gate import decide
+from hive.registry import CHAMPION, CoreRegistry
+from hive.store import LearningStore
+
+log = logging.getLogger(__name__)
+
+RoundState = Literal["open", "distilling", "released", "rejected", "failed"]
+ProgressFn = Callable[[int, int, float], None]
+
+
+class RoundError(RuntimeError):
+    """A round that cannot be opened or run, with the reason."""
+
+
+@dataclass
+class RoundRecord:
+    """One round's bookkeeping, kept as ``round.json`` in the round's directory."""
+
+    id: str
+    state: RoundState
+    base_version: int
+    after_seq: int
+    upto_seq: int
+    learnings: int
+    per_agent: dict[str, int]
+    skills: list[str]
+    created_at: float = field(default_factory=time.time)
+    candidate_version: int | None = None
+    eval: dict[str, float] = field(default_factory=dict)
+    champion_eval: dict[str, float] = field(default_factory=dict)
+    gate_reasons: list[str] = field(default_factory=list)
+    distill: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    error: str | None = None
+
+
+class RoundBook:
+    """The rounds of one hive, one directory each under ``HIVE_HOME/rounds``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, round_id: str) -> Path:
+        return self.directory / round_id
+
+    def save(self, record: RoundRecord) -> None:
+        target = self.path(record.id) / "round.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=2))
+        tmp.replace(target)
+
+    def all(self) -> list[RoundRecord]:
+        return [RoundRecord(**json.loads(p.read_text())) for p in sorted(self.directory.glob("r*/round.json"))]
+
+    def next_id(self) -> str:
+        return f"r{len(self.all()) + 1:04d}"
+
+    def covered_seq(self) -> int:
+        """The highest learning seq that a round has already taken in (released or rejected)."""
+        done = [r.upto_seq for r in self.all() if r.state in ("released", "rejected")]
+        return max(done, default=0)
+
+    def taught_skills(self) -> list[str]:
+        """Every skill a released core was ever taught: the gate checks all of them."""
+        return sorted({s for r in self.all() if r.state == "released" for s in r.skills})
+
+
+def open_round(settings: HiveSettings, store: LearningStore, book: RoundBook, base: CoreFiles) -> RoundRecord:
+    """Takes every learning stored since the last round into a new round, with its manifest."""
+    after = book.covered_seq()
+    upto = store.max_seq()
+    learnings = store.read(after_seq=after, upto_seq=upto)
+    if not learnings:
+        raise RoundError(f"no new learnings after seq {after}")
+    record = RoundRecord(
+        id=book.next_id(),
+        state="open",
+        base_version=base.version,
+        after_seq=after,
+        upto_seq=upto,
+        learnings=len(learnings),
+        per_agent=store.per_agent_counts(after_seq=after, upto_seq=upto),
+        skills=sorted({lr.skill for lr in learnings} | set(book.taught_skills())),
+    )
+    directory = book.path(record.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "learnings.jsonl").open("w") as fh:
+        for learning in learnings:
+            fh.write(learning.model_dump_json() + "\n")
+    manifest = {
+        "round_id": record.id,
+        "base_core": str(base.directory.resolve()),
+        "out_dir": str((directory / "out").resolve()),
+        "learnings": str((directory / "learnings.jsonl").resolve()),
+        "replay": None,
+        "skills": record.skills,
+        "distill": settings.distill.model_dump(),
+        "eval": {"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
+        "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": "hive-rounds", "run_name": record.id},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    book.save(record)
+    return record
+
+
+def run_round(
+    settings: HiveSettings,
+    book: RoundBook,
+    registry: CoreRegistry,
+    record: RoundRecord,
+    on_progress: ProgressFn | None = None,
+) -> RoundRecord:
+    """Distills, evaluates the champion on the same held-out tasks, gates, and registers a passing core.
+
+    The record ends ``released`` (registered and aliased champion; publishing is the caller's),
+    ``rejected`` (with the gate's reasons) or ``failed`` (with the error); it is never left running.
+    """
+    # The launcher is a subprocess: the hive never imports the distill job's training code.
+    from distill.launch import DistillError
+    from distill.launch import run_round as launch
+
+    started = time.monotonic()
+    record.state = "distilling"
+    book.save(record)
+    directory = book.path(record.id)
+    try:
+        metrics = launch(directory / "manifest.json", on_progress=on_progress, timeout_s=settings.distill.timeout_s)
+    except DistillError as err:
+        record.state, record.error = "failed", f"{err}\n{err.log_tail[-2000:]}"
+        record.wall_s = time.monotonic() - started
+        book.save(record)
+        raise RoundError(f"round {record.id} failed: {err}") from err
+    record.distill = {
+        k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
+    }
+    record.eval = dict(metrics["eval"])
+    skills = load_skills(record.skills)
+    champion = load_core(core_dir(settings, record.base_version))
+    record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
+    decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)
+    record.gate_reasons = decision.reasons
+    if decision.passed:
+        version = record.base_version + 1
+        target = core_dir(settings, version)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(directory / "out" / "core", target)
+        core = existing_core(settings, version)
+        registry.log_core(
+            core.directory,
+            version,
+            core.sha256,
+            metrics={f"eval_{k}": v for k, v in record.eval.items()},
+            round_id=record.id,
+        )
+        registry.set_alias("previous", record.base_version)
+        registry.set_alias(CHAMPION, version)
+        record.candidate_version = version
+        record.state = "released"
+    else:
+        record.state = "rejected"
+        log.warning("round %s rejected: %s", record.id, "; ".join(decision.reasons))
+    record.wall_s = time.monotonic() - started
+    book.save(record)
+    return record

@@ -1,0 +1,142 @@
+"""kafka-python wrappers: a safe producer, a manual-commit consumer, topic creation and a checked send."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kafka_errors
+
+from streams import topics
+from streams.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# Room for the record batch framing, key and headers on top of the largest value we allow.
+REQUEST_HEADROOM_BYTES = 64 * 1024
+
+DEFAULT_PARTITIONS: dict[str, int] = {
+    topics.LEARNINGS: 4,
+    topics.LEARNINGS_DLQ: 1,
+    topics.FLEET: 1,
+    topics.CORE: 1,
+}
+# The broker may accept these without enforcing them (Tansu 0.6 does not compact); readers must
+# not rely on compaction to find the latest release.
+DEFAULT_TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    topics.CORE: {"cleanup.policy": "compact"},
+}
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+def _servers(settings: KafkaSettings) -> list[str]:
+    servers = [s.strip() for s in settings.bootstrap.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("KafkaSettings.bootstrap is empty: start the embedded broker or set HIVE_KAFKA_BOOTSTRAP")
+    return servers
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer that does not lose or duplicate on retry: acks from all replicas, idempotence on.
+
+    Keys and values are bytes; encoding is the codec's job.
+    """
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(settings),
+        # Spelled out although they are kafka-python 3's defaults: acks 0/1 or retries=0 silently
+        # turn idempotence off (shared/FACTS.md), so an override must be a visible decision.
+        "acks": "all",
+        "enable_idempotence": True,
+        "retries": 10,
+        "max_in_flight_requests_per_connection": 5,
+        "linger_ms": 5,
+        "max_request_size": settings.max_message_bytes + REQUEST_HEADROOM_BYTES,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(
+    settings: KafkaSettings,
+    topics: list[str] | None = None,
+    group_id: str | None = None,
+    **overrides: Any,
+) -> KafkaConsumer:
+    """A consumer that never commits on its own: the caller commits after its work is durable.
+
+    With ``topics`` it subscribes at once; pass ``None`` to call ``subscribe``/``assign`` yourself
+    (for instance with a rebalance listener). Records come back as raw bytes.
+    """
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        # The embedded broker's group join waits about half the session timeout (shared/FACTS.md).
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    if topics:
+        consumer.subscribe(topics)
+    return consumer
+
+
+def create_topics(
+    settings: KafkaSettings,
+    partitions: Mapping[str, int] | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    timeout_s: float = 15.0,
+) -> None:
+    """Creates the topics if they are missing (an existing topic is fine) and waits until metadata shows them.
+
+    ``partitions`` defaults to ``DEFAULT_PARTITIONS``; ``configs`` to ``DEFAULT_TOPIC_CONFIGS``.
+    An existing topic keeps its partition count; a mismatch is logged, not changed.
+    """
+    partitions = dict(DEFAULT_PARTITIONS if partitions is None else partitions)
+    configs = DEFAULT_TOPIC_CONFIGS if configs is None else configs
+    request = {
+        name: {"num_partitions": count, "replication_factor": -1}
+        | ({"configs": dict(configs[name])} if name in configs else {})
+        for name, count in partitions.items()
+    }
+    admin = KafkaAdminClient(bootstrap_servers=_servers(settings), request_timeout_ms=settings.request_timeout_ms)
+    try:
+        result = admin.create_topics(request, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+        for topic in result["topics"]:
+            error = kafka_errors.for_code(topic["error_code"])
+            if error is kafka_errors.NoError or error is kafka_errors.TopicAlreadyExistsError:
+                continue
+            raise error(f"creating topic {topic['name']!r}: {topic.get('error_message') or error.__name__}")
+        admin.wait_for_topics(list(partitions), timeout_ms=int(timeout_s * 1000))
+        for described in admin.describe_topics(list(partitions)):
+            have, want = len(described["partitions"]), partitions[described["name"]]
+            if have != want:
+                log.warning("topic %s has %d partitions, not the %d asked for", described["name"], have, want)
+    finally:
+        admin.close()
+
+
+def send_and_wait(
+    producer: KafkaProducer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None = None,
+    timeout_s: float = 30.0,
+) -> Any:
+    """Sends one record and blocks until the broker acknowledges it; raises the Kafka error if it fails.
+
+    Returns the ``RecordMetadata`` (topic, partition, offset).
+    """
+    future = producer.send(topic, key=key, value=value, headers=list(headers) if headers else None)
+    metadata = future.get(timeout=timeout_s)
+    if metadata is None or metadata.offset < 0:
+        raise kafka_errors.KafkaError(f"send to {topic!r} returned no offset: {metadata!r}")
+    return metadata

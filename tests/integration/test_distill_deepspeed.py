@@ -1,0 +1,167 @@
+"""A real distill round: two DeepSpeed ranks on the CPU, MLflow on SQLite, a saved and evaluated core."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from agents.model import build_core, file_sha256, save_core
+from agents.skills import BUILTIN_SKILLS
+from agents.tokenizer import ByteTokenizer
+from distill.launch import DistillError, run_round
+from streams.events import Feedback, Learning, TeacherSignal
+
+pytest.importorskip("deepspeed")
+pytest.importorskip("mlflow")
+
+SKILLS = ["capital", "add"]
+STEPS = 60
+
+
+def _good_teacher(answer: str, k: int = 4) -> TeacherSignal:
+    """A confident, correct specialist: 0.9 on the right next token, the rest on three others."""
+    ids, lps = [], []
+    for target in ByteTokenizer().answer_ids(answer):
+        others = [(target + j) % 256 for j in (1, 2, 3)]
+        ids.append([target, *others][:k])
+        lps.append([math.log(0.9), *[math.log(0.03)] * 3][:k])
+    return TeacherSignal(k=k, token_ids=ids, logprobs=lps)
+
+
+def _learnings(n_teacher: int, n_corrections: int) -> list[Learning]:
+    """A chatty agent shipping teacher signals and a quiet one shipping corrections only."""
+    rng = random.Random(0)
+    capital = BUILTIN_SKILLS["capital"]
+    items = []
+    for _ in range(n_teacher):
+        prompt, answer = capital.sample(rng)
+        items.append(
+            Learning(
+                agent_id="agent-teacher",
+                skill="capital",
+                core_version=0,
+                prompt=prompt,
+                completion=answer,
+                feedback=Feedback(reward=1.0),
+                teacher=_good_teacher(answer),
+            )
+        )
+    for _ in range(n_corrections):
+        prompt, answer = capital.sample(rng)
+        items.append(
+            Learning(
+                agent_id="agent-corrections",
+                skill="capital",
+                core_version=0,
+                prompt=prompt,
+                completion="zzz",
+                feedback=Feedback(reward=0.0, correction=answer),
+            )
+        )
+    return items
+
+
+def _manifest(root: Path, **distill) -> Path:
+    core = root / "core_v0"
+    if not core.exists():
+        save_core(build_core(seed=0), core)
+    learnings = root / "learnings.jsonl"
+    if not learnings.exists():
+        learnings.write_text("".join(item.model_dump_json() + "\n" for item in _learnings(150, 50)))
+    manifest = {
+        "round_id": "r0001",
+        "base_core": str(core),
+        "out_dir": str(root / "round" / "out"),
+        "learnings": str(learnings),
+        "replay": str(learnings),
+        "skills": SKILLS,
+        "distill": {
+            "nproc": 2,
+            "steps": STEPS,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "warmup_steps": 5,
+            "temperature": 1.0,
+            "retention_weight": 0.1,
+            "ds_config": "zero2_cpu.yaml",
+            "seed": 0,
+            "timeout_s": 300,
+            **distill,
+        },
+        "eval": {"tasks": 20, "seed": 10_000},
+        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "hive-rounds", "run_name": "r0001"},
+    }
+    path = root / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_round(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list]:
+    root = tmp_path_factory.mktemp("distill")
+    progress: list[tuple[int, int, float]] = []
+    metrics = run_round(_manifest(root, checkpoint_every=30), on_progress=lambda *p: progress.append(p))
+    return root, metrics, progress
+
+
+def test_round_trains_saves_and_evaluates(first_round: tuple[Path, dict, list]) -> None:
+    root, metrics, progress = first_round
+    out = root / "round" / "out"
+    assert metrics["world_size"] == 2
+    assert metrics["steps"] == STEPS
+    losses = metrics["losses"]
+    assert len(losses) == STEPS
+    assert all(math.isfinite(loss) for loss in losses)
+    assert sum(losses[-10:]) / 10 < 0.5 * (sum(losses[:10]) / 10)
+    assert metrics["first_loss"] == losses[0]
+    assert metrics["final_loss"] == losses[-1]
+    assert metrics["sha256"] == file_sha256(out / "core" / "model.safetensors")
+    assert set(metrics["eval"]) == set(SKILLS)
+    assert all(0.0 <= acc <= 1.0 for acc in metrics["eval"].values())
+    assert metrics["tokens"] > 0
+    assert metrics["tokens_per_s"] > 0
+    # One progress line per 10 steps reached the callback, with the losses the job recorded.
+    assert [p[0] for p in progress] == list(range(10, STEPS + 1, 10))
+    assert all(total == STEPS for _, total, _ in progress)
+    assert progress[-1][2] == pytest.approx(losses[-1], abs=1e-4)
+    assert (root / "round" / "distill.log").read_text().count("progress step=") == len(progress)
+
+
+def test_round_is_tracked_in_mlflow(first_round: tuple[Path, dict, list]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    root, metrics, _ = first_round
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    run = client.get_run(metrics["mlflow_run_id"])
+    assert run.info.run_name == "r0001"
+    assert run.data.params["world_size"] == "2"
+    assert run.data.params["steps"] == str(STEPS)
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(metrics["losses"])
+    for skill in SKILLS:
+        assert run.data.metrics[f"eval_{skill}"] == metrics["eval"][skill]
+
+
+def test_rerun_resumes_from_the_checkpoint_with_the_same_losses(first_round: tuple[Path, dict, list]) -> None:
+    root, metrics, _ = first_round
+    assert (root / "round" / "out" / "ckpt" / "latest").is_file()
+    progress: list[tuple[int, int, float]] = []
+    resumed = run_round(root / "manifest.json", on_progress=lambda *p: progress.append(p))
+    # Only the steps after the checkpoint at 30 ran again, and they retraced the first run exactly.
+    assert [p[0] for p in progress] == [40, 50, 60]
+    assert "resumed from" in (root / "round" / "distill.log").read_text()
+    assert resumed["losses"] == pytest.approx(metrics["losses"], rel=1e-5)
+
+
+def test_a_failing_job_raises_with_the_log_tail(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    data = json.loads(manifest.read_text())
+    data["skills"] = ["no-such-skill"]
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(DistillError, match="no-such-skill") as info:
+        run_round(manifest, timeout_s=120)
+    assert "exited with code" in str(info.value)

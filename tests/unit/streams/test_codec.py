@@ -1,0 +1,144 @@
+"""The codec: every DecodeError reason, and encode/decode as inverses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams import codec
+from streams.codec import DecodeError, decode, encode
+from streams.events import Feedback, Learning, TeacherSignal
+
+MAX = 10_000
+
+
+def valid() -> dict:
+    return {
+        "agent_id": "agent-1",
+        "skill": "reverse",
+        "core_version": 0,
+        "prompt": "abc",
+        "completion": "cba",
+        "feedback": {"reward": 1.0},
+    }
+
+
+def raw(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+def reason_of(payload: bytes | None, max_bytes: int = MAX) -> DecodeError:
+    with pytest.raises(DecodeError) as info:
+        decode(payload, Learning, max_bytes)
+    return info.value
+
+
+def test_valid_message_decodes() -> None:
+    event = decode(raw(valid()), Learning, MAX)
+    assert event.agent_id == "agent-1"
+
+
+def test_oversize_is_checked_before_anything_else() -> None:
+    err = reason_of(b"\xff" * 101, max_bytes=100)  # also not UTF-8, but size wins
+    assert err.reason == codec.OVERSIZE
+    assert "101 bytes > limit of 100" in str(err)
+
+
+def test_exactly_at_the_limit_is_not_oversize() -> None:
+    payload = raw(valid())
+    assert decode(payload, Learning, len(payload)).skill == "reverse"
+
+
+@pytest.mark.parametrize("payload", [b"\xff\xfe{}", b'{"a": "\xc3\x28"}', None])
+def test_undecodable(payload: bytes | None) -> None:
+    assert reason_of(payload).reason == codec.UNDECODABLE
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"not json", b'{"a": 1,}', b"[" * 200_000])
+def test_invalid_json(payload: bytes) -> None:
+    err = reason_of(payload, max_bytes=1_000_000)
+    assert err.reason == codec.INVALID_JSON
+    assert str(err).startswith("message is not valid JSON")
+
+
+@pytest.mark.parametrize("version", ["2.0", "0.1", "v1", 1])
+def test_unknown_version_beats_other_schema_errors(version: object) -> None:
+    data = valid() | {"schema_version": version, "agent_id": "bad id"}
+    assert reason_of(raw(data)).reason == codec.UNKNOWN_VERSION
+
+
+def test_teacher_signal() -> None:
+    data = valid() | {"teacher": {"k": 2, "token_ids": [[1, 2]], "logprobs": [[-0.1, float("nan")]]}}
+    err = reason_of(json.dumps(data, allow_nan=True).encode())
+    assert err.reason == codec.TEACHER_SIGNAL
+    assert "teacher" in err.detail
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        valid() | {"agent_id": "bad id"},
+        {k: v for k, v in valid().items() if k != "feedback"},
+        valid() | {"feedback": {}},
+        valid() | {"core_version": -1},
+        [valid()],
+        "a string",
+    ],
+)
+def test_schema(data: object) -> None:
+    err = reason_of(raw(data))
+    assert err.reason == codec.SCHEMA
+    assert err.detail
+
+
+def test_decode_error_refuses_unknown_reasons() -> None:
+    with pytest.raises(ValueError, match="unknown decode reason"):
+        DecodeError("nope", "x")
+
+
+def test_detail_is_bounded() -> None:
+    assert len(DecodeError(codec.SCHEMA, "x" * 10_000).detail) == codec.MAX_DETAIL
+
+
+texts = st.text(max_size=64)
+teachers = st.integers(min_value=1, max_value=4).flatmap(
+    lambda k: st.integers(min_value=1, max_value=4).flatmap(
+        lambda n: st.builds(
+            TeacherSignal,
+            k=st.just(k),
+            token_ids=st.lists(
+                st.lists(st.integers(0, 300), min_size=k, max_size=k, unique=True), min_size=n, max_size=n
+            ),
+            logprobs=st.lists(
+                st.lists(st.floats(min_value=-50.0, max_value=0.0), min_size=k, max_size=k), min_size=n, max_size=n
+            ),
+        )
+    )
+)
+learnings = st.builds(
+    Learning,
+    id=st.uuids(),
+    agent_id=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z"),
+    skill=st.text(min_size=1, max_size=20),
+    core_version=st.integers(0, 10**6),
+    prompt=texts,
+    completion=texts,
+    feedback=st.builds(Feedback, reward=st.floats(0.0, 1.0), correction=st.none() | texts),
+    teacher=st.none() | teachers,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(learnings)
+def test_round_trip(event: Learning) -> None:
+    payload = encode(event)
+    assert decode(payload, Learning, len(payload)) == event
+
+
+def test_encode_is_compact_json() -> None:
+    event = Learning.model_validate(valid() | {"id": str(uuid.UUID(int=1))})
+    assert json.loads(encode(event))["id"] == "00000000-0000-0000-0000-000000000001"
