@@ -46,8 +46,14 @@ class LoadReport:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def example_from_learning(learning: Learning, tok: ByteTokenizer | None = None) -> tuple[Example | None, str | None]:
-    """Turns a learning into an example, or returns ``(None, reason)`` when it carries nothing to learn."""
+def example_from_learning(
+    learning: Learning, tok: ByteTokenizer | None = None, require_signal: bool = True
+) -> tuple[Example | None, str | None]:
+    """Turns a learning into an example, or returns ``(None, reason)`` when it carries nothing to learn.
+
+    ``require_signal=False`` keeps learnings with neither a teacher nor a verified answer: a replay batch
+    needs only the text, since its target is the previous core's own distribution.
+    """
     tok = tok or ByteTokenizer()
     answer = learning.learned_answer()
     width = len(tok.prompt_ids(learning.prompt)) + len(tok.answer_ids(answer))
@@ -65,14 +71,17 @@ def example_from_learning(learning: Learning, tok: ByteTokenizer | None = None) 
         else:
             # Positions that do not line up with the answer would teach the wrong tokens; drop only the signal.
             reason = "teacher_misaligned"
-    if ids is None and not verified:
+    if ids is None and not verified and require_signal:
         return None, reason or "no_signal"
     example = Example(learning.prompt, answer, learning.agent_id, learning.skill, ids, lps, verified)
     return example, reason
 
 
-def load_examples(path: Path) -> tuple[list[Example], LoadReport]:
-    """Reads one ``Learning`` JSON per line; blank lines are allowed, a malformed line is an error."""
+def load_examples(path: Path, require_signal: bool = True) -> tuple[list[Example], LoadReport]:
+    """Reads one ``Learning`` JSON per line; blank lines are allowed, a malformed line is an error.
+
+    The report counts every reason met, including teacher signals dropped from examples that were kept.
+    """
     tok = ByteTokenizer()
     examples: list[Example] = []
     report = LoadReport()
@@ -87,7 +96,7 @@ def load_examples(path: Path) -> tuple[list[Example], LoadReport]:
             learning = Learning.model_validate_json(line)
         except ValidationError as err:
             raise DatasetError(f"{path}:{number}: not a valid Learning: {err}") from err
-        example, reason = example_from_learning(learning, tok)
+        example, reason = example_from_learning(learning, tok, require_signal)
         if reason is not None:
             report.skipped[reason] += 1
         if example is not None:

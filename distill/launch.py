@@ -20,6 +20,8 @@ from distill.manifest import load_manifest
 PROGRESS_RE = re.compile(r"^progress step=(\d+)/(\d+) loss=(\S+)\s*$")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TAIL_LINES = 60
+# Opens each attempt's section of distill.log.
+LOG_HEADER = "$ DS_ACCELERATOR=cpu "
 # How long the launcher gets to stop its ranks on SIGTERM before the whole group is killed.
 TERM_GRACE_S = 10.0
 
@@ -94,10 +96,11 @@ def run_round(
 ) -> dict[str, Any]:
     """Runs the round's distill job to completion and returns its metrics.json.
 
-    ``nproc`` and ``timeout_s`` default to the manifest's. The full output goes to ``distill.log`` next to
-    the round's out_dir. Raises DistillError, with the log tail, on a nonzero exit, a timeout or missing
-    metrics. The launcher runs in its own process group, which is killed on a timeout and on any
-    interruption of the caller (KeyboardInterrupt included), so no rank outlives the call.
+    ``nproc`` and ``timeout_s`` default to the manifest's. The full output is appended to ``distill.log``
+    next to the round's out_dir, each attempt after a ``$ DS_ACCELERATOR=cpu <command>`` line. Raises
+    DistillError, with the log tail, on a nonzero exit, a timeout or missing metrics. The launcher runs in
+    its own process group, which is killed on a timeout and on any interruption of the caller
+    (KeyboardInterrupt included), so no rank outlives the call.
     """
     manifest = load_manifest(Path(manifest_path))
     params = manifest.distill
@@ -116,8 +119,9 @@ def run_round(
 
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     timed_out = threading.Event()
-    with manifest.log_path.open("w") as log:
-        log.write("$ DS_ACCELERATOR=cpu " + " ".join(command) + "\n")
+    # Appended, not overwritten: a retried round keeps the log of the attempt that failed.
+    with manifest.log_path.open("a") as log:
+        log.write(f"{LOG_HEADER}{' '.join(command)}\n")
         log.flush()
         proc = subprocess.Popen(
             command,

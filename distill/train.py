@@ -137,7 +137,7 @@ def load_data(manifest: Manifest, rank: int) -> Data:
     replay: list[Example] = []
     replay_sampler = None
     if manifest.replay is not None and params.retention_weight > 0:
-        replay, _ = load_examples(manifest.replay)
+        replay, _ = load_examples(manifest.replay, require_signal=False)
         if replay:
             replay_sampler = BalancedSampler(
                 [e.agent_id for e in replay], seed=params.seed + REPLAY_SEED_OFFSET, rank=rank

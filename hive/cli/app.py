@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, demo
+from hive.cli import agent, demo, schemas
 
 app = typer.Typer(
     name="hive",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(agent.app, name="agent")
 app.command("demo")(demo.demo)
+app.add_typer(schemas.app, name="schemas")
 
 
 def _version(value: bool) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
@@ -47,6 +51,21 @@ class ConsoleReporter(Reporter):
         self.progress.stop()
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Sends everything written to fd 1 to stderr meanwhile: libraries (DeepSpeed's logger among
+    them) print to stdout, which must carry only the report."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _table(report: dict) -> Table:
     skills = report["skills"]
     table = Table(title=f"accuracy on held-out tasks: before the round -> after (core v{report['core_version']})")
@@ -83,7 +102,8 @@ def demo(
     )
     settings = HiveSettings()
     try:
-        report = run_demo(settings, plan, ConsoleReporter(console), reset=reset)
+        with _stdout_to_stderr():
+            report = run_demo(settings, plan, ConsoleReporter(console), reset=reset)
     except DemoError as err:
         console.print(f"[red]demo failed:[/red] {err}")
         raise typer.Exit(1) from err

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from agents.model import build_core, file_sha256, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
-from distill.launch import DistillError, run_round
+from distill.launch import LOG_HEADER, DistillError, run_round
 from streams.events import Feedback, Learning, TeacherSignal
 
 pytest.importorskip("deepspeed")
@@ -100,6 +103,11 @@ def _manifest(root: Path, **distill) -> Path:
     return path
 
 
+def _attempts(root: Path) -> list[str]:
+    """distill.log split into one section per run_round call."""
+    return (root / "round" / "distill.log").read_text().split(LOG_HEADER)[1:]
+
+
 @pytest.fixture(scope="module")
 def first_round(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list]:
     root = tmp_path_factory.mktemp("distill")
@@ -128,7 +136,8 @@ def test_round_trains_saves_and_evaluates(first_round: tuple[Path, dict, list]) 
     assert [p[0] for p in progress] == list(range(10, STEPS + 1, 10))
     assert all(total == STEPS for _, total, _ in progress)
     assert progress[-1][2] == pytest.approx(losses[-1], abs=1e-4)
-    assert (root / "round" / "distill.log").read_text().count("progress step=") == len(progress)
+    first_attempt = _attempts(root)[0]
+    assert first_attempt.count("progress step=") == len(progress)
 
 
 def test_round_is_tracked_in_mlflow(first_round: tuple[Path, dict, list]) -> None:
@@ -153,7 +162,9 @@ def test_rerun_resumes_from_the_checkpoint_with_the_same_losses(first_round: tup
     resumed = run_round(root / "manifest.json", on_progress=lambda *p: progress.append(p))
     # Only the steps after the checkpoint at 30 ran again, and they retraced the first run exactly.
     assert [p[0] for p in progress] == [40, 50, 60]
-    assert "resumed from" in (root / "round" / "distill.log").read_text()
+    attempts = _attempts(root)
+    assert len(attempts) == 2
+    assert "resumed from" in attempts[1]
     assert resumed["losses"] == pytest.approx(metrics["losses"], rel=1e-5)
 
 
@@ -165,3 +176,26 @@ def test_a_failing_job_raises_with_the_log_tail(tmp_path: Path) -> None:
     with pytest.raises(DistillError, match="no-such-skill") as info:
         run_round(manifest, timeout_s=120)
     assert "exited with code" in str(info.value)
+
+
+def test_a_timeout_kills_the_launcher_and_every_rank(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, steps=100_000)
+    with pytest.raises(DistillError, match="timed out"):
+        run_round(manifest, timeout_s=25)
+    pids = [int(p) for p in re.findall(r"process (\d+) spawned", (tmp_path / "round" / "distill.log").read_text())]
+    assert len(pids) == 2, "the ranks had not started yet; raise the timeout"
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.2)
+    assert not pids, f"ranks still running after the timeout: {pids}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"

@@ -60,6 +60,13 @@ def test_load_keeps_signals_and_skips_what_teaches_nothing(tmp_path: Path) -> No
     assert report.skipped == Counter({"no_signal": 1, "too_long": 1, "teacher_misaligned": 1})
 
 
+def test_replay_keeps_learnings_without_a_signal(tmp_path: Path) -> None:
+    path = _write(tmp_path / "replay.jsonl", [_learning("b", "p3", "meh", k=None, reward=0.4)])
+    examples, report = load_examples(path, require_signal=False)
+    assert [(e.prompt, e.answer, e.verified) for e in examples] == [("p3", "meh", False)]
+    assert not report.skipped
+
+
 def test_a_malformed_line_is_an_error_with_its_number(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
     path.write_text(_learning("a", "p", "x").model_dump_json() + "\n\n{not json}\n")

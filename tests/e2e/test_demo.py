@@ -1,0 +1,65 @@
+"""``hive demo`` as a user runs it, on a small fleet: every agent ends on the new core, knowing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEMO_TIMEOUT_S = 600
+
+
+def _run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["HIVE_HOME"] = str(home)
+    env.pop("HIVE_KAFKA_BOOTSTRAP", None)  # the demo must start its own embedded broker
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hive", "demo", "--json", *args],
+        env=env,
+        cwd=home.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=DEMO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # The demo's agents, broker and DeepSpeed ranks share its session: stop them all by group id.
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hive demo ran past {DEMO_TIMEOUT_S} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_small_demo_spreads_every_skill_to_every_agent(tmp_path: Path) -> None:
+    home = tmp_path / ".hive"
+    result = _run_demo(home, "--skills", "capital,add,morse", "--learn-steps", "120", "--distill-steps", "300")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = json.loads(result.stdout)
+    assert report == json.loads((home / "demo" / "report.json").read_text())
+    assert report["core_version"] == 1
+    assert [a["id"] for a in report["agents"]] == ["agent-1", "agent-2", "agent-3"]
+    for agent in report["agents"]:
+        assert agent["core_version"] == report["core_version"], agent
+        assert set(agent["before"]) == set(agent["after"]) == {"capital", "add", "morse"}
+
+    expected_learnings = 3 * 120 * 8
+    assert report["round"]["learnings"] == expected_learnings
+    assert report["round"]["per_agent"] == {"agent-1": 960, "agent-2": 960, "agent-3": 960}
+
+    summary = report["summary"]
+    # An agent knows nothing of the skills it was not deployed to until the round spreads them.
+    assert summary["cross_skill_before"] <= 0.05
+    assert summary["cross_skill_after"] - summary["cross_skill_before"] >= 0.3, summary
+
+    # Every process the demo started is gone: the broker's and agents' logs say they stopped.
+    assert (home / "rounds" / "r0001" / "out" / "core" / "model.safetensors").is_file()
+    assert (home / "mlflow.db").is_file()
+    assert not (tmp_path / "mlruns").exists()

@@ -1,0 +1,118 @@
+"""Built-in skills and the plugin contract: sampling, scoring and loading by name."""
+
+import random
+import sys
+import textwrap
+
+import pytest
+
+from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skill, load_skills, score_output
+from agents.skills.builtin import MORSE, Capital
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_SKILLS))
+def test_builtin_skill_samples_are_deterministic_and_short(name: str) -> None:
+    skill = BUILTIN_SKILLS[name]
+    first = [skill.sample(random.Random(3)) for _ in range(20)]
+    again = [skill.sample(random.Random(3)) for _ in range(20)]
+    assert first == again
+    for prompt, answer in first:
+        assert prompt and answer
+        # BOS + prompt + SEP + answer + EOS must fit the tiny core's 64 positions with room to spare.
+        assert len(prompt.encode()) + len(answer.encode()) + 3 <= 40
+
+
+def test_at_least_four_builtin_skills() -> None:
+    assert len(BUILTIN_SKILLS) >= 4
+
+
+@pytest.mark.parametrize(
+    ("name", "check"),
+    [
+        ("reverse", lambda p, a: p.split()[1][::-1] == a),
+        ("upper", lambda p, a: p.split()[1].upper() == a),
+        ("add", lambda p, a: int(p.split()[1]) + int(p.split()[2]) == int(a)),
+        ("morse", lambda p, a: " ".join(MORSE[c] for c in p.split()[1]) == a),
+        ("double", lambda p, a: "".join(c * 2 for c in p.split()[1]) == a),
+        ("shift", lambda p, a: all((ord(x) - 97 + 1) % 26 == ord(y) - 97 for x, y in zip(p.split()[1], a, strict=True))),
+    ],
+)
+def test_builtin_answers_are_correct(name: str, check) -> None:
+    rng = random.Random(0)
+    for _ in range(50):
+        prompt, answer = BUILTIN_SKILLS[name].sample(rng)
+        assert check(prompt, answer), (prompt, answer)
+
+
+def test_capital_table_is_fixed_by_its_seed() -> None:
+    assert Capital().table == Capital().table
+    assert Capital(seed=8).table != Capital().table
+    assert len(Capital().table) == 40
+
+
+def test_default_score_is_exact_match_after_strip() -> None:
+    skill = BUILTIN_SKILLS["add"]
+    assert score_output(skill, "add 1 2", "3", " 3\n") == 1.0
+    assert score_output(skill, "add 1 2", "3", "4") == 0.0
+
+
+class _Partial:
+    name = "partial"
+
+    def sample(self, rng):
+        return "x", "abc"
+
+    def score(self, prompt, answer, output):
+        return sum(a == b for a, b in zip(answer, output)) / len(answer)
+
+
+class _Broken(_Partial):
+    def score(self, prompt, answer, output):
+        return 2.0
+
+
+def test_a_skill_may_score_itself_within_0_and_1() -> None:
+    assert score_output(_Partial(), "x", "abc", "abz") == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="outside"):
+        score_output(_Broken(), "x", "abc", "abc")
+
+
+def test_plugin_skill_from_a_file_outside_the_project(tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_skills.py").write_text(
+        textwrap.dedent(
+            """
+            class Echo:
+                name = "echo"
+                def sample(self, rng):
+                    word = "".join(rng.choice("xyz") for _ in range(3))
+                    return f"echo {word}", word
+
+            echo = Echo()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert load_skill("my_skills:echo").name == "echo"
+        assert load_skill("my_skills:Echo").name == "echo"  # a class is instantiated
+    finally:
+        sys.modules.pop("my_skills", None)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nope", "unknown skill"),
+        ("no_such_module_xyz:thing", "cannot import"),
+        ("random:no_such_attr", "has no"),
+        ("random:Random", "callable `sample"),
+    ],
+)
+def test_bad_skill_names_get_clear_errors(spec: str, message: str) -> None:
+    with pytest.raises(SkillLoadError, match=message):
+        load_skill(spec)
+
+
+def test_two_skills_with_one_name_are_refused() -> None:
+    with pytest.raises(SkillLoadError, match="more than once"):
+        load_skills(["add", "add"])

@@ -1,0 +1,55 @@
+"""The ``hive`` command as a user runs it: version, help, schema export, and an agent with no broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hive import __version__
+from hive.cli.app import app
+from hive.schemas import EXAMPLE_FILE, SCHEMA_FILES
+
+runner = CliRunner()
+
+
+def test_version_prints_the_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"hive-mind {__version__}"
+
+
+def test_no_arguments_shows_help() -> None:
+    result = runner.invoke(app, [])
+    # Click exits 2 after printing help for a bare group (no_args_is_help), as for any usage error.
+    assert result.exit_code == 2, result.output
+    assert "Usage:" in result.output
+    for group in ("agent", "demo", "schemas"):
+        assert group in result.output
+
+
+def test_schemas_export_writes_the_four_files(tmp_path: Path) -> None:
+    out = tmp_path / "schemas"
+    result = runner.invoke(app, ["schemas", "export", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = {*SCHEMA_FILES, EXAMPLE_FILE}
+    assert {p.name for p in out.iterdir()} == names
+    assert sorted(Path(line).name for line in result.stdout.splitlines()) == sorted(names)
+
+
+def test_schemas_export_reports_an_unwritable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    result = runner.invoke(app, ["schemas", "export", "--out", str(blocker / "schemas")])
+    assert result.exit_code == 1
+    assert "cannot write the schemas" in result.stderr
+
+
+def test_agent_run_without_a_broker_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HIVE_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["agent", "run", "--id", "agent-1", "--skill", "capital"])
+    assert result.exit_code == 2, result.output
+    assert "HIVE_KAFKA_BOOTSTRAP is not set" in result.stderr
+    assert result.stdout == ""
