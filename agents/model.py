@@ -44,10 +44,19 @@ class CoreSize:
         )
 
 
+def _quiet_transformers() -> None:
+    # Loading and saving a 1 M-parameter core takes milliseconds; transformers' per-call progress
+    # bars would only bury the demo's own progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def build_core(size: CoreSize | None = None, seed: int = 0) -> PreTrainedModel:
     """Builds a freshly initialised core; the same seed gives the same weights."""
     from transformers import LlamaForCausalLM
 
+    _quiet_transformers()
     torch.manual_seed(seed)
     model = LlamaForCausalLM((size or CoreSize()).config())
     model.eval()
@@ -57,6 +66,7 @@ def build_core(size: CoreSize | None = None, seed: int = 0) -> PreTrainedModel:
 def save_core(model: PreTrainedModel, directory: Path) -> str:
     """Saves the model as safetensors plus its config; returns the sha256 of the weights file."""
     directory.mkdir(parents=True, exist_ok=True)
+    _quiet_transformers()
     model.save_pretrained(directory, safe_serialization=True)
     return file_sha256(directory / WEIGHTS_FILE)
 
@@ -64,6 +74,7 @@ def save_core(model: PreTrainedModel, directory: Path) -> str:
 def load_core(directory: Path) -> PreTrainedModel:
     from transformers import LlamaForCausalLM
 
+    _quiet_transformers()
     model = LlamaForCausalLM.from_pretrained(directory)
     model.eval()
     return model

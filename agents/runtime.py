@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 
 import torch
 
@@ -123,6 +124,7 @@ class AgentRuntime:
         futures = []
         for i, signal in zip(chosen, signals, strict=True):
             learning = Learning(
+                id=uuid.uuid4(),
                 agent_id=self.settings.agent_id,
                 skill=self.skill.name,  # type: ignore[attr-defined]
                 core_version=specialist.core_version,

@@ -66,7 +66,10 @@ def example_from_learning(
     ids = lps = None
     reason = None
     if learning.teacher is not None:
-        if len(learning.teacher.token_ids) == len(tok.answer_ids(answer)):
+        if any(t >= tok.vocab_size for row in learning.teacher.token_ids for t in row):
+            # Ids beyond the core's vocabulary cannot be scored; one such learning must not fail the round.
+            reason = "teacher_out_of_vocab"
+        elif len(learning.teacher.token_ids) == len(tok.answer_ids(answer)):
             ids, lps = learning.teacher.token_ids, learning.teacher.logprobs
         else:
             # Positions that do not line up with the answer would teach the wrong tokens; drop only the signal.

@@ -100,7 +100,8 @@ class ClaimCheck(BaseModel):
 class Learning(Event):
     """One thing an agent learned on the job. ``id`` is the idempotency key."""
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    # Required, never defaulted: a default would give a re-sent learning a new id, and dedupe would miss it.
+    id: uuid.UUID
     agent_id: AgentId
     skill: SkillName
     core_version: Annotated[int, Field(ge=0)]

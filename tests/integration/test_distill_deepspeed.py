@@ -8,6 +8,7 @@ import os
 import random
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def _learnings(n_teacher: int, n_corrections: int) -> list[Learning]:
         prompt, answer = capital.sample(rng)
         items.append(
             Learning(
+                id=uuid.uuid4(),
                 agent_id="agent-teacher",
                 skill="capital",
                 core_version=0,
@@ -57,6 +59,7 @@ def _learnings(n_teacher: int, n_corrections: int) -> list[Learning]:
         prompt, answer = capital.sample(rng)
         items.append(
             Learning(
+                id=uuid.uuid4(),
                 agent_id="agent-corrections",
                 skill="capital",
                 core_version=0,

@@ -34,7 +34,10 @@ def test_at_least_four_builtin_skills() -> None:
         ("add", lambda p, a: int(p.split()[1]) + int(p.split()[2]) == int(a)),
         ("morse", lambda p, a: " ".join(MORSE[c] for c in p.split()[1]) == a),
         ("double", lambda p, a: "".join(c * 2 for c in p.split()[1]) == a),
-        ("shift", lambda p, a: all((ord(x) - 97 + 1) % 26 == ord(y) - 97 for x, y in zip(p.split()[1], a, strict=True))),
+        (
+            "shift",
+            lambda p, a: all((ord(x) - 97 + 1) % 26 == ord(y) - 97 for x, y in zip(p.split()[1], a, strict=True)),
+        ),
     ],
 )
 def test_builtin_answers_are_correct(name: str, check) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def _signal(answer: str, k: int, base: int = 0) -> TeacherSignal:
 def _learning(agent: str, prompt: str, answer: str, k: int | None = 4, **feedback) -> Learning:
     teacher = _signal(answer, k) if k else None
     return Learning(
+        id=uuid.uuid4(),
         agent_id=agent,
         skill="fake",
         core_version=0,

@@ -14,15 +14,16 @@ from streams.events import Feedback, Learning, TeacherSignal
 
 
 def learning(agent: str = "a1", skill: str = "reverse", n: int = 0, **over: object) -> Learning:
-    return Learning(
-        agent_id=agent,
-        skill=skill,
-        core_version=1,
-        prompt=f"p{n}",
-        completion=f"c{n}",
-        feedback=Feedback(reward=0.5, correction=f"x{n}"),
-        **over,
-    )
+    fields: dict = {
+        "id": uuid.uuid4(),
+        "agent_id": agent,
+        "skill": skill,
+        "core_version": 1,
+        "prompt": f"p{n}",
+        "completion": f"c{n}",
+        "feedback": Feedback(reward=0.5, correction=f"x{n}"),
+    }
+    return Learning(**(fields | over))
 
 
 @pytest.fixture

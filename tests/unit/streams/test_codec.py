@@ -18,6 +18,7 @@ MAX = 10_000
 
 def valid() -> dict:
     return {
+        "id": "0b6f3a52-5d0e-4f7e-9d55-3c1f2a9e8b10",
         "agent_id": "agent-1",
         "skill": "reverse",
         "core_version": 0,

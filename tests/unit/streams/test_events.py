@@ -13,6 +13,7 @@ from streams.events import SCHEMA_VERSION, CoreRelease, Feedback, Heartbeat, Lea
 
 def learning_dict(**over: object) -> dict:
     data: dict = {
+        "id": str(uuid.uuid4()),
         "agent_id": "agent-1",
         "skill": "reverse",
         "core_version": 3,
@@ -42,6 +43,14 @@ def test_valid_learning_round_trips_through_json() -> None:
 def test_learned_answer_prefers_the_correction() -> None:
     event = Learning.model_validate(learning_dict(feedback={"reward": 0.0, "correction": "xyz"}))
     assert event.learned_answer() == "xyz"
+
+
+def test_missing_id_is_refused() -> None:
+    # A defaulted id would differ on every decode of a re-sent learning, and dedupe would miss it.
+    data = learning_dict()
+    del data["id"]
+    with pytest.raises(ValidationError, match="id"):
+        Learning.model_validate(data)
 
 
 def test_missing_feedback_is_refused() -> None:
