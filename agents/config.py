@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.events import AgentId
 
 
 class AgentSettings(BaseSettings):
@@ -13,9 +16,10 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HIVE_AGENT_", extra="ignore")
 
-    agent_id: str = "agent-1"
+    agent_id: AgentId = "agent-1"
     skill: str = "capital"
-    home: Path = Path(".hive/agents")
+    # Beside the hive's own state by default, so that one directory holds everything.
+    home: Path = Field(default_factory=lambda: Path(os.environ.get("HIVE_HOME", ".hive")) / "agents")
     # Skills the agent evaluates itself on (held-out tasks) when it reports: the fleet's skills.
     eval_skills: list[str] = Field(default_factory=list)
     eval_tasks: int = 100

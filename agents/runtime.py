@@ -11,7 +11,7 @@ import uuid
 import torch
 
 from agents.config import AgentSettings
-from agents.core_updates import CoreWatcher, fetch_core
+from agents.core_updates import CoreVerificationError, CoreWatcher, fetch_core
 from agents.evaluation import evaluate_skills
 from agents.learner import Specialist
 from agents.model import load_core, save_core
@@ -40,9 +40,17 @@ class AgentRuntime:
         self.home = settings.home / settings.agent_id
         self.home.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(f"{settings.seed}:{settings.agent_id}")
-        self.counters = {"tasks": 0, "correct": 0, "learn_steps": 0, "published": 0, "core_swaps": 0}
+        self.counters = {
+            "tasks": 0,
+            "correct": 0,
+            "learn_steps": 0,
+            "published": 0,
+            "core_swaps": 0,
+            "cores_refused": 0,
+        }
         self.evaluation: dict[str, float] = {}
         self.adapter: ClaimCheck | None = None
+        self.refused: set[int] = set()
         self.state = "starting"
         self.specialist: Specialist | None = None
         self.watcher = CoreWatcher(kafka)
@@ -87,9 +95,16 @@ class AgentRuntime:
     def _maybe_swap(self) -> None:
         release = self.watcher.latest()
         assert self.specialist is not None
-        if release is None or release.version <= self.specialist.core_version:
+        if release is None or release.version <= self.specialist.core_version or release.version in self.refused:
             return
-        core = load_core(fetch_core(release, self.home / "cores"))
+        try:
+            core = load_core(fetch_core(release, self.home / "cores"))
+        except (CoreVerificationError, OSError, ValueError) as err:
+            # Keep serving the core we trust; the release stays refused until a newer one comes.
+            self.refused.add(release.version)
+            self.counters["cores_refused"] += 1
+            log.error("%s refused core v%d: %s", self.settings.agent_id, release.version, err)
+            return
         self.specialist.swap_core(core, release.version)
         self.counters["core_swaps"] += 1
         self.state = "serving"

@@ -41,6 +41,8 @@ class HiveSettings(BaseSettings):
     home: Path = Path(".hive")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     registered_model: str = "hive-core"
+    # Plugin skills (module:attr) the hive may meet in learnings; built-ins need no entry.
+    skills: list[str] = Field(default_factory=list)
     round_min_learnings: int = 1500
     distill: DistillSettings = Field(default_factory=DistillSettings)
     gate: GateSettings = Field(default_factory=GateSettings)

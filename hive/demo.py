@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.skills import load_skills
 from hive.config import HiveSettings
 from hive.fleet import FleetView
 from hive.service import Hive
@@ -41,6 +42,10 @@ class DemoPlan:
     @property
     def agent_ids(self) -> list[str]:
         return [f"agent-{i + 1}" for i in range(len(self.skills))]
+
+    def skill_names(self) -> list[str]:
+        """The skills' own names, which key every evaluation; the specs may be ``module:attr``."""
+        return [skill.name for skill in load_skills(self.skills)]  # type: ignore[attr-defined]
 
     @property
     def expected_learnings(self) -> int:
@@ -140,36 +145,39 @@ def _wait(condition: Callable[[], bool], deadline: float, what: str, tick: Calla
         time.sleep(0.5)
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
 def build_report(plan: DemoPlan, view: FleetView, core_version: int, round_info: dict[str, Any]) -> dict[str, Any]:
     """Per agent: accuracy on every skill before the round (core v0 plus its own learning) and after it."""
-    agents = []
-    for agent_id, skill in zip(plan.agent_ids, plan.skills, strict=True):
-        beat = view.latest[agent_id]
+    names = plan.skill_names()
+    agents: list[dict[str, Any]] = []
+    for agent_id, skill in zip(plan.agent_ids, names, strict=True):
         agents.append(
             {
                 "id": agent_id,
                 "skill": skill,
-                "core_version": beat.core_version,
+                "core_version": view.latest[agent_id].core_version,
                 "before": view.evaluations.get((agent_id, 0), {}),
                 "after": view.evaluations.get((agent_id, core_version), {}),
             }
         )
-    cross_before = [a["before"].get(s, 0.0) for a in agents for s in plan.skills if s != a["skill"]]
-    cross_after = [a["after"].get(s, 0.0) for a in agents for s in plan.skills if s != a["skill"]]
-    own_before = [a["before"].get(a["skill"], 0.0) for a in agents]
-    own_after = [a["after"].get(a["skill"], 0.0) for a in agents]
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+
+    def scores(when: str, own: bool) -> list[float]:
+        return [a[when].get(s, 0.0) for a in agents for s in names if (s == a["skill"]) == own]
+
     return {
         "core_version": core_version,
-        "skills": plan.skills,
+        "skills": names,
         "agents": agents,
         "round": round_info,
         "summary": {
-            "cross_skill_before": mean(cross_before),
-            "cross_skill_after": mean(cross_after),
-            "cross_skill_gain": mean(cross_after) - mean(cross_before),
-            "own_skill_before": mean(own_before),
-            "own_skill_after": mean(own_after),
+            "cross_skill_before": _mean(scores("before", own=False)),
+            "cross_skill_after": _mean(scores("after", own=False)),
+            "cross_skill_gain": _mean(scores("after", own=False)) - _mean(scores("before", own=False)),
+            "own_skill_before": _mean(scores("before", own=True)),
+            "own_skill_after": _mean(scores("after", own=True)),
         },
     }
 
@@ -193,6 +201,7 @@ def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: 
         settings = settings.model_copy(
             update={
                 "round_min_learnings": plan.expected_learnings,
+                "skills": [*settings.skills, *(s for s in plan.skills if ":" in s)],
                 "distill": settings.distill.model_copy(update={"steps": plan.distill_steps}),
                 "gate": settings.gate.model_copy(update={"eval_tasks": plan.eval_tasks}),
             }

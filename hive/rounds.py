@@ -13,7 +13,7 @@ from typing import Literal
 
 from agents.evaluation import evaluate_skills
 from agents.model import load_core
-from agents.skills import load_skills
+from agents.skills import SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
 from hive.cores import CoreFiles, core_dir, existing_core
 from hive.gate import decide
@@ -92,6 +92,14 @@ def open_round(settings: HiveSettings, store: LearningStore, book: RoundBook, ba
     learnings = store.read(after_seq=after, upto_seq=upto)
     if not learnings:
         raise RoundError(f"no new learnings after seq {after}")
+    skills = sorted({lr.skill for lr in learnings} | set(book.taught_skills()))
+    catalog = skill_catalog(settings.skills)
+    unknown = [s for s in skills if s not in catalog]
+    if unknown:
+        raise RoundError(
+            f"learnings name skills the hive cannot load: {', '.join(unknown)}; "
+            "add their module:attr to HIVE_SKILLS so rounds can evaluate them"
+        )
     record = RoundRecord(
         id=book.next_id(),
         state="open",
@@ -100,7 +108,7 @@ def open_round(settings: HiveSettings, store: LearningStore, book: RoundBook, ba
         upto_seq=upto,
         learnings=len(learnings),
         per_agent=store.per_agent_counts(after_seq=after, upto_seq=upto),
-        skills=sorted({lr.skill for lr in learnings} | set(book.taught_skills())),
+        skills=skills,
     )
     directory = book.path(record.id)
     directory.mkdir(parents=True, exist_ok=True)
@@ -113,7 +121,7 @@ def open_round(settings: HiveSettings, store: LearningStore, book: RoundBook, ba
         "out_dir": str((directory / "out").resolve()),
         "learnings": str((directory / "learnings.jsonl").resolve()),
         "replay": None,
-        "skills": record.skills,
+        "skills": [catalog[s] for s in record.skills],
         "distill": settings.distill.model_dump(),
         "eval": {"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
         "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": "hive-rounds", "run_name": record.id},
@@ -154,7 +162,12 @@ def run_round(
         k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
     }
     record.eval = dict(metrics["eval"])
-    skills = load_skills(record.skills)
+    try:
+        skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
+    except (SkillLoadError, KeyError) as err:
+        record.state, record.error = "failed", f"cannot load the round's skills: {err}"
+        book.save(record)
+        raise RoundError(f"round {record.id} failed: {record.error}") from err
     champion = load_core(core_dir(settings, record.base_version))
     record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
     decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)

@@ -2,7 +2,7 @@
 
 from agents.skills.base import Skill, score_output
 from agents.skills.builtin import BUILTIN_SKILLS
-from agents.skills.loader import SkillLoadError, load_skill, load_skills
+from agents.skills.loader import SkillLoadError, load_skill, load_skills, skill_catalog
 
 __all__ = [
     "BUILTIN_SKILLS",
@@ -11,4 +11,5 @@ __all__ = [
     "load_skill",
     "load_skills",
     "score_output",
+    "skill_catalog",
 ]

@@ -47,3 +47,15 @@ def load_skills(specs: list[str]) -> list[object]:
     if dupes:
         raise SkillLoadError(f"skills named more than once: {', '.join(dupes)}")
     return skills
+
+
+def skill_catalog(plugin_specs: list[str]) -> dict[str, str]:
+    """Maps each skill's name to the spec that loads it: every built-in, plus the given plugins.
+
+    Learnings carry a skill's name; a process that must load the skill (a round, the gate) looks
+    the name up here.
+    """
+    catalog = {name: name for name in BUILTIN_SKILLS}
+    for spec in plugin_specs:
+        catalog[load_skill(spec).name] = spec  # type: ignore[attr-defined]
+    return catalog

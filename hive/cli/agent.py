@@ -30,28 +30,39 @@ def run(
     Stops cleanly on SIGTERM or Ctrl-C, flushing what it has published.
     """
     # Imported here so that `hive --help` stays fast: torch and transformers load in seconds.
+    from kafka.errors import KafkaError
+    from pydantic import ValidationError
+
     from agents.config import AgentSettings
     from agents.runtime import AgentRuntime
+    from agents.skills import SkillLoadError
     from streams.config import KafkaSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = {
-        "agent_id": agent_id,
-        "skill": skill,
-        "eval_skills": [s for s in eval_skills.split(",") if s],
-        "learn_steps": learn_steps,
-        "batch_size": batch_size,
-        "publish_per_step": publish_per_step,
-        "eval_tasks": eval_tasks,
-    }
-    if home is not None:
-        overrides["home"] = home
-    settings = AgentSettings(**overrides)
     kafka = KafkaSettings()
     if not kafka.bootstrap:
         typer.echo("HIVE_KAFKA_BOOTSTRAP is not set: an agent needs a broker to reach the hive", err=True)
         raise typer.Exit(2)
+    try:
+        settings = AgentSettings(
+            agent_id=agent_id,
+            skill=skill,
+            eval_skills=[s for s in eval_skills.split(",") if s],
+            learn_steps=learn_steps,
+            batch_size=batch_size,
+            publish_per_step=publish_per_step,
+            eval_tasks=eval_tasks,
+        )
+        if home is not None:
+            settings = settings.model_copy(update={"home": home})
+        runtime = AgentRuntime(settings, kafka)
+    except (ValidationError, SkillLoadError) as err:
+        typer.echo(f"invalid agent settings: {err}", err=True)
+        raise typer.Exit(2) from err
+    except KafkaError as err:
+        typer.echo(f"cannot reach the broker at {kafka.bootstrap}: {err!r}", err=True)
+        raise typer.Exit(1) from err
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    AgentRuntime(settings, kafka).run(stop)
+    runtime.run(stop)

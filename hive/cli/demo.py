@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hive.demo import DemoError, DemoPlan, Reporter
@@ -30,8 +30,8 @@ class ConsoleReporter(Reporter):
             TimeElapsedColumn(),
             console=console,
         )
-        self._learn = None
-        self._distill = None
+        self._learn: TaskID | None = None
+        self._distill: TaskID | None = None
 
     def phase(self, message: str) -> None:
         self.console.log(message)
@@ -84,7 +84,9 @@ def _table(report: dict) -> Table:
 
 
 def demo(
-    agents_skills: str = typer.Option("capital,morse,add", "--skills", help="One agent per skill, comma-separated."),
+    agents_skills: str = typer.Option(
+        "capital,morse,add", "--skills", help="One agent per skill, comma-separated: built-in names or module:attr."
+    ),
     learn_steps: int = typer.Option(300, help="On-the-job learning steps per agent."),
     distill_steps: int = typer.Option(600, help="Distillation steps in the round."),
     reset: bool = typer.Option(False, help="Delete HIVE_HOME first even if the demo did not make it."),

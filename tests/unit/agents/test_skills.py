@@ -66,7 +66,7 @@ class _Partial:
         return "x", "abc"
 
     def score(self, prompt, answer, output):
-        return sum(a == b for a, b in zip(answer, output)) / len(answer)
+        return sum(a == b for a, b in zip(answer, output, strict=False)) / len(answer)
 
 
 class _Broken(_Partial):
