@@ -85,8 +85,14 @@ class RoundBook:
         return sorted({s for r in self.all() if r.state == "released" for s in r.skills})
 
 
-def open_round(settings: HiveSettings, store: LearningStore, book: RoundBook, base: CoreFiles) -> RoundRecord:
-    """Takes every learning stored since the last round into a new round, with its manifest."""
+def open_round(
+    settings: HiveSettings, store: LearningStore, book: RoundBook, base: CoreFiles, experiment: str
+) -> RoundRecord:
+    """Takes every learning stored since the last round into a new round, with its manifest.
+
+    ``experiment`` must already exist with its artifact location under HIVE_HOME: a job that had
+    to create it would put its artifacts in ``./mlruns`` of the round directory.
+    """
     after = book.covered_seq()
     upto = store.max_seq()
     learnings = store.read(after_seq=after, upto_seq=upto)
@@ -124,7 +130,7 @@ def open_round(settings: HiveSettings, store: LearningStore, book: RoundBook, ba
         "skills": [catalog[s] for s in record.skills],
         "distill": settings.distill.model_dump(),
         "eval": {"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
-        "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": "hive-rounds", "run_name": record.id},
+        "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     book.save(record)
@@ -184,6 +190,7 @@ def run_round(
             version,
             core.sha256,
             metrics={f"eval_{k}": v for k, v in record.eval.items()},
+            run_id=metrics.get("mlflow_run_id"),  # the core's artifacts sit beside the run that trained it
             round_id=record.id,
         )
         registry.set_alias("previous", record.base_version)

@@ -80,7 +80,8 @@ class Hive:
     def run_round(self, on_progress: ProgressFn | None = None) -> RoundRecord:
         """Opens a round over the new learnings, distills it, and releases the core if the gate passes."""
         base = self.champion()
-        record = open_round(self.settings, self.store, self.book, base)
+        self.registry.experiment_id()  # creates the experiment, with its artifacts under HIVE_HOME
+        record = open_round(self.settings, self.store, self.book, base, self.registry.experiment)
         record = run_round(self.settings, self.book, self.registry, record, on_progress)
         if record.state == "released" and record.candidate_version is not None:
             self.release(existing_core(self.settings, record.candidate_version), record.id, record.eval)

@@ -1,0 +1,96 @@
+"""An agent against the real broker: it learns and publishes, refuses a tampered core, swaps to a good one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agents.config import AgentSettings
+from agents.model import build_core, save_core
+from agents.runtime import AgentRuntime
+from hive.fleet import FleetTracker
+from streams import topics
+from streams.codec import decode, encode
+from streams.config import KafkaSettings
+from streams.events import CoreRelease, Learning
+from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_consumer, make_producer, send_and_wait
+
+
+def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _release(producer, version: int, directory: Path, sha256: str) -> None:
+    release = CoreRelease(version=version, model_uri=directory.resolve().as_uri(), sha256=sha256)
+    send_and_wait(producer, topics.CORE, b"core", encode(release))
+
+
+def test_agent_learns_publishes_and_swaps_only_verified_cores(fresh_broker: str, tmp_path: Path) -> None:
+    kafka = KafkaSettings(bootstrap=fresh_broker)
+    create_topics(kafka, DEFAULT_PARTITIONS)
+    producer = make_producer(kafka)
+    v0 = tmp_path / "cores" / "v0"
+    _release(producer, 0, v0, save_core(build_core(seed=0), v0))
+
+    settings = AgentSettings(
+        agent_id="agent-t",
+        skill="add",
+        eval_skills=["add", "capital"],
+        home=tmp_path / "agents",
+        learn_steps=3,
+        batch_size=4,
+        publish_per_step=2,
+        eval_tasks=5,
+        heartbeat_s=0.5,
+    )
+    runtime = AgentRuntime(settings, kafka)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    fleet = FleetTracker(kafka)
+    fleet.start()
+    thread.start()
+    try:
+        _until(lambda: ("agent-t", 0) in fleet.snapshot().evaluations, 60, "the agent to finish learning on v0")
+        beat = fleet.snapshot().latest["agent-t"]
+        assert beat.state == "serving"
+        assert beat.counters["learn_steps"] == 3
+        assert beat.counters["published"] == 6
+        assert set(fleet.snapshot().evaluations[("agent-t", 0)]) == {"add", "capital"}
+        assert runtime.adapter is not None  # the specialist is saved as a claim check
+
+        # A release whose weights do not match its sha256 is refused; the agent keeps serving v0.
+        v1 = tmp_path / "cores" / "v1"
+        save_core(build_core(seed=1), v1)
+        _release(producer, 1, v1, "0" * 64)
+        _until(lambda: runtime.counters["cores_refused"] == 1, 30, "the tampered core to be refused")
+        assert runtime.specialist is not None and runtime.specialist.core_version == 0
+
+        v2 = tmp_path / "cores" / "v2"
+        _release(producer, 2, v2, save_core(build_core(seed=2), v2))
+        _until(lambda: ("agent-t", 2) in fleet.snapshot().evaluations, 30, "the agent to swap to v2")
+        assert fleet.snapshot().latest["agent-t"].core_version == 2
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        fleet.stop()
+        producer.close()
+    assert not thread.is_alive()
+
+    consumer = make_consumer(kafka, [topics.LEARNINGS], "test-reader")
+    learnings: list[Learning] = []
+    deadline = time.monotonic() + 30
+    while len(learnings) < 6 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            learnings.extend(decode(r.value, Learning, kafka.max_message_bytes) for r in records)
+    consumer.close()
+    assert len(learnings) == 6
+    assert len({lr.id for lr in learnings}) == 6
+    for learning in learnings:
+        assert learning.agent_id == "agent-t" and learning.skill == "add" and learning.core_version == 0
+        assert learning.teacher is not None and learning.teacher.k == 16
+        assert len(learning.teacher.token_ids) == len(learning.learned_answer().encode()) + 1
