@@ -49,7 +49,7 @@ class CoreWatcher:
     """Keeps the newest valid release seen on ``hive.core``.
 
     The whole topic is read, because the embedded broker does not enforce compaction
-    (shared/FACTS.md): the newest version wins, whatever its position.
+    (Tansu 0.6 accepts cleanup.policy=compact but does not compact): the newest version wins, whatever its position.
     """
 
     def __init__(self, kafka: KafkaSettings) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.manifest import load_manifest
+from streams.broker import free_port
 
 PROGRESS_RE = re.compile(r"^progress step=(\d+)/(\d+) loss=(\S+)\s*$")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +32,6 @@ class DistillError(RuntimeError):
     def __init__(self, message: str, log_tail: str = "") -> None:
         super().__init__(f"{message}\n--- last lines of the distill log ---\n{log_tail}" if log_tail else message)
         self.log_tail = log_tail
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (the launcher binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_command(manifest_path: Path | str, nproc: int, master_port: int, ds_config: Path | str) -> list[str]:

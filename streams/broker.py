@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 # Tansu 0.6 in the wheel only has in-memory storage compiled in (sqlite:// is refused with
-# FeatureNotEnabled, shared/FACTS.md); naming it keeps a stray STORAGE_ENGINE variable out.
+# FeatureNotEnabled in Tansu 0.6); naming it keeps a stray STORAGE_ENGINE variable out.
 STORAGE = "memory://tansu/"
 STDERR_TAIL_BYTES = 4000
 

@@ -47,7 +47,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     config: dict[str, Any] = {
         "bootstrap_servers": _servers(settings),
         # Spelled out although they are kafka-python 3's defaults: acks 0/1 or retries=0 silently
-        # turn idempotence off (shared/FACTS.md), so an override must be a visible decision.
+        # turn idempotence off (kafka-python 3 only warns), so an override must be a visible decision.
         "acks": "all",
         "enable_idempotence": True,
         "retries": 10,
@@ -76,7 +76,7 @@ def make_consumer(
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        # The embedded broker's group join waits about half the session timeout (shared/FACTS.md).
+        # The embedded broker's group join waits about half the session timeout (measured with Tansu 0.6).
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "request_timeout_ms": settings.request_timeout_ms,

@@ -63,7 +63,8 @@ def produce(settings: KafkaSettings, records: list[tuple[bytes, bytes]], ends: d
     The acks give the log ends: Tansu 0.6 answers ListOffsets(latest) with the last batch's base
     offset + 1, so ``end_offsets`` undercounts after a batched produce.
     """
-    # Room for the oversize record: the broker does not enforce a size limit (shared/FACTS.md), the hive does.
+    # Room for the oversize record: the broker does not enforce a size limit (Tansu 0.6 ignores
+    # max.message.bytes); the hive does.
     producer = make_producer(settings, max_request_size=4 * settings.max_message_bytes)
     try:
         futures = [producer.send(topics.LEARNINGS, key=k, value=v) for k, v in records]
