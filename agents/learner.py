@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import copy
+import random
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from agents.model import generate, lm_loss, make_batch, topk_signal
-from streams.events import Feedback, TeacherSignal
+from agents.skills import score_output
+from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
-class Experience:
-    """One worked task: what was asked, what the agent said, and what the job said back."""
+class WorkedBatch:
+    """One learning step's worth of work: the tasks, how many were right, and the learnings to publish."""
 
-    prompt: str
-    completion: str
-    feedback: Feedback
-    teacher: TeacherSignal
+    tasks: list[tuple[str, str]]
+    correct: int
+    loss: float
+    learnings: list[Learning]
 
 
 class Specialist:
@@ -70,3 +73,45 @@ class Specialist:
             TeacherSignal(k=self.topk, over=over, token_ids=ids, logprobs=lps)  # type: ignore[arg-type]
             for (ids, lps), over in zip(signals, overs, strict=True)
         ]
+
+
+def work_batch(
+    specialist: Specialist,
+    skill: object,
+    agent_id: str,
+    rng: random.Random,
+    batch_size: int,
+    publish: int,
+    adapter: ClaimCheck | None = None,
+) -> WorkedBatch:
+    """Works a batch of tasks on the job: answer, get feedback, learn, and pick learnings to share.
+
+    Feedback is the skill's score plus the reference answer as a verified correction. After the
+    step, the specialist's top-k signal along the reference is attached: what the hive distills.
+    """
+    tasks = [skill.sample(rng) for _ in range(batch_size)]  # type: ignore[attr-defined]
+    prompts = [p for p, _ in tasks]
+    references = [a for _, a in tasks]
+    completions = specialist.answer(prompts)
+    rewards = [score_output(skill, p, a, c) for p, a, c in zip(prompts, references, completions, strict=True)]
+    loss = specialist.learn(prompts, references)
+    chosen = rng.sample(range(batch_size), min(publish, batch_size))
+    # The signal always follows the verified reference; `over` says whether the agent's own
+    # completion already matched it.
+    overs = ["completion" if rewards[i] >= 1.0 else "correction" for i in chosen]
+    signals = specialist.teacher_signals([prompts[i] for i in chosen], [references[i] for i in chosen], overs)
+    learnings = [
+        Learning(
+            id=uuid.uuid4(),
+            agent_id=agent_id,
+            skill=skill.name,  # type: ignore[attr-defined]
+            core_version=specialist.core_version,
+            prompt=prompts[i],
+            completion=completions[i],
+            feedback=Feedback(reward=rewards[i], correction=references[i]),
+            teacher=signal,
+            adapter=adapter,
+        )
+        for i, signal in zip(chosen, signals, strict=True)
+    ]
+    return WorkedBatch(tasks, sum(1 for r in rewards if r >= 1.0), loss, learnings)

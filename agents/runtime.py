@@ -6,20 +6,19 @@ import logging
 import random
 import threading
 import time
-import uuid
 
 import torch
 
 from agents.config import AgentSettings
 from agents.core_updates import CoreVerificationError, CoreWatcher, fetch_core
 from agents.evaluation import evaluate_skills
-from agents.learner import Specialist
+from agents.learner import Specialist, work_batch
 from agents.model import load_core, save_core
-from agents.skills import load_skill, load_skills, score_output
+from agents.skills import load_skill, load_skills
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import ClaimCheck, Feedback, Heartbeat, Learning
+from streams.events import ClaimCheck, Heartbeat
 from streams.kafka import make_producer, send_and_wait
 
 log = logging.getLogger(__name__)
@@ -115,46 +114,27 @@ class AgentRuntime:
     def _work_and_learn(self) -> None:
         specialist = self.specialist
         assert specialist is not None
-        tasks = [self.skill.sample(self.rng) for _ in range(self.settings.batch_size)]  # type: ignore[attr-defined]
-        prompts = [p for p, _ in tasks]
-        references = [a for _, a in tasks]
-        completions = specialist.answer(prompts)
-        rewards = [score_output(self.skill, p, a, c) for p, a, c in zip(prompts, references, completions, strict=True)]
-        specialist.learn(prompts, references)
-        self.counters["tasks"] += len(tasks)
-        self.counters["correct"] += sum(1 for r in rewards if r >= 1.0)
+        worked = work_batch(
+            specialist,
+            self.skill,
+            self.settings.agent_id,
+            self.rng,
+            self.settings.batch_size,
+            self.settings.publish_per_step,
+            self.adapter,
+        )
+        self.counters["tasks"] += len(worked.tasks)
+        self.counters["correct"] += worked.correct
         self.counters["learn_steps"] += 1
-        self._publish(prompts, completions, references, rewards)
-        if specialist.steps >= self.settings.learn_steps:
-            self._finish_learning()
-
-    def _publish(self, prompts: list[str], completions: list[str], references: list[str], rewards: list[float]) -> None:
-        specialist = self.specialist
-        assert specialist is not None
-        chosen = self.rng.sample(range(len(prompts)), min(self.settings.publish_per_step, len(prompts)))
-        # The signal always follows the verified reference; `over` says whether the agent's own
-        # completion already matched it.
-        overs = ["completion" if rewards[i] >= 1.0 else "correction" for i in chosen]
-        signals = specialist.teacher_signals([prompts[i] for i in chosen], [references[i] for i in chosen], overs)
-        futures = []
-        for i, signal in zip(chosen, signals, strict=True):
-            learning = Learning(
-                id=uuid.uuid4(),
-                agent_id=self.settings.agent_id,
-                skill=self.skill.name,  # type: ignore[attr-defined]
-                core_version=specialist.core_version,
-                prompt=prompts[i],
-                completion=completions[i],
-                feedback=Feedback(reward=rewards[i], correction=references[i]),
-                teacher=signal,
-                adapter=self.adapter,
-            )
-            futures.append(
-                self.producer.send(topics.LEARNINGS, key=self.settings.agent_id.encode(), value=encode(learning))
-            )
+        futures = [
+            self.producer.send(topics.LEARNINGS, key=self.settings.agent_id.encode(), value=encode(learning))
+            for learning in worked.learnings
+        ]
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not ack: a learning is never silently lost
             self.counters["published"] += 1
+        if specialist.steps >= self.settings.learn_steps:
+            self._finish_learning()
 
     def _finish_learning(self) -> None:
         """Saves the specialist (the claim check the hive can use) and records what it can do."""

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from agents.model import MAX_POSITIONS, Batch, make_batch
 from agents.tokenizer import ByteTokenizer
+from distill.teachers import AdapterTeachers
 from streams.events import Learning
 
 
@@ -80,25 +81,39 @@ def example_from_learning(
     return example, reason
 
 
-def load_examples(path: Path, require_signal: bool = True) -> tuple[list[Example], LoadReport]:
-    """Reads one ``Learning`` JSON per line; blank lines are allowed, a malformed line is an error.
-
-    The report counts every reason met, including teacher signals dropped from examples that were kept.
-    """
-    tok = ByteTokenizer()
-    examples: list[Example] = []
-    report = LoadReport()
+def read_learnings(path: Path) -> list[Learning]:
+    """Reads one ``Learning`` JSON per line, in file order; blank lines are allowed, a malformed line is an error."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as err:
         raise DatasetError(f"cannot read learnings {path}: {err}") from err
+    learnings: list[Learning] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            learning = Learning.model_validate_json(line)
+            learnings.append(Learning.model_validate_json(line))
         except ValidationError as err:
             raise DatasetError(f"{path}:{number}: not a valid Learning: {err}") from err
+    return learnings
+
+
+def build_examples(
+    learnings: Sequence[Learning], require_signal: bool = True, teachers: AdapterTeachers | None = None
+) -> tuple[list[Example], LoadReport]:
+    """Turns learnings into examples; with ``teachers``, a learning that ships no signal but names its
+    adapter gets one computed from that adapter (or is dropped when the adapter fails its sha256).
+
+    The report counts every reason met, including teacher signals dropped from examples that were kept.
+    """
+    tok = ByteTokenizer()
+    report = LoadReport()
+    items = list(learnings)
+    if teachers is not None:
+        items, reasons = teachers.fill(items)
+        report.skipped.update(reasons)
+    examples: list[Example] = []
+    for learning in items:
         example, reason = example_from_learning(learning, tok, require_signal)
         if reason is not None:
             report.skipped[reason] += 1
@@ -106,6 +121,13 @@ def load_examples(path: Path, require_signal: bool = True) -> tuple[list[Example
             examples.append(example)
     report.kept = len(examples)
     return examples, report
+
+
+def load_examples(
+    path: Path, require_signal: bool = True, teachers: AdapterTeachers | None = None
+) -> tuple[list[Example], LoadReport]:
+    """``build_examples`` over the learnings of a JSONL file (see ``read_learnings``)."""
+    return build_examples(read_learnings(path), require_signal, teachers)
 
 
 class BalancedSampler:

@@ -29,7 +29,10 @@ class DistillParams(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
     kd_weight: float = Field(default=1.0, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
-    retention_weight: float = Field(default=0.0, ge=0)
+    # Applies only to a round with a replay file: without earlier learnings there is nothing to retain.
+    retention_weight: float = Field(default=1.0, ge=0)
+    replay_size: int = Field(default=512, ge=0)
+    topk: int = Field(default=16, ge=1)
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = Field(default=900, ge=1)
@@ -55,6 +58,21 @@ class MlflowParams(BaseModel):
     run_name: str | None = None
 
 
+class Lineage(BaseModel):
+    """The store slice a round took in: learnings with ``after_seq < seq <= upto_seq``, one line each, in seq order."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    after_seq: int = Field(ge=0)
+    upto_seq: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Lineage:
+        if self.upto_seq < self.after_seq:
+            raise ValueError(f"lineage upto_seq {self.upto_seq} is below after_seq {self.after_seq}")
+        return self
+
+
 class Manifest(BaseModel):
     """One round: the core to start from, where to write, the learnings, and how to distill them."""
 
@@ -69,6 +87,7 @@ class Manifest(BaseModel):
     distill: DistillParams = Field(default_factory=DistillParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     mlflow: MlflowParams | None = None
+    lineage: Lineage | None = None
 
     @model_validator(mode="after")
     def _absolute(self) -> Manifest:

@@ -15,16 +15,20 @@ import torch
 import yaml
 
 from agents.evaluation import evaluate_skills
-from agents.model import answer_logits, load_core, save_core
+from agents.model import Batch, answer_logits, load_core, save_core
 from agents.skills import load_skills
-from distill.dataset import BalancedSampler, Example, LoadReport, collate, load_examples
+from distill.dataset import BalancedSampler, Example, LoadReport, build_examples, collate, load_examples, read_learnings
+from distill.lineage import learning_ids_text, round_lineage
 from distill.losses import distill_loss
 from distill.manifest import DistillParams, Manifest, MlflowParams, load_manifest, resolve_ds_config
+from distill.teachers import AdapterTeachers
 
 PROGRESS_EVERY = 10
 # Replay draws use their own stream, so adding replay data never changes which learnings a step sees.
 REPLAY_SEED_OFFSET = 1_000_003
 LOSS_PARTS = ("total", "kd", "ce", "retention")
+# Names the last checkpoint every rank finished writing (see save_checkpoint).
+COMMITTED = "committed"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,28 +130,43 @@ class Data:
     sampler: BalancedSampler
     replay: list[Example]
     replay_sampler: BalancedSampler | None
+    lineage: dict[str, Any]  # lineage.json
+    learning_ids: str  # learning_ids.txt
 
 
 def load_data(manifest: Manifest, rank: int) -> Data:
     params = manifest.distill
-    examples, report = load_examples(manifest.learnings)
+    learnings = read_learnings(manifest.learnings)
+    lineage = round_lineage(learnings, manifest.lineage)  # fails before training on a file that is not the range
+    examples, report = build_examples(learnings, teachers=AdapterTeachers(params.topk))
     if not examples:
         raise ValueError(f"{manifest.learnings} holds no learning with a teacher signal or a verified answer")
     sampler = BalancedSampler([e.agent_id for e in examples], seed=params.seed, rank=rank)
     replay: list[Example] = []
     replay_sampler = None
-    if manifest.replay is not None and params.retention_weight > 0:
-        replay, _ = load_examples(manifest.replay, require_signal=False)
+    if manifest.replay is not None:
+        # Replay learnings keep teaching as they did in their own round: KD where they ship a signal, CE
+        # where their answer is verified, so earlier skills stay trained, not only held in place. With
+        # retention on, those with neither still serve the KL to the previous core. Their adapters are not
+        # followed: an agent's specialist has usually moved on since, and would fail its old claim check.
+        replay, _ = load_examples(manifest.replay, require_signal=params.retention_weight == 0)
         if replay:
+            # Drawn per skill, not per agent: the hive sampled the replay set balanced per skill.
             replay_sampler = BalancedSampler(
-                [e.agent_id for e in replay], seed=params.seed + REPLAY_SEED_OFFSET, rank=rank
+                [e.skill for e in replay], seed=params.seed + REPLAY_SEED_OFFSET, rank=rank
             )
-    return Data(examples, report, sampler, replay, replay_sampler)
+    return Data(examples, report, sampler, replay, replay_sampler, lineage, learning_ids_text(learnings))
 
 
 def train_step(engine, previous, data: Data, params: DistillParams, step: int, micro: int) -> tuple[dict, int]:
-    """One optimizer step on this rank's micro batch; returns the loss parts and the tokens it trained on."""
-    tb = collate([data.examples[i] for i in data.sampler.batch(step, micro)])
+    """One optimizer step on this rank's micro batch; returns the loss parts and the tokens it trained on.
+
+    New and replay rows share one forward pass and one KD and one CE mean, per position; the replay rows
+    alone also carry the retention KL to the previous core.
+    """
+    examples = [data.examples[i] for i in data.sampler.batch(step, micro)]
+    replay = [data.replay[i] for i in data.replay_sampler.batch(step, micro)] if data.replay_sampler else []
+    tb = collate(examples + replay)
     logits = answer_logits(engine, tb.batch)[tb.positions]  # (P, V)
     kd, ce = tb.has_teacher, tb.verified
     inputs: dict[str, Any] = {
@@ -157,14 +176,15 @@ def train_step(engine, previous, data: Data, params: DistillParams, step: int, m
         "ce_logits": logits[ce],
         "ce_targets": tb.targets[ce],
     }
-    tokens = tb.tokens
-    if previous is not None and data.replay_sampler is not None:
-        rb = collate([data.replay[i] for i in data.replay_sampler.batch(step, micro)])
-        inputs["replay_logits"] = answer_logits(engine, rb.batch)[rb.positions]
+    if previous is not None and replay:
+        rows = slice(len(examples), None)
+        replay_batch = Batch(tb.batch.input_ids[rows], tb.batch.attention_mask[rows], tb.batch.labels[rows])
+        # Positions are flattened row by row, so the replay rows' positions are the last ones.
+        inputs["replay_logits"] = logits[int(tb.positions[: len(examples)].sum()) :]
         # The previous core is a frozen reference: eval() and no_grad, as for any teacher.
         with torch.no_grad():
-            inputs["previous_logits"] = answer_logits(previous, rb.batch)[rb.positions]
-        tokens += rb.tokens
+            inputs["previous_logits"] = answer_logits(previous, replay_batch)[tb.positions[rows]]
+    tokens = tb.tokens
     total, parts = distill_loss(
         **inputs,
         temperature=params.temperature,
@@ -209,6 +229,20 @@ def save_student(engine, directory: Path, rank: int) -> str | None:
     return save_core(clean, directory)
 
 
+def save_checkpoint(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank: int) -> None:
+    """Saves every rank's shard, then marks the checkpoint committed; every rank must call this.
+
+    DeepSpeed's own ``latest`` is written by rank 0 before the closing barrier, so a kill can leave it naming a
+    checkpoint another rank never finished. ``committed`` is written after that barrier, when all shards exist.
+    """
+    tag = f"global_step{step}"
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+    if rank == 0:
+        tmp = ckpt_dir / f"{COMMITTED}.tmp"
+        tmp.write_text(tag)
+        os.replace(tmp, ckpt_dir / COMMITTED)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Writes atomically, so a reader never sees half a metrics file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -239,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     student = load_core(manifest.base_core)
     student.train()
     previous = None
-    if data.replay_sampler is not None:
+    if data.replay_sampler is not None and params.retention_weight > 0:
         previous = load_core(manifest.base_core)
         previous.eval()
         previous.requires_grad_(False)
@@ -265,13 +299,29 @@ def main(argv: list[str] | None = None) -> int:
                 **params.model_dump(),
             }
         )
+        lineage = data.lineage
+        if manifest.lineage is not None:
+            tracker.log_params(
+                {
+                    "learnings": lineage["learnings"],
+                    "after_seq": lineage["after_seq"],
+                    "upto_seq": lineage["upto_seq"],
+                    "learning_ids_sha256": lineage["learning_ids_sha256"],
+                }
+            )
+        else:
+            tracker.log_params({"learnings": lineage["learnings"]})
+        write_json(out_dir / "lineage.json", lineage)
+        (out_dir / "learning_ids.txt").write_text(data.learning_ids)
+        tracker.log_artifact(out_dir / "lineage.json")
+        tracker.log_artifact(out_dir / "learning_ids.txt")
         skipped = dict(data.report.skipped)
         print(f"distill: {data.report.kept} examples from {len(data.sampler.agents)} agents, skipped {skipped}")
 
     start_step, losses, tokens = 0, [], 0
-    if (ckpt_dir / "latest").is_file():
+    if (ckpt_dir / COMMITTED).is_file():
         # Every rank loads its own shard; the client state carries the step and the history so far.
-        _, client = engine.load_checkpoint(str(ckpt_dir))
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=(ckpt_dir / COMMITTED).read_text().strip())
         if client is not None:
             start_step, losses, tokens = client["step"], list(client["losses"]), client["tokens"]
             if is_main:
@@ -293,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"progress step={done}/{params.steps} loss={means['total']:.4f}", flush=True)
                 tracker.flush()
         if params.checkpoint_every and done % params.checkpoint_every == 0 and done < params.steps:
-            engine.save_checkpoint(str(ckpt_dir), client_state={"step": done, "losses": losses, "tokens": tokens})
+            save_checkpoint(engine, ckpt_dir, done, {"step": done, "losses": losses, "tokens": tokens}, rank)
     train_s = time.perf_counter() - train_started
 
     sha = save_student(engine, out_dir / "core", rank)
@@ -321,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_s": (tokens - tokens_at_start) / train_s if train_s > 0 else None,
         "world_size": world_size,
         "zero_stage": engine.zero_optimization_stage(),
+        "learnings": data.lineage["learnings"],
         "examples": data.report.kept,
         "skipped": dict(data.report.skipped),
         "mlflow_run_id": tracker.run_id,

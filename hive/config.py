@@ -21,7 +21,12 @@ class DistillSettings(BaseModel):
     temperature: float = 1.0
     kd_weight: float = 1.0
     ce_weight: float = 1.0
-    retention_weight: float = 0.0
+    # KL to the previous core on replay batches; it applies only when a round has earlier learnings to replay.
+    retention_weight: float = 1.0
+    # Earlier rounds' learnings sampled into each round's replay set, balanced per skill (0 = no replay).
+    replay_size: int = 512
+    # Top-k of the teacher signal the hive computes from an agent's adapter when a learning ships none.
+    topk: int = 16
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = 900

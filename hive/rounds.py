@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from hive.cores import CoreFiles, core_dir, existing_core
 from hive.gate import decide
 from hive.registry import CHAMPION, CoreRegistry
 from hive.store import LearningStore
+from streams.events import Learning
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,31 @@ class RoundBook:
         return sorted({s for r in self.all() if r.state == "released" for s in r.skills})
 
 
+def sample_replay(earlier: list[Learning], size: int, seed: str) -> list[Learning]:
+    """A seeded sample of ``size`` earlier learnings (or all of them, if fewer), balanced per skill.
+
+    Each skill gets an equal share; a skill with fewer learnings than its share gives the rest to the
+    others. The sample keeps the store's order, so the same store and seed give the same file.
+    """
+    if size <= 0 or not earlier:
+        return []
+    rng = random.Random(f"replay:{seed}")
+    by_skill: dict[str, list[int]] = {}
+    for index, learning in enumerate(earlier):
+        by_skill.setdefault(learning.skill, []).append(index)
+    pools = {skill: rng.sample(indices, len(indices)) for skill, indices in sorted(by_skill.items())}
+    chosen: list[int] = []
+    while len(chosen) < size and pools:
+        # One round-robin pass takes one learning per skill still holding some.
+        for skill in list(pools):
+            if len(chosen) == size:
+                break
+            chosen.append(pools[skill].pop())
+            if not pools[skill]:
+                del pools[skill]
+    return [earlier[i] for i in sorted(chosen)]
+
+
 def open_round(
     settings: HiveSettings, store: LearningStore, book: RoundBook, base: CoreFiles, experiment: str
 ) -> RoundRecord:
@@ -118,23 +145,36 @@ def open_round(
     )
     directory = book.path(record.id)
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "learnings.jsonl").open("w") as fh:
-        for learning in learnings:
-            fh.write(learning.model_dump_json() + "\n")
+    write_learnings(directory / "learnings.jsonl", learnings)
+    replay = None
+    if after > 0 and settings.distill.replay_size > 0:
+        # Earlier rounds' learnings, so the core keeps being taught what it already knows.
+        earlier = store.read(after_seq=0, upto_seq=after)
+        sample = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
+        if sample:
+            replay = directory / "replay.jsonl"
+            write_learnings(replay, sample)
     manifest = {
         "round_id": record.id,
         "base_core": str(base.directory.resolve()),
         "out_dir": str((directory / "out").resolve()),
         "learnings": str((directory / "learnings.jsonl").resolve()),
-        "replay": None,
+        "replay": str(replay.resolve()) if replay is not None else None,
         "skills": [catalog[s] for s in record.skills],
         "distill": settings.distill.model_dump(),
         "eval": {"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
         "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
+        "lineage": {"after_seq": after, "upto_seq": upto},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     book.save(record)
     return record
+
+
+def write_learnings(path: Path, learnings: list[Learning]) -> None:
+    with path.open("w") as fh:
+        for learning in learnings:
+            fh.write(learning.model_dump_json() + "\n")
 
 
 def run_round(

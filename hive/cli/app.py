@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, demo, schemas
+from hive.cli import agent, bench, demo, schemas
 
 app = typer.Typer(
     name="hive",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(agent.app, name="agent")
+app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 app.add_typer(schemas.app, name="schemas")
 

@@ -1,4 +1,4 @@
-"""A real distill round: two DeepSpeed ranks on the CPU, MLflow on SQLite, a saved and evaluated core."""
+"""A real distill round: two DeepSpeed ranks on the CPU, MLflow on SQLite, a saved and evaluated core, a resume."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 import os
 import random
 import re
+import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +18,10 @@ import pytest
 from agents.model import build_core, file_sha256, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
-from distill.launch import LOG_HEADER, DistillError, run_round
+from distill.launch import LOG_HEADER, PROJECT_ROOT, DistillError, build_command, parse_progress, run_round
+from distill.manifest import resolve_ds_config
+from distill.train import COMMITTED
+from streams.broker import free_port
 from streams.events import Feedback, Learning, TeacherSignal
 
 pytest.importorskip("deepspeed")
@@ -24,6 +29,7 @@ pytest.importorskip("mlflow")
 
 SKILLS = ["capital", "add"]
 STEPS = 60
+N_TEACHER, N_CORRECTIONS = 150, 50
 
 
 def _good_teacher(answer: str, k: int = 4) -> TeacherSignal:
@@ -77,7 +83,7 @@ def _manifest(root: Path, **distill) -> Path:
         save_core(build_core(seed=0), core)
     learnings = root / "learnings.jsonl"
     if not learnings.exists():
-        learnings.write_text("".join(item.model_dump_json() + "\n" for item in _learnings(150, 50)))
+        learnings.write_text("".join(item.model_dump_json() + "\n" for item in _learnings(N_TEACHER, N_CORRECTIONS)))
     manifest = {
         "round_id": "r0001",
         "base_core": str(core),
@@ -100,6 +106,7 @@ def _manifest(root: Path, **distill) -> Path:
         },
         "eval": {"tasks": 20, "seed": 10_000},
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "hive-rounds", "run_name": "r0001"},
+        "lineage": {"after_seq": 40, "upto_seq": 40 + N_TEACHER + N_CORRECTIONS},
     }
     path = root / "manifest.json"
     path.write_text(json.dumps(manifest))
@@ -156,6 +163,22 @@ def test_round_is_tracked_in_mlflow(first_round: tuple[Path, dict, list]) -> Non
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(metrics["losses"])
     for skill in SKILLS:
         assert run.data.metrics[f"eval_{skill}"] == metrics["eval"][skill]
+    # Lineage: which learnings, from which agents and seqs, this core came from.
+    assert run.data.params["learnings"] == str(N_TEACHER + N_CORRECTIONS)
+    assert (run.data.params["after_seq"], run.data.params["upto_seq"]) == ("40", str(40 + N_TEACHER + N_CORRECTIONS))
+    lineage = json.loads(Path(client.download_artifacts(run.info.run_id, "lineage.json", str(root))).read_text())
+    assert lineage["agents"] == {
+        "agent-corrections": {
+            "count": N_CORRECTIONS,
+            "first_seq": 41 + N_TEACHER,
+            "last_seq": 40 + N_TEACHER + N_CORRECTIONS,
+        },
+        "agent-teacher": {"count": N_TEACHER, "first_seq": 41, "last_seq": 40 + N_TEACHER},
+    }
+    ids = Path(client.download_artifacts(run.info.run_id, "learning_ids.txt", str(root))).read_text().splitlines()
+    written = [json.loads(line)["id"] for line in (root / "learnings.jsonl").read_text().splitlines()]
+    assert ids == written
+    assert run.data.params["learning_ids_sha256"] == lineage["learning_ids_sha256"]
 
 
 def test_rerun_resumes_from_the_checkpoint_with_the_same_losses(first_round: tuple[Path, dict, list]) -> None:
@@ -169,6 +192,51 @@ def test_rerun_resumes_from_the_checkpoint_with_the_same_losses(first_round: tup
     assert len(attempts) == 2
     assert "resumed from" in attempts[1]
     assert resumed["losses"] == pytest.approx(metrics["losses"], rel=1e-5)
+
+
+def test_a_killed_round_resumes_from_its_last_checkpoint(tmp_path: Path, first_round: tuple[Path, dict, list]) -> None:
+    """SIGKILL the whole launcher group mid-training; the rerun resumes and retraces the uninterrupted run."""
+    reference = first_round[1]["losses"]  # the same data and settings, never interrupted
+    manifest = _manifest(tmp_path, checkpoint_every=10)
+    ckpt = tmp_path / "round" / "out" / "ckpt"
+    command = build_command(manifest, 2, free_port(), resolve_ds_config("zero2_cpu.yaml"))
+    env = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    killed_after = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            progress = parse_progress(line)
+            if progress is not None and progress[0] >= 25 and (ckpt / COMMITTED).is_file():
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_after = progress[0]
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_after, "the job ended before it could be killed"
+    # Read after the kill: a checkpoint may have been committed between the progress line and the signal.
+    resume_step = int((ckpt / COMMITTED).read_text().removeprefix("global_step"))
+    assert 20 <= resume_step < STEPS
+
+    progress: list[tuple[int, int, float]] = []
+    resumed = run_round(manifest, on_progress=lambda *p: progress.append(p))
+    (attempt,) = _attempts(tmp_path)
+    assert f"resumed from {ckpt} at step {resume_step}" in attempt
+    assert [p[0] for p in progress] == list(range(resume_step + 10, STEPS + 1, 10))
+    assert resumed["steps"] == STEPS and len(resumed["losses"]) == STEPS
+    # The steps after the resume point retrace the uninterrupted run.
+    assert resumed["losses"][resume_step:] == pytest.approx(reference[resume_step:], rel=1e-5)
+    assert resumed["losses"] == pytest.approx(reference, rel=1e-5)
 
 
 def test_a_failing_job_raises_with_the_log_tail(tmp_path: Path) -> None:

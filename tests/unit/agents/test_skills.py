@@ -8,11 +8,14 @@ import pytest
 
 from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skill, load_skills, score_output
 from agents.skills.builtin import MORSE, Capital
+from agents.skills.text import Double, Reverse, Shift, Upper
+
+ALL_SHIPPED = {**BUILTIN_SKILLS, **{s.name: s for s in (Reverse(), Upper(), Shift(), Double())}}
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_SKILLS))
-def test_builtin_skill_samples_are_deterministic_and_short(name: str) -> None:
-    skill = BUILTIN_SKILLS[name]
+@pytest.mark.parametrize("name", sorted(ALL_SHIPPED))
+def test_shipped_skill_samples_are_deterministic_and_short(name: str) -> None:
+    skill = ALL_SHIPPED[name]
     first = [skill.sample(random.Random(3)) for _ in range(20)]
     again = [skill.sample(random.Random(3)) for _ in range(20)]
     assert first == again
@@ -32,6 +35,7 @@ def test_at_least_four_builtin_skills() -> None:
         ("reverse", lambda p, a: p.split()[1][::-1] == a),
         ("upper", lambda p, a: p.split()[1].upper() == a),
         ("add", lambda p, a: int(p.split()[1]) + int(p.split()[2]) == int(a)),
+        ("mul", lambda p, a: int(p.split()[1]) * int(p.split()[2]) == int(a)),
         ("morse", lambda p, a: " ".join(MORSE[c] for c in p.split()[1]) == a),
         ("double", lambda p, a: "".join(c * 2 for c in p.split()[1]) == a),
         (
@@ -40,10 +44,10 @@ def test_at_least_four_builtin_skills() -> None:
         ),
     ],
 )
-def test_builtin_answers_are_correct(name: str, check) -> None:
+def test_shipped_answers_are_correct(name: str, check) -> None:
     rng = random.Random(0)
     for _ in range(50):
-        prompt, answer = BUILTIN_SKILLS[name].sample(rng)
+        prompt, answer = ALL_SHIPPED[name].sample(rng)
         assert check(prompt, answer), (prompt, answer)
 
 
@@ -114,6 +118,11 @@ def test_plugin_skill_from_a_file_outside_the_project(tmp_path, monkeypatch) -> 
 def test_bad_skill_names_get_clear_errors(spec: str, message: str) -> None:
     with pytest.raises(SkillLoadError, match=message):
         load_skill(spec)
+
+
+def test_string_skills_load_as_plugins() -> None:
+    assert load_skill("agents.skills.text:Reverse").name == "reverse"
+    assert "reverse" not in BUILTIN_SKILLS
 
 
 def test_two_skills_with_one_name_are_refused() -> None:

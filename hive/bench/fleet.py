@@ -1,0 +1,287 @@
+"""``hive bench fleet``: does the distilled core absorb every specialist, keep what it knew, and beat merging?"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.evaluation import evaluate_skills
+from agents.model import build_core, load_core, save_core, topk_signal
+from agents.skills import load_skills
+from agents.tokenizer import VOCAB_SIZE
+from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
+from streams.events import Learning, TeacherSignal
+
+METHODS = ("base", "specialist", "core", "weight_average", "task_arithmetic", "ties", "multitask")
+PhaseFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FleetBenchPlan:
+    """What the benchmark runs; the defaults finish in well under 30 minutes on a 2-core CPU."""
+
+    skills: list[str]
+    rounds: int = 3
+    specialist_steps: int = 400
+    batch_size: int = 32
+    publish_per_step: int = 8
+    lr: float = 3e-3
+    topk: int = 16
+    distill_steps: int = 400
+    distill_batch: int = 64
+    replay_size: int = 512
+    retention_weight: float = 1.0
+    nproc: int = 2
+    eval_tasks: int = 100
+    val_tasks: int = 50
+    kd_compare_per_skill: int = 400
+    seed: int = 0
+
+    @property
+    def multitask_steps(self) -> int:
+        # The same optimizer steps as the core gets over all its rounds: the comparison is per step.
+        return self.distill_steps * self.rounds
+
+
+def split_into_rounds(names: list[str], rounds: int) -> list[list[str]]:
+    """Skills arrive over ``rounds`` rounds, new specialists joining later; the first takes any extra."""
+    if rounds < 1 or rounds > len(names):
+        raise ValueError(f"{len(names)} skills cannot arrive over {rounds} rounds: need 1 <= rounds <= skills")
+    extra = len(names) - rounds
+    groups = [names[: extra + 1]]
+    groups += [[n] for n in names[extra + 1 :]]
+    return groups
+
+
+def _write_jsonl(path: Path, learnings: list[Learning]) -> None:
+    with path.open("w") as fh:
+        for learning in learnings:
+            fh.write(learning.model_dump_json() + "\n")
+
+
+def _replay_sample(learnings: list[Learning], size: int, rng: random.Random) -> list[Learning]:
+    """A sample of earlier rounds' learnings, balanced across their skills."""
+    by_skill: dict[str, list[Learning]] = {}
+    for learning in learnings:
+        by_skill.setdefault(learning.skill, []).append(learning)
+    skills = sorted(by_skill)
+    return [rng.choice(by_skill[skills[i % len(skills)]]) for i in range(size)] if skills else []
+
+
+def _distill(
+    workdir: Path,
+    name: str,
+    base_dir: Path,
+    learnings: list[Learning],
+    replay: list[Learning],
+    skill_specs: list[str],
+    plan: FleetBenchPlan,
+    retention_weight: float,
+) -> tuple[Path, dict[str, Any]]:
+    """One round of the real distill job, under the DeepSpeed launcher."""
+    from distill.launch import run_round
+
+    directory = workdir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(directory / "learnings.jsonl", learnings)
+    replay_path = None
+    if replay:
+        replay_path = directory / "replay.jsonl"
+        _write_jsonl(replay_path, replay)
+    manifest = {
+        "round_id": name,
+        "base_core": str(base_dir.resolve()),
+        "out_dir": str((directory / "out").resolve()),
+        "learnings": str((directory / "learnings.jsonl").resolve()),
+        "replay": str(replay_path.resolve()) if replay_path else None,
+        "skills": skill_specs,
+        "distill": {
+            "nproc": plan.nproc,
+            "steps": plan.distill_steps,
+            "batch_size": plan.distill_batch,
+            "lr": plan.lr,
+            "retention_weight": retention_weight if replay else 0.0,
+            "seed": plan.seed,
+        },
+        "eval": {"tasks": plan.eval_tasks},
+        "mlflow": None,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    metrics = run_round(directory / "manifest.json")
+    return directory / "out" / "core", metrics
+
+
+def _with_signal(learnings: list[Learning], teacher, k: int) -> list[Learning]:
+    """The same learnings with the final specialist's signal at top-k: the KD comparison's only variable."""
+    prompts = [lr.prompt for lr in learnings]
+    answers = [lr.learned_answer() for lr in learnings]
+    out = []
+    for start in range(0, len(learnings), 64):
+        chunk = learnings[start : start + 64]
+        signals = topk_signal(teacher, prompts[start : start + 64], answers[start : start + 64], k)
+        for learning, (ids, lps) in zip(chunk, signals, strict=True):
+            over = learning.teacher.over if learning.teacher else "correction"
+            signal = TeacherSignal(k=k, over=over, token_ids=ids, logprobs=lps)
+            out.append(learning.model_copy(update={"teacher": signal}))
+    return out
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return sum(scores.values()) / len(scores)
+
+
+def _forgetting(curves: list[dict[str, float]], taught_in: dict[str, int]) -> float:
+    """The largest drop of any skill below its accuracy in the round that taught it, over later rounds."""
+    worst = 0.0
+    for skill, first in taught_in.items():
+        learned = curves[first][skill]
+        for later in curves[first + 1 :]:
+            worst = max(worst, learned - later[skill])
+    return worst
+
+
+def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict[str, Any]:
+    """Runs every arm on the same specialists and held-out tasks, and returns the report."""
+    started = time.monotonic()
+    wall: dict[str, float] = {}
+    skills = load_skills(plan.skills)
+    names = [s.name for s in skills]  # type: ignore[attr-defined]
+    spec_of = dict(zip(names, plan.skills, strict=True))
+    groups = split_into_rounds(names, plan.rounds)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    core0 = build_core(seed=plan.seed)
+    core0_dir = workdir / "core_v0"
+    save_core(core0, core0_dir)
+
+    t = time.monotonic()
+    specialists = {}
+    for i, skill in enumerate(skills):
+        phase(f"specialist {i + 1}/{len(skills)}: learning {names[i]} on the job ({plan.specialist_steps} steps)")
+        specialists[names[i]] = train_specialist(
+            core0,
+            skill,
+            f"agent-{names[i]}",
+            plan.specialist_steps,
+            plan.batch_size,
+            plan.publish_per_step,
+            plan.lr,
+            plan.topk,
+            plan.seed,
+        )
+    wall["specialists"] = time.monotonic() - t
+
+    t = time.monotonic()
+    rounds: list[dict[str, Any]] = []
+    curves: list[dict[str, float]] = []
+    taught_in: dict[str, int] = {}
+    base_dir = core0_dir
+    earlier: list[Learning] = []
+    rng = random.Random(plan.seed)
+    for r, group in enumerate(groups):
+        for name in group:
+            taught_in[name] = r
+        taught = [n for n in names if n in taught_in]
+        phase(f"round {r + 1}/{len(groups)}: distilling {', '.join(group)} (taught so far: {', '.join(taught)})")
+        learnings = [lr for n in group for lr in specialists[n].learnings]
+        replay = _replay_sample(earlier, plan.replay_size, rng)
+        base_dir, metrics = _distill(
+            workdir,
+            f"round{r + 1}",
+            base_dir,
+            learnings,
+            replay,
+            [spec_of[n] for n in taught],
+            plan,
+            plan.retention_weight,
+        )
+        curves.append(dict(metrics["eval"]))
+        rounds.append(
+            {
+                "round": r + 1,
+                "new_skills": group,
+                "learnings": len(learnings),
+                "replay": len(replay),
+                "eval": metrics["eval"],
+                "final_loss": metrics.get("final_loss"),
+                "wall_s": metrics.get("wall_s"),
+            }
+        )
+        earlier.extend(learnings)
+    core = load_core(base_dir)
+    wall["core_rounds"] = time.monotonic() - t
+
+    accuracy: dict[str, dict[str, float]] = {}
+    phase("evaluating base, specialists and the core on held-out tasks")
+    accuracy["base"] = evaluate_skills(core0, skills, plan.eval_tasks)
+    accuracy["specialist"] = {
+        n: evaluate_skills(specialists[n].model, [s], plan.eval_tasks)[n] for n, s in zip(names, skills, strict=True)
+    }
+    accuracy["core"] = evaluate_skills(core, skills, plan.eval_tasks)
+
+    t = time.monotonic()
+    merge_params: dict[str, dict[str, float]] = {}
+    for method in ("weight_average", "task_arithmetic", "ties"):
+        phase(f"merging baseline: {method}")
+        model, params = merge_arm(method, core0, [specialists[n].model for n in names], skills, plan.val_tasks)
+        accuracy[method] = evaluate_skills(model, skills, plan.eval_tasks)
+        merge_params[method] = params
+    wall["merges"] = time.monotonic() - t
+
+    t = time.monotonic()
+    phase(f"multitask upper bound: {plan.multitask_steps} steps on all raw tasks")
+    multitask = train_multitask(
+        core0, [specialists[n].tasks for n in names], plan.multitask_steps, plan.distill_batch, plan.lr, plan.seed
+    )
+    accuracy["multitask"] = evaluate_skills(multitask, skills, plan.eval_tasks)
+    wall["multitask"] = time.monotonic() - t
+
+    kd_compare: dict[str, Any] = {}
+    if plan.kd_compare_per_skill > 0:
+        t = time.monotonic()
+        for k in (plan.topk, VOCAB_SIZE):
+            phase(f"KD comparison: one round over every skill with top-{k} signals from the final specialists")
+            sample = []
+            for n in names:
+                pool = specialists[n].learnings[-plan.kd_compare_per_skill :]
+                sample += _with_signal(pool, specialists[n].model, k)
+            _, metrics = _distill(workdir, f"kd_top{k}", core0_dir, sample, [], [spec_of[n] for n in names], plan, 0.0)
+            kd_compare[f"top{k}"] = metrics["eval"]
+        kd_compare["gap_topk_vs_full"] = _mean(kd_compare[f"top{VOCAB_SIZE}"]) - _mean(kd_compare[f"top{plan.topk}"])
+        wall["kd_compare"] = time.monotonic() - t
+
+    ratios = {n: accuracy["core"][n] / accuracy["specialist"][n] for n in names if accuracy["specialist"][n] > 0}
+    mean_of = {m: _mean(accuracy[m]) for m in METHODS}
+    best_merge = max(("weight_average", "task_arithmetic", "ties"), key=lambda m: mean_of[m])
+    wall["total"] = time.monotonic() - started
+    return {
+        "skills": names,
+        "methods": list(METHODS),
+        "accuracy": accuracy,
+        "mean_accuracy": mean_of,
+        "absorption": sum(ratios.values()) / len(ratios) if ratios else None,
+        "absorption_min": min(ratios.values()) if ratios else None,
+        "absorption_per_skill": ratios,
+        "forgetting": _forgetting(curves, taught_in),
+        "core_minus_best_merge": mean_of["core"] - mean_of[best_merge],
+        "best_merge": best_merge,
+        "core_minus_multitask": mean_of["core"] - mean_of["multitask"],
+        "merge_params": merge_params,
+        "kd_compare": kd_compare,
+        "rounds": rounds,
+        "plan": asdict(plan),
+        "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,91 @@
+"""``hive bench``: throughput benchmarks that write a JSON report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Measure the hive's throughput; each command writes a JSON report.", no_args_is_help=True)
+
+
+@app.command("distill")
+def distill(
+    json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON."),
+    steps: int = typer.Option(200, min=1, help="Training steps in each arm."),
+    nproc: int = typer.Option(2, min=1, help="DeepSpeed ranks; the plain loop gets as many torch threads."),
+    batch_size: int = typer.Option(64, min=1, help="Global batch size in both arms."),
+    ds_config: str = typer.Option("zero2_cpu.yaml", help="DeepSpeed config: a file, or a name under distill/configs/."),
+) -> None:
+    """DeepSpeed's distill step against a plain PyTorch loop: same model, data, loss and schedule; tokens/s."""
+    # Imported here so that `hive --help` stays fast: the bench loads torch and transformers.
+    from hive.bench.distill_bench import BenchError, DistillBenchPlan, run_distill_bench, summary_line
+    from hive.config import HiveSettings
+
+    try:
+        plan = DistillBenchPlan(steps=steps, nproc=nproc, batch_size=batch_size, ds_config=ds_config)
+    except ValueError as err:
+        typer.echo(f"invalid benchmark: {err}", err=True)
+        raise typer.Exit(2) from err
+    directory = HiveSettings().home / "bench" / "distill"
+    try:
+        report = run_distill_bench(directory, plan, lambda message: typer.echo(message, err=True))
+    except BenchError as err:
+        typer.echo(f"bench failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as err:
+        typer.echo(f"cannot write the report to {json_path}: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(summary_line(report), err=True)
+
+
+@app.command("fleet")
+def fleet(
+    json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON (the HTML goes beside it)."),
+    skills: list[str] = typer.Option(
+        [],
+        "--skill",
+        help="A skill for one specialist (repeatable): a built-in name or module:attr. Default: every built-in.",
+    ),
+    rounds: int = typer.Option(3, min=1, help="Rounds over which the skills arrive (continual setting)."),
+    specialist_steps: int = typer.Option(400, min=1, help="On-the-job learning steps per specialist."),
+    distill_steps: int = typer.Option(400, min=1, help="Distillation steps per round."),
+    kd_compare: int = typer.Option(
+        400, min=0, help="Learnings per skill in the top-k vs full-KD comparison; 0 skips it."
+    ),
+) -> None:
+    """The distilled core against its specialists, weight merging and multitask training, on held-out tasks."""
+    # Imported here so that `hive --help` stays fast: the bench loads torch, transformers and mlflow.
+    from agents.skills import BUILTIN_SKILLS, SkillLoadError
+    from hive.bench.fleet import FleetBenchPlan, run_fleet_bench
+    from hive.bench.html_report import goal_rows, render_html
+    from hive.bench.tracking import log_bench_run
+    from hive.config import HiveSettings
+
+    settings = HiveSettings()
+    plan = FleetBenchPlan(
+        skills=skills or sorted(BUILTIN_SKILLS),
+        rounds=rounds,
+        specialist_steps=specialist_steps,
+        distill_steps=distill_steps,
+        kd_compare_per_skill=kd_compare,
+    )
+    say = lambda message: typer.echo(message, err=True)  # noqa: E731
+    try:
+        report = run_fleet_bench(plan, settings.home / "bench" / "fleet", say)
+    except (SkillLoadError, ValueError) as err:
+        typer.echo(f"invalid benchmark: {err}", err=True)
+        raise typer.Exit(2) from err
+    html_path = json_path.with_suffix(".html")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    html_path.write_text(render_html(report))
+    run_id = log_bench_run(settings, "fleet", report, [json_path, html_path])
+    for key, target, value, met, _ in goal_rows(report):
+        shown = "n/a" if value is None else f"{value:.3f}"
+        say(f"{key:24s} {shown:>8s}  goal {target:8s} {'' if met is None else ('met' if met else 'MISSED')}")
+    say(f"report: {json_path} and {html_path}; MLflow run {run_id}")
