@@ -165,7 +165,9 @@ def train_step(engine, previous, data: Data, params: DistillParams, step: int, m
     alone also carry the retention KL to the previous core.
     """
     examples = [data.examples[i] for i in data.sampler.batch(step, micro)]
-    replay = [data.replay[i] for i in data.replay_sampler.batch(step, micro)] if data.replay_sampler else []
+    replay: list[Example] = []
+    if data.replay_sampler is not None:
+        replay = [data.replay[i] for i in data.replay_sampler.batch(step, micro)]
     tb = collate(examples + replay)
     logits = answer_logits(engine, tb.batch)[tb.positions]  # (P, V)
     kd, ce = tb.has_teacher, tb.verified

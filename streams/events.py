@@ -17,7 +17,8 @@ AgentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 SkillName = Annotated[str, Field(min_length=1, max_length=128)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 MAX_TEXT = 4096
-MAX_TOPK = 256
+# Room for full-vocabulary signals of a byte-level core (260 ids), while keeping events bounded.
+MAX_TOPK = 512
 
 
 def utc_now() -> datetime:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,7 +14,9 @@ from agents.evaluation import evaluate_skills
 from agents.model import build_core, load_core, save_core, topk_signal
 from agents.skills import load_skills
 from agents.tokenizer import VOCAB_SIZE
+from hive.bench.distill_bench import machine_info
 from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
+from hive.rounds import sample_replay
 from streams.events import Learning, TeacherSignal
 
 METHODS = ("base", "specialist", "core", "weight_average", "task_arithmetic", "ties", "multitask")
@@ -64,15 +64,6 @@ def _write_jsonl(path: Path, learnings: list[Learning]) -> None:
     with path.open("w") as fh:
         for learning in learnings:
             fh.write(learning.model_dump_json() + "\n")
-
-
-def _replay_sample(learnings: list[Learning], size: int, rng: random.Random) -> list[Learning]:
-    """A sample of earlier rounds' learnings, balanced across their skills."""
-    by_skill: dict[str, list[Learning]] = {}
-    for learning in learnings:
-        by_skill.setdefault(learning.skill, []).append(learning)
-    skills = sorted(by_skill)
-    return [rng.choice(by_skill[skills[i % len(skills)]]) for i in range(size)] if skills else []
 
 
 def _distill(
@@ -184,14 +175,13 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     taught_in: dict[str, int] = {}
     base_dir = core0_dir
     earlier: list[Learning] = []
-    rng = random.Random(plan.seed)
     for r, group in enumerate(groups):
         for name in group:
             taught_in[name] = r
         taught = [n for n in names if n in taught_in]
         phase(f"round {r + 1}/{len(groups)}: distilling {', '.join(group)} (taught so far: {', '.join(taught)})")
         learnings = [lr for n in group for lr in specialists[n].learnings]
-        replay = _replay_sample(earlier, plan.replay_size, rng)
+        replay = sample_replay(earlier, plan.replay_size, seed=f"{plan.seed}:round{r + 1}")
         base_dir, metrics = _distill(
             workdir,
             f"round{r + 1}",
@@ -278,10 +268,6 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
         "rounds": rounds,
         "plan": asdict(plan),
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -98,6 +98,9 @@ def demo(
     from hive.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING)
+    # kafka-python warns whenever its IO loop is slow, which a CPU busy with training makes it;
+    # harmless here, and it would scroll the progress bars away.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     console = Console(stderr=True)
     plan = DemoPlan(
         skills=[s for s in agents_skills.split(",") if s], learn_steps=learn_steps, distill_steps=distill_steps

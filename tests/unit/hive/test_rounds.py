@@ -32,12 +32,12 @@ def _learning(skill: str, agent: str = "a1", n: int = 0) -> Learning:
 
 def test_replay_sample_is_balanced_per_skill_and_seeded() -> None:
     earlier = [_learning("add", n=i) for i in range(300)] + [_learning("capital", n=i) for i in range(40)]
-    earlier += [_learning("reverse", n=i) for i in range(100)]
+    earlier += [_learning("mul", n=i) for i in range(100)]
     sample = sample_replay(earlier, 120, "0:r0002")
     # The skill with 40 learnings gives all it has; the others share the rest equally.
-    assert Counter(lr.skill for lr in sample) == Counter({"add": 40, "capital": 40, "reverse": 40})
+    assert Counter(lr.skill for lr in sample) == Counter({"add": 40, "capital": 40, "mul": 40})
     sample = sample_replay(earlier, 200, "0:r0002")
-    assert Counter(lr.skill for lr in sample) == Counter({"add": 80, "capital": 40, "reverse": 80})
+    assert Counter(lr.skill for lr in sample) == Counter({"add": 80, "capital": 40, "mul": 80})
     assert len({lr.id for lr in sample}) == 200
     assert [lr.id for lr in sample] == [lr.id for lr in sample_replay(earlier, 200, "0:r0002")]
     assert [lr.id for lr in sample] != [lr.id for lr in sample_replay(earlier, 200, "1:r0002")]
@@ -78,7 +78,7 @@ def test_a_later_round_replays_earlier_learnings(hive) -> None:
     first = open_round(settings, store, book, base, "hive-rounds")
     first.state = "released"
     book.save(first)
-    new = [_learning("reverse", "a3", i) for i in range(5)]
+    new = [_learning("mul", "a3", i) for i in range(5)]
     store.append(new, {})
     record = open_round(settings, store, book, base, "hive-rounds")
     manifest = load_manifest(book.path(record.id) / "manifest.json")

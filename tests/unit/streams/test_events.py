@@ -81,7 +81,7 @@ def test_bad_agent_id_is_refused(agent_id: str) -> None:
         (teacher_dict(logprobs=[[-math.inf, -2.0], [-0.5, -1.0]]), "not finite"),
         (teacher_dict(logprobs=[[0.5, -2.0], [-0.5, -1.0]]), "not finite and <= 0"),
         (teacher_dict(k=0), "greater than or equal to 1"),
-        (teacher_dict(k=257), "less than or equal to 256"),
+        (teacher_dict(k=513), "less than or equal to 512"),
         (teacher_dict(token_ids=[[1, 1], [3, 4]]), "repeats a token id"),
         (teacher_dict(token_ids=[], logprobs=[]), "no positions"),
         (teacher_dict(token_ids=[[-1, 2], [3, 4]]), "greater than or equal to 0"),
