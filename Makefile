@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch is pinned here only: the project's own range stays wide, and 2.13.0 is the local CPU wheel.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/interop/package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The Node.js client the interop test publishes with (kafkajs, pinned by package-lock.json).
+	cd tests/interop && npm ci --no-audit --no-fund
 	touch $(STAMP)
 
 demo: setup

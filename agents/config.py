@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.events import AgentId
+from streams.signing import parse_key
 
 
 class AgentSettings(BaseSettings):
@@ -33,3 +34,35 @@ class AgentSettings(BaseSettings):
     heartbeat_s: float = 2.0
     seed: int = 0
     threads: int = 1
+    # Learnings the spool holds while the broker is unreachable. At the bound the agent waits (backpressure)
+    # and counts `spool_full_waits`; it never drops one.
+    spool_max: int = Field(default=100_000, ge=1)
+    # A learning the broker has not acked within this long stays in the spool and is sent again.
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    # The longest pause between attempts to reach a broker that is down.
+    retry_backoff_max_s: float = Field(default=5.0, gt=0)
+    # On shutdown, how long the agent keeps sending its spool; the rest stays on disk for its next start.
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+    # The HMAC key this agent shares with the hive, as text (`hex:...`, `utf8:...`, or bare hex), or a
+    # file holding it. With a key, every learning is signed before it is spooled.
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AgentSettings:
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("set signing_key or signing_key_file, not both")
+        return self
+
+    def signing_key_bytes(self) -> bytes | None:
+        """The signing key, read and parsed now (a file is read as streams.signing.KeyRing reads one)."""
+        if self.signing_key is not None:
+            return parse_key(self.signing_key.get_secret_value())
+        if self.signing_key_file is None:
+            return None
+        raw = self.signing_key_file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw  # not text: the file holds the raw key bytes
+        return parse_key(text)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -74,6 +75,62 @@ class Specialist:
             for (ids, lps), over in zip(signals, overs, strict=True)
         ]
 
+    def with_signals(self, learnings: Sequence[Learning]) -> list[Learning]:
+        """The learnings with this specialist's teacher signal along each one's verified answer.
+
+        A learning keeps its id. One with nothing verified to follow (a low reward and no
+        correction) is returned as it is.
+        """
+        targets = [(i, verified_answer(learning)) for i, learning in enumerate(learnings)]
+        chosen = [(i, answer) for i, answer in targets if answer is not None]
+        result = list(learnings)
+        if not chosen:
+            return result
+        signals = self.teacher_signals(
+            [learnings[i].prompt for i, _ in chosen],
+            [text for _, (text, _) in chosen],
+            [over for _, (_, over) in chosen],
+        )
+        for (i, _), signal in zip(chosen, signals, strict=True):
+            result[i] = learnings[i].model_copy(update={"teacher": signal})
+        return result
+
+
+def verified_answer(learning: Learning) -> tuple[str, Literal["completion", "correction"]] | None:
+    """The answer worth learning, and which text it is; None when nothing in the feedback is verified.
+
+    The completion when it earned the full reward, else the correction when there is one.
+    """
+    feedback = learning.feedback
+    if feedback.reward is not None and feedback.reward >= 1.0:
+        return learning.completion, "completion"
+    if feedback.correction is not None:
+        return feedback.correction, "correction"
+    return None
+
+
+def make_learning(
+    agent_id: str,
+    skill: str,
+    core_version: int,
+    prompt: str,
+    completion: str,
+    reward: float | None = None,
+    correction: str | None = None,
+    adapter: ClaimCheck | None = None,
+) -> Learning:
+    """A new learning; its id is made here, once, and every re-send reuses it (the hive dedupes by it)."""
+    return Learning(
+        id=uuid.uuid4(),
+        agent_id=agent_id,
+        skill=skill,
+        core_version=core_version,
+        prompt=prompt,
+        completion=completion,
+        feedback=Feedback(reward=reward, correction=correction),
+        adapter=adapter,
+    )
+
 
 def work_batch(
     specialist: Specialist,
@@ -87,7 +144,7 @@ def work_batch(
     """Works a batch of tasks on the job: answer, get feedback, learn, and pick learnings to share.
 
     Feedback is the skill's score plus the reference answer as a verified correction. After the
-    step, the specialist's top-k signal along the reference is attached: what the hive distills.
+    step, the specialist's top-k signal along the verified answer is attached: what the hive distills.
     """
     tasks = [skill.sample(rng) for _ in range(batch_size)]  # type: ignore[attr-defined]
     prompts = [p for p, _ in tasks]
@@ -96,22 +153,19 @@ def work_batch(
     rewards = [score_output(skill, p, a, c) for p, a, c in zip(prompts, references, completions, strict=True)]
     loss = specialist.learn(prompts, references)
     chosen = rng.sample(range(batch_size), min(publish, batch_size))
-    # The signal always follows the verified reference; `over` says whether the agent's own
-    # completion already matched it.
-    overs = ["completion" if rewards[i] >= 1.0 else "correction" for i in chosen]
-    signals = specialist.teacher_signals([prompts[i] for i in chosen], [references[i] for i in chosen], overs)
+    # The reference is a verified correction; when the agent's own completion already earned the full
+    # reward, the signal follows the completion instead (see ``verified_answer``).
     learnings = [
-        Learning(
-            id=uuid.uuid4(),
-            agent_id=agent_id,
-            skill=skill.name,  # type: ignore[attr-defined]
-            core_version=specialist.core_version,
-            prompt=prompts[i],
-            completion=completions[i],
-            feedback=Feedback(reward=rewards[i], correction=references[i]),
-            teacher=signal,
+        make_learning(
+            agent_id,
+            skill.name,  # type: ignore[attr-defined]
+            specialist.core_version,
+            prompts[i],
+            completions[i],
+            reward=rewards[i],
+            correction=references[i],
             adapter=adapter,
         )
-        for i, signal in zip(chosen, signals, strict=True)
+        for i in chosen
     ]
-    return WorkedBatch(tasks, sum(1 for r in rewards if r >= 1.0), loss, learnings)
+    return WorkedBatch(tasks, sum(1 for r in rewards if r >= 1.0), loss, specialist.with_signals(learnings))

@@ -10,25 +10,23 @@ import time
 import torch
 
 from agents.config import AgentSettings
-from agents.core_updates import CoreVerificationError, CoreWatcher, fetch_core
 from agents.evaluation import evaluate_skills
 from agents.learner import Specialist, work_batch
-from agents.model import load_core, save_core
+from agents.sdk import HeartbeatState, HiveAgent
 from agents.skills import load_skill, load_skills
 from streams import topics
-from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import ClaimCheck, Heartbeat
-from streams.kafka import make_producer, send_and_wait
+from streams.events import ClaimCheck
 
 log = logging.getLogger(__name__)
 
 
 class AgentRuntime:
-    """One agent deployed to one skill.
+    """One agent deployed to one skill, built on the SDK's ``HiveAgent``.
 
     It learns for ``learn_steps`` steps, publishing a sample of what it learned each step, then
-    serves. Whenever a newer core is released it fetches, verifies and swaps to it.
+    serves. Whenever a newer core is released it fetches, verifies and swaps to it. Learnings go
+    through the agent's spool, so a broker outage slows nothing until the spool is full.
     """
 
     def __init__(self, settings: AgentSettings, kafka: KafkaSettings) -> None:
@@ -36,29 +34,31 @@ class AgentRuntime:
         self.kafka = kafka
         self.skill = load_skill(settings.skill)
         self.eval_skills = load_skills(settings.eval_skills or [settings.skill])
-        self.home = settings.home / settings.agent_id
-        self.home.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(f"{settings.seed}:{settings.agent_id}")
-        self.counters = {
-            "tasks": 0,
-            "correct": 0,
-            "learn_steps": 0,
-            "published": 0,
-            "core_swaps": 0,
-            "cores_refused": 0,
-        }
+        self.work = {"tasks": 0, "correct": 0, "learn_steps": 0}
         self.evaluation: dict[str, float] = {}
-        self.adapter: ClaimCheck | None = None
-        self.refused: set[int] = set()
-        self.state = "starting"
-        self.specialist: Specialist | None = None
-        self.watcher = CoreWatcher(kafka)
-        self.producer = make_producer(kafka)
+        self.state: HeartbeatState = "starting"
+        self.agent = HiveAgent(settings, kafka, skill=self.skill.name)  # type: ignore[attr-defined]
+        self.home = self.agent.home
+        self._stop = threading.Event()
         self._last_heartbeat = 0.0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The work done, plus the SDK's publishing and core counters: what every heartbeat carries."""
+        return {**self.work, **self.agent.counters()}
+
+    @property
+    def specialist(self) -> Specialist | None:
+        return self.agent.specialist
+
+    @property
+    def adapter(self) -> ClaimCheck | None:
+        return self.agent.adapter
 
     def run(self, stop: threading.Event, first_core_timeout_s: float = 120.0) -> None:
         torch.set_num_threads(self.settings.threads)
-        self.watcher.start()
+        self._stop = stop
         try:
             self._await_first_core(stop, first_core_timeout_s)
             while not stop.is_set():
@@ -70,43 +70,32 @@ class AgentRuntime:
                 self._heartbeat()
         finally:
             self.state = "stopping"
-            self._heartbeat(force=True)
-            self.producer.flush(timeout=10)
-            self.producer.close(timeout=10)
-            self.watcher.stop()
+            # Drain first, so that the last heartbeat's counters say what was published; then close
+            # without a second drain wait (what is left stays in the spool for the next start).
+            drained = False
+            try:
+                drained = self.agent.flush(self.settings.drain_timeout_s)
+                self._heartbeat(force=True)
+            finally:
+                self.agent.close(drain_timeout_s=1.0 if drained else 0.0)
 
     def _await_first_core(self, stop: threading.Event, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while self.watcher.latest() is None:
+        while self.agent.poll_core() is None:
             if stop.is_set():
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no core release on {topics.CORE} within {timeout_s:.0f} s")
+                raise TimeoutError(f"no usable core release on {topics.CORE} within {timeout_s:.0f} s")
             self._heartbeat()
             time.sleep(0.2)
-        release = self.watcher.latest()
-        assert release is not None
-        core = load_core(fetch_core(release, self.home / "cores"))
-        self.specialist = Specialist(core, release.version, self.settings.lr, self.settings.topk)
         self.state = "learning" if self.settings.learn_steps > 0 else "serving"
-        log.info("%s runs core v%d", self.settings.agent_id, release.version)
 
     def _maybe_swap(self) -> None:
-        release = self.watcher.latest()
-        assert self.specialist is not None
-        if release is None or release.version <= self.specialist.core_version or release.version in self.refused:
+        release = self.agent.poll_core()
+        if release is None:
             return
-        try:
-            core = load_core(fetch_core(release, self.home / "cores"))
-        except (CoreVerificationError, OSError, ValueError) as err:
-            # Keep serving the core we trust; the release stays refused until a newer one comes.
-            self.refused.add(release.version)
-            self.counters["cores_refused"] += 1
-            log.error("%s refused core v%d: %s", self.settings.agent_id, release.version, err)
-            return
-        self.specialist.swap_core(core, release.version)
-        self.counters["core_swaps"] += 1
         self.state = "serving"
+        assert self.specialist is not None
         self.evaluation = evaluate_skills(self.specialist.model, self.eval_skills, self.settings.eval_tasks)
         log.info("%s swapped to core v%d: %s", self.settings.agent_id, release.version, self.evaluation)
         self._heartbeat(force=True)
@@ -123,16 +112,11 @@ class AgentRuntime:
             self.settings.publish_per_step,
             self.adapter,
         )
-        self.counters["tasks"] += len(worked.tasks)
-        self.counters["correct"] += worked.correct
-        self.counters["learn_steps"] += 1
-        futures = [
-            self.producer.send(topics.LEARNINGS, key=self.settings.agent_id.encode(), value=encode(learning))
-            for learning in worked.learnings
-        ]
-        for future in futures:
-            future.get(timeout=30)  # raises if the broker did not ack: a learning is never silently lost
-            self.counters["published"] += 1
+        self.work["tasks"] += len(worked.tasks)
+        self.work["correct"] += worked.correct
+        self.work["learn_steps"] += 1
+        # Durable in the spool when this returns; it blocks only when the spool is full (backpressure).
+        self.agent.publish(worked.learnings, self._stop)
         if specialist.steps >= self.settings.learn_steps:
             self._finish_learning()
 
@@ -140,12 +124,13 @@ class AgentRuntime:
         """Saves the specialist (the claim check the hive can use) and records what it can do."""
         specialist = self.specialist
         assert specialist is not None
-        directory = self.home / "specialist"
-        sha = save_core(specialist.model, directory)
-        self.adapter = ClaimCheck(uri=directory.resolve().as_uri(), sha256=sha)
+        self.agent.save_specialist()
         self.evaluation = evaluate_skills(specialist.model, self.eval_skills, self.settings.eval_tasks)
         self.state = "serving"
         log.info("%s learned %d steps: %s", self.settings.agent_id, specialist.steps, self.evaluation)
+        # The report that learning is done should count every learning as published, when the broker allows.
+        if not self.agent.flush(self.settings.send_timeout_s):
+            log.warning("%s: %d learnings still wait for the broker", self.settings.agent_id, len(self.agent.spool))
         self._heartbeat(force=True)
 
     def _heartbeat(self, force: bool = False) -> None:
@@ -153,12 +138,4 @@ class AgentRuntime:
         if not force and now - self._last_heartbeat < self.settings.heartbeat_s:
             return
         self._last_heartbeat = now
-        beat = Heartbeat(
-            agent_id=self.settings.agent_id,
-            skill=self.skill.name,  # type: ignore[attr-defined]
-            core_version=self.specialist.core_version if self.specialist else 0,
-            counters=dict(self.counters),
-            state=self.state,  # type: ignore[arg-type]
-            evaluation=self.evaluation,
-        )
-        send_and_wait(self.producer, topics.FLEET, self.settings.agent_id.encode(), encode(beat))
+        self.agent.heartbeat(self.state, self.work, self.evaluation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.config import KafkaSettings
@@ -17,6 +17,9 @@ class DistillSettings(BaseModel):
     steps: int = 400
     batch_size: int = 64
     lr: float = 3e-3
+    # A core that earlier rounds already taught is tuned gently: at 3e-3 a later round made it forget
+    # up to 0.17 of an earlier skill, at 1e-3 at most 0.01 (hive bench fleet, docs/benchmarks.md).
+    continual_lr: float = 1e-3
     warmup_steps: int = 20
     temperature: float = 1.0
     kd_weight: float = 1.0
@@ -24,12 +27,35 @@ class DistillSettings(BaseModel):
     # KL to the previous core on replay batches; it applies only when a round has earlier learnings to replay.
     retention_weight: float = 1.0
     # Earlier rounds' learnings sampled into each round's replay set, balanced per skill (0 = no replay).
-    replay_size: int = 512
+    # 512 was too few for a skill with hundreds of distinct tasks (morse forgot 0.17); 4096 kept it.
+    replay_size: int = 4096
     # Top-k of the teacher signal the hive computes from an agent's adapter when a learning ships none.
     topk: int = 16
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = 900
+
+    def for_round(self, first: bool) -> dict:
+        """The manifest's distill block: the first round from a fresh core learns at ``lr``, later ones at
+        ``continual_lr``."""
+        params = self.model_dump(exclude={"continual_lr"})
+        params["lr"] = self.lr if first else self.continual_lr
+        return params
+
+
+class IngestSettings(BaseModel):
+    """Who may send learnings, and whose learnings must be signed (``HIVE_INGEST__*``).
+
+    An agent with a key (inline in ``agent_keys``, or a file ``<agent_key_dir>/<agent id>.key``) must sign
+    every learning (``streams.signing``); one without a key is accepted and counted as unsigned. With
+    ``allowed_agents`` set, learnings from any other agent are dead-lettered as ``unknown_agent``.
+    """
+
+    # agent id -> key, as hex or UTF-8 text ("hex:..."/"utf8:..." to say which); secret, so kept out of reprs.
+    agent_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    agent_key_dir: Path | None = None
+    # None: any agent may send; a list (even an empty one) admits only the agents named.
+    allowed_agents: list[str] | None = None
 
 
 class GateSettings(BaseModel):
@@ -51,6 +77,7 @@ class HiveSettings(BaseSettings):
     round_min_learnings: int = 1500
     distill: DistillSettings = Field(default_factory=DistillSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @property
     def mlflow_uri(self) -> str:

@@ -47,6 +47,11 @@ class FleetTracker:
     def stop(self) -> None:
         self._follower.stop()
 
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the follower's thread, if anything did."""
+        return self._follower.error
+
     def snapshot(self) -> FleetView:
         with self._lock:
             return FleetView(dict(self._view.latest), dict(self._view.evaluations), self._view.rejected)

@@ -2,38 +2,88 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from hive.config import HiveSettings
-from hive.store import LearningStore, StoreError
-from streams import topics
+from hive.config import HiveSettings, IngestSettings
+from hive.store import PAYLOAD_HEAD_BYTES, DeadLetter, LearningStore, StoreError
+from streams import codec, topics
 from streams.codec import OVERSIZE, DecodeError, decode
 from streams.events import Learning
 from streams.kafka import make_consumer, make_producer
+from streams.signing import KeyRing, KeyRingError, verify
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "hive-ingest"
 DLQ_HEADROOM_BYTES = 4096
 # Failures the run loop survives by backing off and retrying the same records; anything else is a bug.
-RETRYABLE = (KafkaError, OSError, sqlite3.Error, StoreError)
+# A broken key file (KeyRingError) is the operator's to fix: the batch waits for it rather than being
+# accepted unverified or dead-lettered for a fault that is not the sender's.
+RETRYABLE = (KafkaError, OSError, sqlite3.Error, StoreError, KeyRingError)
+
+# Why ingest refuses a valid learning; with codec.REASONS these are every dead-letter ``reason``.
+SIGNATURE = "signature"
+UNKNOWN_AGENT = "unknown_agent"
+REASONS = (*codec.REASONS, SIGNATURE, UNKNOWN_AGENT)
+DESCRIPTIONS = {
+    **codec.DESCRIPTIONS,
+    SIGNATURE: "the agent has a key, and the learning's signature is missing or does not match",
+    UNKNOWN_AGENT: "the agent is not in the allow-list (HIVE_INGEST__ALLOWED_AGENTS)",
+}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record goes to the dead-letter topic: one of ``REASONS``, and what exactly was wrong."""
+
+    reason: str
+    detail: str
+
+
+def check_sender(learning: Learning, keys: KeyRing, allowed: Collection[str] | None) -> Rejection | None:
+    """Refuses a learning whose agent is not allowed, or whose agent has a key and did not sign with it.
+
+    Returns None when the learning may be stored: signed correctly, or from an agent without a key.
+    """
+    if allowed is not None and learning.agent_id not in allowed:
+        return Rejection(UNKNOWN_AGENT, f"agent {learning.agent_id!r} is not in the allow-list")
+    key = keys.get(learning.agent_id)
+    if key is None:
+        return None
+    if learning.signature is None:
+        return Rejection(SIGNATURE, f"agent {learning.agent_id!r} has a key, but the learning is not signed")
+    if not verify(learning, key):
+        return Rejection(SIGNATURE, f"the signature does not match agent {learning.agent_id!r}'s key")
+    return None
+
+
+def keyring(settings: IngestSettings) -> KeyRing:
+    """The key ring the settings describe; raises ValueError naming a malformed key or a missing directory."""
+    inline = {agent: secret.get_secret_value() for agent, secret in settings.agent_keys.items()}
+    return KeyRing.from_config(inline, settings.agent_key_dir)
 
 
 @dataclass
 class IngestStats:
-    """Counts of records: polled from Kafka, stored as new, skipped as duplicates, and dead-lettered."""
+    """Counts of records: polled from Kafka, stored as new, skipped as duplicates, and dead-lettered.
+
+    ``unsigned`` counts the valid learnings accepted from agents that have no key (repeats included).
+    """
 
     polled: int = 0
     stored: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    unsigned: int = 0
 
     def add(self, other: IngestStats) -> None:
         for f in fields(self):
@@ -61,8 +111,13 @@ class Ingestor:
     """Moves learnings from ``hive.learnings`` into the store, exactly once in effect.
 
     Order per batch: dead-letter the invalid records and wait for the broker's acks, append the
-    valid ones to the store together with the next offsets, and only then commit those offsets to
-    Kafka. A crash anywhere replays the batch; learning ids make the replay store nothing twice.
+    valid ones to the store together with the next offsets and a record of each dead letter, and
+    only then commit those offsets to Kafka. A crash anywhere replays the batch; learning ids (and
+    dead letters' source offsets) make the replay store nothing twice.
+
+    A record is invalid when it does not decode (``streams.codec``), when its agent is not in
+    ``settings.ingest.allowed_agents`` (if set), or when its agent has a key and the signature is
+    missing or wrong.
     """
 
     def __init__(
@@ -72,6 +127,10 @@ class Ingestor:
         self.store = store
         self.totals = IngestStats()
         self.max_bytes = settings.kafka.max_message_bytes
+        self.keys = keyring(settings.ingest)
+        allowed = settings.ingest.allowed_agents
+        self.allowed: frozenset[str] | None = None if allowed is None else frozenset(allowed)
+        self._unsigned_agents: set[str] = set()
         # Filled by the rebalance listener on the consumer's IO thread, drained on the polling thread.
         self._pending: set[TopicPartition] = set()
         self._pending_lock = threading.Lock()
@@ -87,6 +146,10 @@ class Ingestor:
         with self._pending_lock:
             return bool(self._consumer.assignment()) and not self._pending
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions the group gave this ingestor."""
+        return set(self._consumer.assignment())
+
     def poll_once(self, timeout_ms: int = 500) -> IngestStats:
         """Polls one batch and handles it fully (dead letters, store, commit); returns its counts."""
         if self._pending:
@@ -101,22 +164,34 @@ class Ingestor:
         stats.polled = len(records)
         learnings: list[Learning] = []
         dead: list[Any] = []
+        letters: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
         first_offsets: dict[TopicPartition, int] = {}
+        unsigned = 0
+        # Known before any record is handled: a failure half-way must rewind every partition of the batch.
         for rec in records:
             key = (rec.topic, rec.partition)
             next_offsets[key] = max(next_offsets.get(key, 0), rec.offset + 1)
             tp = TopicPartition(rec.topic, rec.partition)
             first_offsets[tp] = min(first_offsets.get(tp, rec.offset), rec.offset)
-            try:
-                learnings.append(decode(rec.value, Learning, self.max_bytes))
-            except DecodeError as err:
-                log.warning("dead-lettering %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
-                dead.append(self._dead_letter(rec, err))
         try:
+            for rec in records:
+                try:
+                    learning = decode(rec.value, Learning, self.max_bytes)
+                except DecodeError as err:
+                    self._refuse(rec, Rejection(err.reason, err.detail), None, dead, letters)
+                    continue
+                rejection = check_sender(learning, self.keys, self.allowed)
+                if rejection is not None:
+                    self._refuse(rec, rejection, learning, dead, letters)
+                    continue
+                learnings.append(learning)
+                if self.keys.get(learning.agent_id) is None:
+                    unsigned += 1
+                    self._note_unsigned(learning.agent_id)
             for future in dead:
                 future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
-            stored = self.store.append(learnings, next_offsets)
+            stored = self.store.append(learnings, next_offsets, letters)
             self._commit(next_offsets)
         except RETRYABLE:
             # Rewind so that the next poll replays this batch: nothing in it may be skipped.
@@ -127,8 +202,30 @@ class Ingestor:
         stats.dead_lettered = len(dead)
         stats.stored = stored
         stats.duplicates = len(learnings) - stored
+        stats.unsigned = unsigned
         self.totals.add(stats)
         return stats
+
+    def _refuse(
+        self, rec: Any, rejection: Rejection, learning: Learning | None, dead: list[Any], letters: list[DeadLetter]
+    ) -> None:
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s: %s",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            DESCRIPTIONS[rejection.reason],
+            rejection.detail,
+        )
+        dead.append(self._dead_letter(rec, rejection))
+        letters.append(_letter(rec, rejection, learning))
+
+    def _note_unsigned(self, agent_id: str) -> None:
+        # Once per agent and process: an operator should know who sends unverified learnings, without a
+        # log line per record. The set is bounded by the fleet (or the allow-list).
+        if agent_id not in self._unsigned_agents:
+            self._unsigned_agents.add(agent_id)
+            log.info("accepting unsigned learnings from agent %r: it has no key", agent_id)
 
     def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         # Only the partitions in this batch: a position on a partition the store has no offset for
@@ -137,7 +234,7 @@ class Ingestor:
             {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
         )
 
-    def _dead_letter(self, rec: Any, err: DecodeError) -> Any:
+    def _dead_letter(self, rec: Any, err: Rejection) -> Any:
         value = rec.value
         headers = [
             ("reason", err.reason.encode()),
@@ -197,3 +294,21 @@ class Ingestor:
         self._consumer.close(autocommit=False)
         if self._owns_producer:
             self._producer.close()
+
+
+def _letter(rec: Any, rejection: Rejection, learning: Learning | None) -> DeadLetter:
+    """What the store keeps of a refused record: the reason, its source, and the head of its payload."""
+    value = bytes(rec.value) if rec.value is not None else b""
+    key = bytes(rec.key).decode("utf-8", errors="replace")[:256] if rec.key is not None else None
+    return DeadLetter(
+        reason=rejection.reason,
+        detail=rejection.detail,
+        source_topic=rec.topic,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+        size=len(value) if rec.value is not None else -1,
+        payload_sha256=hashlib.sha256(value).hexdigest(),
+        payload_head=value[:PAYLOAD_HEAD_BYTES],
+        key=key,
+        agent_id=learning.agent_id if learning is not None else None,
+    )

@@ -6,13 +6,14 @@ import logging
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hive.sqlite_catalog import IdRow, SqliteCatalog
-from hive.store import LearningStore, StoreError, TopicPartitionKey
+from hive.store import DeadLetter, LearningStore, StoreError, TopicPartitionKey
 from streams.codec import encode
 from streams.events import Learning
 
@@ -54,15 +55,23 @@ class ParquetLearningStore(LearningStore):
 
     The catalog is the truth: a segment file becomes part of the store only when the catalog
     transaction that names it commits. A segment left behind by a crash before that commit is
-    deleted when the store is opened.
+    deleted when the store is opened for writing.
+
+    ``read_only=True`` opens an existing store for reading only (the CLI, tests): it creates,
+    repairs and deletes nothing, because the segment not yet in the catalog may be the writer's
+    append in progress.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, read_only: bool = False) -> None:
         self.directory = Path(directory)
         self.segments_dir = self.directory / SEGMENTS_DIR
+        self.read_only = read_only
+        self._write_lock = threading.Lock()
+        if read_only:
+            self._catalog = SqliteCatalog(self.directory / CATALOG_FILE, read_only=True)
+            return
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = SqliteCatalog(self.directory / CATALOG_FILE)
-        self._write_lock = threading.Lock()
         self._recover()
 
     def _recover(self) -> None:
@@ -79,7 +88,14 @@ class ParquetLearningStore(LearningStore):
                 f"e.g. {sorted(missing)[:3]}; restore them from a backup or move the store aside"
             )
 
-    def append(self, learnings: list[Learning], offsets: dict[TopicPartitionKey, int]) -> int:
+    def append(
+        self,
+        learnings: list[Learning],
+        offsets: dict[TopicPartitionKey, int],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> int:
+        if self.read_only:
+            raise StoreError(f"the store in {self.directory} was opened read-only")
         with self._write_lock:
             batch: dict[str, Learning] = {}
             for learning in learnings:
@@ -87,8 +103,8 @@ class ParquetLearningStore(LearningStore):
             known = self._catalog.known_ids(list(batch))
             new = [learning for key, learning in batch.items() if key not in known]
             if not new:
-                if offsets:
-                    self._catalog.commit(None, [], offsets)
+                if offsets or dead_letters:
+                    self._catalog.commit(None, [], offsets, dead_letters)
                 return 0
             first = self._catalog.max_seq() + 1
             seqs = list(range(first, first + len(new)))
@@ -97,7 +113,7 @@ class ParquetLearningStore(LearningStore):
             self._write_segment(path, seqs, new)
             rows: list[IdRow] = [(str(x.id), s, x.agent_id, x.skill) for s, x in zip(seqs, new, strict=True)]
             try:
-                self._catalog.commit(name, rows, offsets)
+                self._catalog.commit(name, rows, offsets, dead_letters)
             except BaseException:
                 # Not committed, so not part of the store; remove it now rather than at the next open.
                 path.unlink(missing_ok=True)
@@ -164,8 +180,21 @@ class ParquetLearningStore(LearningStore):
     def count(self, agent_id: str | None = None, skill: str | None = None) -> int:
         return self._catalog.count(agent_id, skill)
 
-    def unique_ids(self) -> int:
-        return self._catalog.unique_ids()
+    def unique_ids(self, agent_id: str | None = None, skill: str | None = None) -> int:
+        return self._catalog.unique_ids(agent_id, skill)
+
+    def tail(self, n: int, agent_id: str | None = None, skill: str | None = None) -> list[tuple[int, Learning]]:
+        if n <= 0:
+            return []
+        nth = self._catalog.nth_newest_seq(n, agent_id, skill)
+        after = 0 if nth is None else nth - 1
+        return self.read_with_seq(after_seq=after, agent_id=agent_id, skill=skill, limit=n)
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        return self._catalog.dead_letter_counts()
+
+    def dead_letters(self, limit: int | None = None, reason: str | None = None) -> list[DeadLetter]:
+        return self._catalog.dead_letters(limit, reason)
 
     def max_seq(self) -> int:
         return self._catalog.max_seq()

@@ -161,7 +161,7 @@ def open_round(
         "learnings": str((directory / "learnings.jsonl").resolve()),
         "replay": str(replay.resolve()) if replay is not None else None,
         "skills": [catalog[s] for s in record.skills],
-        "distill": settings.distill.model_dump(),
+        "distill": settings.distill.for_round(first=base.version == 0),
         "eval": {"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
         "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
         "lineage": {"after_seq": after, "upto_seq": upto},

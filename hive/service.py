@@ -36,11 +36,32 @@ class Hive:
         self.ingestor = Ingestor(settings, self.store, self.producer)
         self.fleet = FleetTracker(settings.kafka)
         self._stop = threading.Event()
-        self._ingest_thread = threading.Thread(target=self.ingestor.run, args=(self._stop,), name="ingest", daemon=True)
+        self._ingest_error: BaseException | None = None
+        self._ingest_thread = threading.Thread(target=self._ingest, name="ingest", daemon=True)
+
+    def _ingest(self) -> None:
+        try:
+            self.ingestor.run(self._stop)
+        except BaseException as err:
+            # Kept for failure() to report: a thread's exception would otherwise only reach stderr.
+            self._ingest_error = err
+            raise
 
     def start(self) -> None:
         self._ingest_thread.start()
         self.fleet.start()
+
+    def failure(self) -> str | None:
+        """What stopped a background thread (ingest or the fleet follower) before ``stop()``, or None."""
+        if self._stop.is_set():
+            return None
+        if self._ingest_error is not None:
+            return f"ingest stopped: {self._ingest_error!r}"
+        if self._ingest_thread.ident is not None and not self._ingest_thread.is_alive():
+            return "ingest stopped"
+        if self.fleet.error is not None:
+            return f"the fleet follower stopped: {self.fleet.error!r}"
+        return None
 
     def stop(self) -> None:
         self._stop.set()

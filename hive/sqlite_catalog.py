@@ -1,4 +1,4 @@
-"""The learning store's catalog in SQLite: which segments exist, where each learning id lives, and offsets."""
+"""The learning store's catalog in SQLite: segments, where each learning id lives, dead letters, and offsets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
-from hive.store import TopicPartitionKey
+from hive.store import DeadLetter, StoreError, TopicPartitionKey
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -32,7 +33,29 @@ CREATE TABLE IF NOT EXISTS offsets (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    reason           TEXT NOT NULL,
+    detail           TEXT NOT NULL,
+    source_topic     TEXT NOT NULL,
+    source_partition INTEGER NOT NULL,
+    source_offset    INTEGER NOT NULL,
+    size             INTEGER NOT NULL,
+    payload_sha256   TEXT NOT NULL,
+    payload_head     BLOB NOT NULL,
+    record_key       TEXT,
+    agent_id         TEXT,
+    recorded_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    -- The payload hash is part of the identity: an in-memory broker that restarts reuses offsets.
+    UNIQUE (source_topic, source_partition, source_offset, payload_sha256)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason, id);
 """
+
+_DEAD_LETTER_COLUMNS = (
+    "reason, detail, source_topic, source_partition, source_offset, size, payload_sha256, payload_head, "
+    "record_key, agent_id"
+)
 
 # (id, seq, agent_id, skill)
 IdRow = tuple[str, int, str, str]
@@ -42,19 +65,34 @@ class SqliteCatalog:
     """One SQLite file in WAL mode with ``synchronous=FULL``, so a returned commit survives power loss.
 
     All access goes through one connection behind a lock: the store has a single writer, and
-    readers on other threads see only committed transactions.
+    readers on other threads see only committed transactions. ``read_only`` opens an existing catalog
+    without creating or changing anything, so another process may read while the writer runs.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        if read_only:
+            if not path.is_file():
+                raise StoreError(f"no catalog at {path}")
+            uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "learnings" not in tables:
+                self._conn.close()
+                # The writer creates the file a moment before its tables; a reader may come in between.
+                raise StoreError(f"the catalog at {path} has no tables yet: its writer is creating it")
+            # A catalog written before dead letters were kept locally has no such table until its writer opens it.
+            self._has_dead_letters = "dead_letters" in tables
+            return
         # The lock, not sqlite's thread check, serializes use of the one connection across threads.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
+        self._has_dead_letters = True
 
     def close(self) -> None:
         with self._lock:
@@ -77,8 +115,17 @@ class SqliteCatalog:
             row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM learnings").fetchone()
         return int(row[0])
 
-    def commit(self, segment: str | None, rows: Sequence[IdRow], offsets: dict[TopicPartitionKey, int]) -> None:
-        """Records a segment, its learning ids and the offsets in one transaction (no segment: offsets only)."""
+    def commit(
+        self,
+        segment: str | None,
+        rows: Sequence[IdRow],
+        offsets: dict[TopicPartitionKey, int],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
+        """Records a segment, its learning ids, the dead letters and the offsets in one transaction.
+
+        No segment: dead letters and offsets only. A dead letter already recorded is skipped.
+        """
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -93,6 +140,26 @@ class SqliteCatalog:
                         "INSERT INTO learnings(id, seq, agent_id, skill, segment) VALUES (?, ?, ?, ?, ?)",
                         [(*r, segment) for r in rows],
                     )
+                cur.executemany(
+                    # ON CONFLICT, not OR IGNORE: only a repeat is skipped; a NULL where none belongs still fails.
+                    f"INSERT INTO dead_letters({_DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(source_topic, source_partition, source_offset, payload_sha256) DO NOTHING",
+                    [
+                        (
+                            d.reason,
+                            d.detail,
+                            d.source_topic,
+                            d.source_partition,
+                            d.source_offset,
+                            d.size,
+                            d.payload_sha256,
+                            d.payload_head,
+                            d.key,
+                            d.agent_id,
+                        )
+                        for d in dead_letters
+                    ],
+                )
                 cur.executemany(
                     "INSERT INTO offsets(topic, partition, next_offset) VALUES (?, ?, ?) "
                     "ON CONFLICT(topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
@@ -114,9 +181,56 @@ class SqliteCatalog:
             row = self._conn.execute(f"SELECT COUNT(*) FROM learnings {where}", params).fetchone()
         return int(row[0])
 
-    def unique_ids(self) -> int:
+    def unique_ids(self, agent_id: str | None = None, skill: str | None = None) -> int:
+        where, params = _where(0, None, agent_id, skill)
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(DISTINCT id) FROM learnings").fetchone()[0])
+            return int(self._conn.execute(f"SELECT COUNT(DISTINCT id) FROM learnings {where}", params).fetchone()[0])
+
+    def nth_newest_seq(self, n: int, agent_id: str | None = None, skill: str | None = None) -> int | None:
+        """The seq of the ``n``-th newest matching learning, or None when fewer than ``n`` match."""
+        where, params = _where(0, None, agent_id, skill)
+        sql = f"SELECT seq FROM learnings {where} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        with self._lock:
+            row = self._conn.execute(sql, [*params, max(0, int(n) - 1)]).fetchone()
+        return None if row is None else int(row[0])
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        if not self._has_dead_letters:
+            return {}
+        sql = "SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason ORDER BY reason"
+        with self._lock:
+            return {str(r): int(n) for r, n in self._conn.execute(sql)}
+
+    def dead_letters(self, limit: int | None = None, reason: str | None = None) -> list[DeadLetter]:
+        if not self._has_dead_letters:
+            return []
+        sql = f"SELECT {_DEAD_LETTER_COLUMNS}, recorded_at FROM dead_letters"
+        params: list[object] = []
+        if reason is not None:
+            sql += " WHERE reason = ?"
+            params.append(reason)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [
+            DeadLetter(
+                reason=r[0],
+                detail=r[1],
+                source_topic=r[2],
+                source_partition=int(r[3]),
+                source_offset=int(r[4]),
+                size=int(r[5]),
+                payload_sha256=r[6],
+                payload_head=bytes(r[7]),
+                key=r[8],
+                agent_id=r[9],
+                recorded_at=r[10],
+            )
+            for r in rows
+        ]
 
     def locate(
         self,

@@ -1,8 +1,10 @@
-"""The learning store interface: a durable, deduplicated, ordered log of learnings plus consumer offsets."""
+"""The learning store interface: a durable, deduplicated, ordered log of learnings, dead letters and offsets."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 from streams.events import Learning
@@ -10,16 +12,42 @@ from streams.events import Learning
 TopicPartitionKey = tuple[str, int]
 
 
+# How much of a dead letter's payload the store keeps: enough to see what was sent, bounded for a hostile flood.
+PAYLOAD_HEAD_BYTES = 4096
+
+
 class StoreError(RuntimeError):
     """The store's files disagree with its catalog, or the store cannot be written."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record the hive refused, as kept in the store: why, where it came from, and the head of its payload.
+
+    ``(source_topic, source_partition, source_offset, payload_sha256)`` identifies it: a replayed batch
+    records nothing twice, while a different record at a reused offset (an in-memory broker that
+    restarted from offset 0) is still recorded.
+    """
+
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    size: int  # of the whole payload, in bytes; -1 for a record with no value
+    payload_sha256: str  # of the whole payload (of b"" for a record with no value)
+    payload_head: bytes  # the first PAYLOAD_HEAD_BYTES bytes
+    key: str | None = None  # the record key as text (agents use their id)
+    agent_id: str | None = None  # when the payload was a valid learning (refused for its signature or sender)
+    recorded_at: str | None = None  # ISO 8601 UTC, set by the store
 
 
 class LearningStore(ABC):
     """Where the hive keeps every learning it has accepted.
 
     Contract:
-    - ``append`` is all or nothing. When it returns, the new learnings AND the offsets are durable
-      (on disk, fsynced); a crash at any point leaves either the whole batch or none of it.
+    - ``append`` is all or nothing. When it returns, the new learnings, the dead letters AND the offsets
+      are durable (on disk, fsynced); a crash at any point leaves either the whole batch or none of it.
     - The consumer MUST commit its Kafka offsets only after ``append`` has returned.
     - A learning is stored at most once, keyed by ``Learning.id``; a repeat is silently skipped,
       whether it is already in the store or earlier in the same batch (the first one wins).
@@ -27,19 +55,27 @@ class LearningStore(ABC):
       so ``seq`` ranges name stable slices of the store (a round's manifest uses them).
     - ``offsets`` are the next offset to read per (topic, partition); ``append`` merges them in
       (a partition not named keeps its previous value).
-    - One process writes a store at a time; readers in that process may call from other threads.
+    - A dead letter is recorded at most once (see ``DeadLetter``); a repeat is silently skipped.
+    - One process writes a store at a time; readers in that process may call from other threads. A
+      store opened read-only may be read by other processes while the writer runs.
     """
 
     @abstractmethod
-    def append(self, learnings: list[Learning], offsets: dict[TopicPartitionKey, int]) -> int:
-        """Stores the learnings not seen before, with the offsets, durably; returns how many were new."""
+    def append(
+        self,
+        learnings: list[Learning],
+        offsets: dict[TopicPartitionKey, int],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> int:
+        """Stores the learnings not seen before, the dead letters and the offsets, durably; returns how many
+        learnings were new."""
 
     @abstractmethod
     def count(self, agent_id: str | None = None, skill: str | None = None) -> int:
         """How many learnings are stored, optionally only those of one agent and/or skill."""
 
     @abstractmethod
-    def unique_ids(self) -> int:
+    def unique_ids(self, agent_id: str | None = None, skill: str | None = None) -> int:
         """How many distinct learning ids are stored (equal to ``count()`` while dedupe holds)."""
 
     @abstractmethod
@@ -67,6 +103,18 @@ class LearningStore(ABC):
         limit: int | None = None,
     ) -> list[tuple[int, Learning]]:
         """Like ``read``, with each learning's ``seq``."""
+
+    @abstractmethod
+    def tail(self, n: int, agent_id: str | None = None, skill: str | None = None) -> list[tuple[int, Learning]]:
+        """The newest ``n`` matching learnings with their ``seq``, oldest of them first."""
+
+    @abstractmethod
+    def dead_letter_counts(self) -> dict[str, int]:
+        """How many dead letters are recorded, per reason."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int | None = None, reason: str | None = None) -> list[DeadLetter]:
+        """The recorded dead letters, newest first, optionally only those with one reason."""
 
     @abstractmethod
     def offsets(self) -> dict[TopicPartitionKey, int]:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from streams.events import SCHEMA_MAJOR, Event
+from streams.events import SCHEMA_MAJOR, Event, is_known_major
 
 E = TypeVar("E", bound=Event)
 
@@ -34,10 +34,11 @@ class DecodeError(ValueError):
         self.detail = detail[:MAX_DETAIL]
 
     def __str__(self) -> str:
-        return f"{_HUMAN[self.reason]}: {self.detail}"
+        return f"{DESCRIPTIONS[self.reason]}: {self.detail}"
 
 
-_HUMAN = {
+# What each reason means, in words a person reads (the DLQ listing shows them).
+DESCRIPTIONS = {
     OVERSIZE: "message is larger than the limit",
     UNDECODABLE: "message is not UTF-8 text",
     INVALID_JSON: "message is not valid JSON",
@@ -74,6 +75,10 @@ def decode(raw: bytes | None, cls: type[E], max_bytes: int) -> E:
     except RecursionError as exc:
         # Deeply nested arrays ("[[[[...") exhaust the parser's stack; that is bad input, not a crash.
         raise DecodeError(INVALID_JSON, "JSON nested too deeply") from exc
+    except ValueError as exc:
+        # Not a JSONDecodeError: an integer literal of more than 4300 digits trips Python's int-conversion
+        # limit (sys.get_int_max_str_digits) inside the parser; that too is bad input, not a crash.
+        raise DecodeError(INVALID_JSON, str(exc)) from exc
     if not isinstance(data, dict):
         raise DecodeError(SCHEMA, f"expected a JSON object, got {type(data).__name__}")
     _check_version(data)
@@ -90,8 +95,7 @@ def _check_version(data: dict[str, Any]) -> None:
     version = data["schema_version"]
     if not isinstance(version, str):
         raise DecodeError(UNKNOWN_VERSION, f"schema_version must be a string like '1.0', got {version!r}")
-    major = version.partition(".")[0]
-    if not major.isdigit() or int(major) != SCHEMA_MAJOR:
+    if not is_known_major(version):
         raise DecodeError(UNKNOWN_VERSION, f"schema_version {version!r}; this reader knows {SCHEMA_MAJOR}.x")
 
 

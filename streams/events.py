@@ -21,6 +21,14 @@ MAX_TEXT = 4096
 MAX_TOPK = 512
 
 
+def is_known_major(version: str) -> bool:
+    """True when ``version`` is ``"<major>[.<minor>]"`` with the major version this reader knows."""
+    major = version.partition(".")[0]
+    # ASCII digits of bounded length only: str.isdigit() also accepts "²", which int() refuses, and int()
+    # refuses more than 4300 digits; either would raise ValueError where a clear refusal is due.
+    return major.isascii() and major.isdigit() and len(major) <= 9 and int(major) == SCHEMA_MAJOR
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -35,8 +43,7 @@ class Event(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _known_major(cls, value: str) -> str:
-        major, _, _ = value.partition(".")
-        if not major.isdigit() or int(major) != SCHEMA_MAJOR:
+        if not is_known_major(value):
             raise ValueError(f"unknown major schema version {value!r}; this reader knows {SCHEMA_MAJOR}.x")
         return value
 

@@ -123,6 +123,7 @@ def build_round(directory: Path, plan: DistillBenchPlan) -> Path:
 
 
 def _load_1m() -> float | None:
+    """The 1-minute load average: the machine is shared, and a busy one slows threaded arms most."""
     try:
         return round(os.getloadavg()[0], 2)
     except OSError:
@@ -156,6 +157,7 @@ def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> 
         "first_loss": metrics["first_loss"],
         "final_loss": metrics["final_loss"],
         "load_1m_before": load,
+        "load_1m_after": _load_1m(),
     }
 
 
@@ -203,6 +205,7 @@ def run_plain_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict
         "first_loss": metrics["first_loss"],
         "final_loss": metrics["final_loss"],
         "load_1m_before": load,
+        "load_1m_after": _load_1m(),
     }
 
 

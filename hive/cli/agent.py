@@ -27,15 +27,16 @@ def run(
 ) -> None:
     """Work tasks, learn on the job, publish learnings and heartbeats, and follow released cores.
 
-    Stops cleanly on SIGTERM or Ctrl-C, flushing what it has published.
+    Learnings wait in a spool on disk until the broker acks them, so the agent keeps working while the
+    broker is down. Stops cleanly on SIGTERM or Ctrl-C, sending what it can first.
     """
     # Imported here so that `hive --help` stays fast: torch and transformers load in seconds.
-    from kafka.errors import KafkaError
     from pydantic import ValidationError
 
     from agents.config import AgentSettings
     from agents.runtime import AgentRuntime
     from agents.skills import SkillLoadError
+    from agents.spool import SpoolLocked
     from streams.config import KafkaSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -59,9 +60,13 @@ def run(
     except (ValidationError, SkillLoadError) as err:
         typer.echo(f"invalid agent settings: {err}", err=True)
         raise typer.Exit(2) from err
-    except KafkaError as err:
-        typer.echo(f"cannot reach the broker at {kafka.bootstrap}: {err!r}", err=True)
-        raise typer.Exit(1) from err
+    except SpoolLocked as err:
+        typer.echo(f"{err}: stop that agent, or give this one another --id or --home", err=True)
+        raise typer.Exit(2) from err
+    except (ValueError, OSError) as err:
+        # A malformed signing key (HIVE_AGENT_SIGNING_KEY), an unreadable key file, or a home it cannot write.
+        typer.echo(f"cannot start agent {agent_id}: {err}", err=True)
+        raise typer.Exit(2) from err
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

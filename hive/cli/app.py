@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, bench, demo, schemas
+from hive.cli import agent, bench, demo, dlq, learnings, schemas, serve
 
 app = typer.Typer(
     name="hive",
@@ -16,7 +16,10 @@ app = typer.Typer(
 app.add_typer(agent.app, name="agent")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(learnings.app, name="learnings")
 app.add_typer(schemas.app, name="schemas")
+app.command("serve")(serve.serve)
 
 
 def _version(value: bool) -> None:

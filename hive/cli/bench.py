@@ -64,14 +64,14 @@ def fleet(
     from hive.bench.fleet import FleetBenchPlan, run_fleet_bench
     from hive.bench.html_report import goal_rows, render_html
     from hive.bench.tracking import log_bench_run
-    from hive.config import HiveSettings
+    from hive.config import DistillSettings, HiveSettings
 
     settings = HiveSettings()
     plan = FleetBenchPlan(
         skills=skills or sorted(BUILTIN_SKILLS),
         rounds=rounds,
         specialist_steps=specialist_steps,
-        distill_steps=distill_steps,
+        distill=DistillSettings(steps=distill_steps),
         kd_compare_per_skill=kd_compare,
     )
     say = lambda message: typer.echo(message, err=True)  # noqa: E731

@@ -1,9 +1,12 @@
-"""Integration fixtures: the embedded Tansu broker on a free loopback port, stopped by its pid."""
+"""Integration fixtures: the embedded Tansu broker on a free loopback port and ``hive serve``, stopped by pid."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,79 @@ def fresh_broker(tmp_path: Path) -> Iterator[str]:
         yield embedded.bootstrap
     finally:
         _stop(embedded)
+
+
+class HiveServe:
+    """``hive serve`` as a child process in its own session, signalled by its pid only.
+
+    Its stderr goes to ``log_path`` (appended across restarts), so a failing test can show it.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ("--no-rounds",)) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> subprocess.Popen[bytes]:
+        assert self.proc is None or self.proc.poll() is not None, "hive serve is already running"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hive", "serve", *self.args],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.starts += 1
+        return self.proc
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind, as in a crash or an OOM kill."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait for the exit code (SIGKILL, and a failure, if it does not stop in time)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"hive serve did not stop within {timeout_s} s of SIGTERM:\n{self.log_tail()}")
+
+    def log_tail(self, limit: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@pytest.fixture
+def hive_serve(tmp_path: Path) -> Iterator[Callable[..., HiveServe]]:
+    """Makes ``HiveServe`` runners for the test; any still running at the end is killed by its pid."""
+    made: list[HiveServe] = []
+
+    def make(
+        bootstrap: str, home: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ("--no-rounds",)
+    ) -> HiveServe:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+        env |= {"HIVE_KAFKA_BOOTSTRAP": bootstrap, "HIVE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        env |= extra_env or {}
+        runner = HiveServe(env, tmp_path / f"serve-{len(made)}.log", args)
+        made.append(runner)
+        return runner
+
+    yield make
+    for runner in made:
+        runner.kill()

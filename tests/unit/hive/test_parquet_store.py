@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hive.parquet_store import CATALOG_FILE, SEGMENTS_DIR, ParquetLearningStore
-from hive.store import StoreError
+from hive.store import PAYLOAD_HEAD_BYTES, DeadLetter, StoreError
 from streams.events import Feedback, Learning, TeacherSignal
 
 
@@ -145,3 +148,77 @@ def test_failed_catalog_commit_leaves_no_segment(store: ParquetLearningStore, mo
     assert list((store.directory / SEGMENTS_DIR).iterdir()) == []
     assert (store.directory / CATALOG_FILE).exists()
     assert store.count() == 0
+
+
+def letter(offset: int, reason: str = "schema", payload: bytes = b"{bad", partition: int = 0) -> DeadLetter:
+    return DeadLetter(
+        reason=reason,
+        detail=f"detail {offset}",
+        source_topic="hive.learnings",
+        source_partition=partition,
+        source_offset=offset,
+        size=len(payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload_head=payload[:PAYLOAD_HEAD_BYTES],
+        key="a1",
+    )
+
+
+def test_dead_letters_commit_with_the_batch_and_a_replay_adds_none(store: ParquetLearningStore) -> None:
+    batch = [letter(0), letter(1, "oversize", b"x" * 5000), letter(2, "signature")]
+    assert store.append([learning()], {("hive.learnings", 0): 3}, batch) == 1
+    assert store.append([], {("hive.learnings", 0): 3}, batch) == 0  # the same batch, replayed
+    assert store.dead_letter_counts() == {"oversize": 1, "schema": 1, "signature": 1}
+    latest = store.dead_letters()
+    assert [d.source_offset for d in latest] == [2, 1, 0]  # newest first
+    assert latest[1].size == 5000 and len(latest[1].payload_head) == PAYLOAD_HEAD_BYTES
+    assert latest[0].recorded_at is not None and latest[0].recorded_at.endswith("Z")
+    assert [d.source_offset for d in store.dead_letters(limit=1)] == [2]
+    assert [d.reason for d in store.dead_letters(reason="schema")] == ["schema"]
+    # The broker restarted (in memory) and a different record arrived at a reused offset: it counts.
+    store.append([], {("hive.learnings", 0): 1}, [letter(0, payload=b"other")])
+    assert store.dead_letter_counts()["schema"] == 2
+
+
+def test_dead_letters_roll_back_with_a_failed_append(store: ParquetLearningStore) -> None:
+    broken = dataclasses.replace(letter(0), detail=None)  # NOT NULL: the catalog transaction fails
+    with pytest.raises(sqlite3.IntegrityError):
+        store.append([learning()], {("hive.learnings", 0): 1}, [letter(1), broken])
+    assert store.count() == 0
+    assert store.dead_letter_counts() == {}
+    assert store.offsets() == {}
+    assert list((store.directory / SEGMENTS_DIR).iterdir()) == []
+
+
+def test_read_only_store_reads_while_the_writer_runs_and_touches_nothing(tmp_path: Path) -> None:
+    with ParquetLearningStore(tmp_path / "store") as writer:
+        items = [learning("a1", n=i) for i in range(5)] + [learning("a2", skill="add", n=9)]
+        writer.append(items, {("t", 0): 6}, [letter(3)])
+        # A segment written but not yet in the catalog: the writer's append in progress, for a reader.
+        in_flight = tmp_path / "store" / SEGMENTS_DIR / "seg-in-flight.parquet"
+        in_flight.write_bytes(b"PAR1")
+        with ParquetLearningStore(tmp_path / "store", read_only=True) as reader:
+            assert reader.count() == reader.unique_ids() == 6
+            assert reader.unique_ids(agent_id="a2") == reader.count(skill="add") == 1
+            assert [seq for seq, _ in reader.tail(2)] == [5, 6]
+            assert [x.prompt for _, x in reader.tail(2, agent_id="a1")] == ["p3", "p4"]
+            assert len(reader.tail(100)) == 6
+            assert reader.tail(0) == []
+            assert reader.dead_letter_counts() == {"schema": 1}
+            with pytest.raises(StoreError, match="read-only"):
+                reader.append([learning()], {})
+        assert in_flight.exists()
+    with pytest.raises(StoreError, match="no catalog"):
+        ParquetLearningStore(tmp_path / "nowhere", read_only=True)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_read_only_store_of_an_older_catalog_without_dead_letters(tmp_path: Path) -> None:
+    with ParquetLearningStore(tmp_path / "store") as writer:
+        writer.append([learning()], {})
+    with sqlite3.connect(tmp_path / "store" / CATALOG_FILE) as conn:
+        conn.execute("DROP TABLE dead_letters")
+    with ParquetLearningStore(tmp_path / "store", read_only=True) as reader:
+        assert reader.count() == 1
+        assert reader.dead_letter_counts() == {}
+        assert reader.dead_letters() == []

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note_event
 from hypothesis import strategies as st
 
 from streams import codec
@@ -143,3 +144,62 @@ def test_round_trip(event: Learning) -> None:
 def test_encode_is_compact_json() -> None:
     event = Learning.model_validate(valid() | {"id": str(uuid.UUID(int=1))})
     assert json.loads(encode(event))["id"] == "00000000-0000-0000-0000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        # More than 4300 digits: Python's int-conversion limit raises ValueError inside json.loads.
+        (b'{"core_version": ' + b"1" * 5000 + b"}", codec.INVALID_JSON),
+        (raw(valid() | {"schema_version": "9" * 5000 + ".0"}), codec.UNKNOWN_VERSION),
+        # "²".isdigit() is True, but int("²") raises.
+        (raw(valid() | {"schema_version": "².0"}), codec.UNKNOWN_VERSION),
+        (raw(valid() | {"schema_version": "١.0"}), codec.UNKNOWN_VERSION),
+    ],
+)
+def test_hostile_numbers_are_refused_not_raised(payload: bytes, reason: str) -> None:
+    assert reason_of(payload, max_bytes=1_000_000).reason == reason
+
+
+def _flip(data: bytearray, at: int, value: int) -> None:
+    if data:
+        data[at % len(data)] = value
+
+
+def _truncate(data: bytearray, at: int, value: int) -> None:
+    del data[at % (len(data) + 1) :]
+
+
+def _delete(data: bytearray, at: int, value: int) -> None:
+    if data:
+        start = at % len(data)
+        del data[start : start + 1 + value % 8]
+
+
+def _insert(data: bytearray, at: int, value: int) -> None:
+    data[at % (len(data) + 1) : at % (len(data) + 1)] = bytes([value])
+
+
+MUTATIONS = [_flip, _truncate, _delete, _insert]
+mutations = st.lists(
+    st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(learnings, mutations)
+def test_mutated_payloads_are_refused_or_valid(event: Learning, edits: list) -> None:
+    data = bytearray(encode(event))
+    for mutate, at, value in edits:
+        mutate(data, at, value)
+    try:
+        decoded = decode(bytes(data), Learning, 1_000_000)
+    except DecodeError as err:
+        assert err.reason in codec.REASONS
+        assert str(err)  # the message a person reads renders for every reason
+        note_event(f"refused: {err.reason}")
+        return
+    note_event("still a valid learning")
+    # What survives the mutations is a whole, valid learning: it encodes and decodes to itself.
+    assert isinstance(decoded, Learning)
+    assert decode(encode(decoded), Learning, 1_000_000) == decoded

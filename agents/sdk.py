@@ -1,0 +1,258 @@
+"""The agent SDK: generate with the hive's core, record feedback, learn, publish, and follow new cores."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from agents.config import AgentSettings
+from agents.core_updates import CoreVerificationError, CoreWatcher, fetch_core
+from agents.learner import Specialist, make_learning, verified_answer
+from agents.model import load_core, save_core
+from agents.publisher import Publisher, agent_producer
+from agents.spool import SPOOL_FILE, Spool
+from streams.codec import encode
+from streams.config import KafkaSettings
+from streams.events import ClaimCheck, CoreRelease, Heartbeat, Learning
+
+log = logging.getLogger(__name__)
+
+HeartbeatState = Literal["starting", "learning", "serving", "stopping"]
+
+
+class NoCoreError(RuntimeError):
+    """The agent has no core yet: call ``wait_for_core`` first."""
+
+
+class HiveAgent:
+    """One agent of the hive, for a team that brings its own agent framework.
+
+    The agent runs the hive's core plus what it learns on the job. Use it like this::
+
+        agent = HiveAgent(AgentSettings(agent_id="support-7", skill="capital"), KafkaSettings())
+        agent.wait_for_core()
+        [answer] = agent.generate(["France"])
+        learning = agent.record_feedback("France", answer, reward=0.0, correction="Paris")
+        agent.publish(agent.learn([learning]))
+        agent.poll_core()        # swaps to a newer released core, if there is one
+        agent.close()
+
+    Nothing published is lost: a learning is on disk (the spool, under the agent's home) before
+    ``publish`` returns, and leaves it only once the broker has acked it. ``AgentRuntime`` (the
+    ``hive agent run`` process) is built on this class. Not thread-safe: call it from one thread.
+    """
+
+    def __init__(self, settings: AgentSettings, kafka: KafkaSettings, skill: str | None = None) -> None:
+        """Opens the spool, then starts sending it and following ``hive.core``; nothing here waits on the broker.
+
+        ``skill`` is the skill name written into learnings (default ``settings.skill``). Raises
+        ``SpoolLocked`` when another process runs an agent with the same id and home, ``ValueError``
+        for an unusable signing key, and ``OSError`` for an unreadable key file.
+        """
+        if not kafka.bootstrap:
+            raise ValueError("KafkaSettings.bootstrap is empty: the agent needs a broker (HIVE_KAFKA_BOOTSTRAP)")
+        signing_key = settings.signing_key_bytes()  # a bad key fails here, before the spool is taken
+        self.settings = settings
+        self.kafka = kafka
+        self.agent_id = settings.agent_id
+        self.skill = skill or settings.skill
+        self.home = settings.home / settings.agent_id
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.specialist: Specialist | None = None
+        self.release: CoreRelease | None = None
+        self.adapter: ClaimCheck | None = None
+        self.refused: set[int] = set()
+        self._core_counts = {"core_swaps": 0, "cores_refused": 0}
+        self._callbacks: list[Callable[[CoreRelease], None]] = []
+        self.spool = Spool(self.home / SPOOL_FILE, settings.spool_max)
+        self.publisher = Publisher(
+            self.spool,
+            lambda: agent_producer(kafka, settings.send_timeout_s),
+            settings.agent_id,
+            max_message_bytes=kafka.max_message_bytes,
+            signing_key=signing_key,
+            send_timeout_s=settings.send_timeout_s,
+            retry_backoff_max_s=settings.retry_backoff_max_s,
+        )
+        self.watcher = CoreWatcher(kafka)
+        self._closed = False
+        self.publisher.start()
+        self.watcher.start()
+        if len(self.spool):
+            log.info(
+                "%s: %d learnings from an earlier run wait in the spool; sending them first",
+                self.agent_id,
+                len(self.spool),
+            )
+
+    # --- cores ------------------------------------------------------------------------------------
+
+    @property
+    def core_version(self) -> int | None:
+        return self.specialist.core_version if self.specialist is not None else None
+
+    def current_core(self) -> CoreRelease | None:
+        """The release the agent runs, or None before its first core."""
+        return self.release
+
+    def on_new_core(self, callback: Callable[[CoreRelease], None]) -> None:
+        """Calls ``callback(release)`` after every core the agent loads, the first one included."""
+        self._callbacks.append(callback)
+
+    def poll_core(self) -> CoreRelease | None:
+        """Loads the newest released core if it is newer than the one running; returns it, or None.
+
+        The core's sha256 is verified first. A core that fails to verify or load is refused (and
+        counted in ``cores_refused``): the agent keeps the core it trusts. A swap resets what the
+        agent learned on the job, since the new core already holds what the fleet learned.
+        """
+        offered = self.watcher.latest()
+        if offered is None or offered.version in self.refused:
+            return None
+        if self.specialist is not None and offered.version <= self.specialist.core_version:
+            return None
+        try:
+            core = load_core(fetch_core(offered, self.home / "cores"))
+        except (CoreVerificationError, OSError, ValueError) as err:
+            self.refused.add(offered.version)
+            self._core_counts["cores_refused"] += 1
+            log.error("%s refused core v%d: %s", self.agent_id, offered.version, err)
+            return None
+        if self.specialist is None:
+            self.specialist = Specialist(core, offered.version, self.settings.lr, self.settings.topk)
+        else:
+            self.specialist.swap_core(core, offered.version)
+            self.adapter = None  # the adapter belonged to the old core
+            self._core_counts["core_swaps"] += 1
+        self.release = offered
+        log.info("%s runs core v%d", self.agent_id, offered.version)
+        for callback in self._callbacks:
+            callback(offered)
+        return offered
+
+    def wait_for_core(self, timeout_s: float = 120.0, stop: threading.Event | None = None) -> CoreRelease | None:
+        """Blocks until the agent runs a core; returns it (None if ``stop`` was set first).
+
+        Raises ``TimeoutError`` when no usable core was released within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.release is None:
+            if stop is not None and stop.is_set():
+                return None
+            if self.poll_core() is not None:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no usable core release within {timeout_s:.0f} s")
+            time.sleep(0.2)
+        return self.release
+
+    # --- working and learning ----------------------------------------------------------------------
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        """Greedy answers from the agent's model (the core plus what it learned on the job)."""
+        return self._specialist().answer(prompts)
+
+    def record_feedback(
+        self, prompt: str, completion: str, reward: float | None = None, correction: str | None = None
+    ) -> Learning:
+        """A new learning from what the job said about a completion: a reward in [0, 1], a correction, or both.
+
+        Its id is made here, once; publishing it again later reuses it, so the hive stores it once.
+        Raises ``pydantic.ValidationError`` for feedback with neither, or a reward outside [0, 1].
+        """
+        return make_learning(
+            self.agent_id,
+            self.skill,
+            self.core_version or 0,
+            prompt,
+            completion,
+            reward=reward,
+            correction=correction,
+            adapter=self.adapter,
+        )
+
+    def learn(self, learnings: Sequence[Learning]) -> list[Learning]:
+        """One on-the-job step on the learnings' verified answers; returns them with teacher signals.
+
+        A verified answer is a completion with the full reward, or a correction. The returned
+        learnings keep their ids and carry the specialist's top-k log-probabilities along that
+        answer: what the hive distills. Learnings with nothing verified are returned unchanged.
+        """
+        specialist = self._specialist()
+        targets = [(lr.prompt, answer[0]) for lr in learnings if (answer := verified_answer(lr)) is not None]
+        if targets:
+            specialist.learn([p for p, _ in targets], [a for _, a in targets])
+        return specialist.with_signals(learnings)
+
+    def save_specialist(self, directory: Path | None = None) -> ClaimCheck:
+        """Saves what the agent learned (the specialist's weights); later learnings carry it as a claim check."""
+        directory = directory or self.home / "specialist"
+        sha = save_core(self._specialist().model, directory)
+        self.adapter = ClaimCheck(uri=directory.resolve().as_uri(), sha256=sha)
+        return self.adapter
+
+    # --- publishing --------------------------------------------------------------------------------
+
+    def publish(self, learnings: Sequence[Learning], stop: threading.Event | None = None) -> None:
+        """Spools the learnings (signed when the agent has a key); they are durable when this returns.
+
+        Sending happens in the background. When the spool is full this blocks until the broker
+        acks (backpressure); see ``Publisher.publish`` for ``stop``.
+        """
+        self.publisher.publish(learnings, stop)
+
+    def heartbeat(
+        self, state: HeartbeatState, counters: dict[str, int] | None = None, evaluation: dict[str, float] | None = None
+    ) -> None:
+        """Tells the hive the agent is alive, which core it runs, and its counters. Best effort: never blocks."""
+        beat = Heartbeat(
+            agent_id=self.agent_id,
+            skill=self.skill,
+            core_version=self.core_version or 0,
+            counters={**(counters or {}), **self.counters()},
+            state=state,
+            evaluation=evaluation or {},
+        )
+        self.publisher.beat(encode(beat))
+
+    def counters(self) -> dict[str, int]:
+        """Publishing counts (``spooled``, ``published``, ``send_errors``, ``spool_full_waits``, ...) and core ones."""
+        return {**self.publisher.counters(), **self._core_counts}
+
+    def flush(self, timeout_s: float) -> bool:
+        """Waits until every published learning is acked; False when ``timeout_s`` passed first."""
+        return self.publisher.flush(timeout_s)
+
+    def close(self, drain_timeout_s: float | None = None) -> int:
+        """Sends what it can within ``drain_timeout_s`` (default: the settings'), then stops.
+
+        Returns how many learnings stay in the spool; they are sent on the agent's next start.
+        """
+        if self._closed:
+            return len(self.spool)
+        self._closed = True
+        timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        try:
+            left = self.publisher.close(timeout)
+        finally:
+            self.watcher.stop()
+            self.spool.close()
+        return left
+
+    def _specialist(self) -> Specialist:
+        if self.specialist is None:
+            raise NoCoreError(f"{self.agent_id} has no core yet: call wait_for_core() first")
+        return self.specialist
+
+    def __enter__(self) -> HiveAgent:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,72 @@
+"""Your own agent loop on the hive SDK, on one machine: ``python docs/examples/sdk_agent.py``."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agents.config import AgentSettings
+from agents.model import build_core, save_core
+from agents.sdk import HiveAgent
+from streams import topics
+from streams.broker import EmbeddedBroker
+from streams.codec import encode
+from streams.config import KafkaSettings
+from streams.events import CoreRelease
+from streams.kafka import create_topics, make_producer, send_and_wait
+
+
+def release_core(kafka: KafkaSettings, cores: Path, version: int) -> None:
+    """What the hive does after a round: save a core and announce it on ``hive.core``."""
+    directory = cores / f"v{version}"
+    sha = save_core(build_core(seed=version), directory)
+    producer = make_producer(kafka)
+    try:
+        release = CoreRelease(version=version, model_uri=directory.resolve().as_uri(), sha256=sha)
+        send_and_wait(producer, topics.CORE, b"core", encode(release))
+    finally:
+        producer.close()
+
+
+def run_agent(kafka: KafkaSettings, home: Path, cores: Path) -> None:
+    """The part a team writes: its own loop, calling the SDK."""
+    settings = AgentSettings(agent_id="support-7", skill="capital", home=home, signing_key="utf8:demo-key")
+    with HiveAgent(settings, kafka) as agent:
+        agent.on_new_core(lambda release: print(f"running core v{release.version}", file=sys.stderr))
+        agent.wait_for_core(timeout_s=60)
+
+        # Your framework's tasks and its judge; here two questions and their known answers.
+        tasks = {"cap zorvia": "belmar", "cap quenta": "ostrel"}
+        answers = agent.generate(list(tasks))
+        learnings = [
+            agent.record_feedback(prompt, answer, reward=float(answer == truth), correction=truth)
+            for (prompt, truth), answer in zip(tasks.items(), answers, strict=True)
+        ]
+        learnings = agent.learn(learnings)  # one step on the verified answers; adds the teacher signals
+        agent.publish(learnings)  # on disk now; sent in the background, kept until the broker acks
+        assert agent.flush(timeout_s=30), "the broker did not ack in time"
+        counts = agent.counters()
+        print(f"published {counts['published']} of {counts['spooled']} learnings", file=sys.stderr)
+        assert counts["published"] == len(learnings)
+
+        release_core(kafka, cores, version=1)  # the hive releases a newer core
+        deadline = time.monotonic() + 30
+        while agent.poll_core() is None:
+            assert time.monotonic() < deadline, "core v1 never arrived"
+            time.sleep(0.2)
+        assert agent.core_version == 1
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap=broker.bootstrap)
+        create_topics(kafka)
+        release_core(kafka, Path(tmp) / "cores", version=0)
+        run_agent(kafka, Path(tmp) / "agents", Path(tmp) / "cores")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

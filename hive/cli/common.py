@@ -1,0 +1,58 @@
+"""What the command groups share: the hive's settings and its store opened for reading, with clear exits."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from rich.text import Text
+
+from hive.config import HiveSettings
+from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
+from hive.store import StoreError
+
+# Exit codes: 1 when the hive's state cannot be read or the service fails, 2 for bad input or settings.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def settings_or_exit() -> HiveSettings:
+    """The hive's settings from ``HIVE_*`` variables; a bad value exits 2 naming it."""
+    try:
+        return HiveSettings()
+    except ValidationError as err:
+        typer.echo(f"invalid HIVE_* settings: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    except SettingsError as err:
+        # A variable that must hold JSON (a dict or a list) and does not; the cause names the parse error.
+        typer.echo(f"invalid HIVE_* settings: {err}: {err.__cause__}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+
+
+def open_store(settings: HiveSettings) -> ParquetLearningStore:
+    """The learning store under HIVE_HOME, read-only (a running ``hive serve`` may be writing it); exits 1
+    when there is none."""
+    directory = settings.store_dir
+    if not (directory / CATALOG_FILE).is_file():
+        typer.echo(
+            f"no learning store at {directory}: set HIVE_HOME to the hive's directory (now {settings.home}), "
+            "or start `hive serve` to create one",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILURE)
+    try:
+        return ParquetLearningStore(directory, read_only=True)
+    except (StoreError, sqlite3.Error) as err:
+        typer.echo(f"cannot read the learning store at {directory}: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+
+
+def cell(text: str, limit: int | None = None) -> Text:
+    """``text`` for a table cell, as shown: control characters made visible and no rich markup, since
+    learnings and dead letters are whatever an agent (or an attacker) sent."""
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    if limit is not None and len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return Text(shown)

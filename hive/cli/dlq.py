@@ -1,0 +1,108 @@
+"""``hive dlq ls``: the records the hive refused, counted per reason, with the latest ones."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_store, settings_or_exit
+from hive.ingest import DESCRIPTIONS, REASONS
+from hive.store import DeadLetter, StoreError
+
+app = typer.Typer(help="Inspect the dead letters: records the hive refused, and why.", no_args_is_help=True)
+
+PREVIEW_CHARS = 60
+
+
+@app.command("ls")
+def ls(
+    limit: int = typer.Option(20, "--limit", min=0, help="How many of the latest dead letters to list."),
+    reason: str | None = typer.Option(None, "--reason", help=f"Only this reason: {', '.join(REASONS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """Count the dead letters per reason and list the latest ones (newest first).
+
+    Read from the hive's own record under HIVE_HOME, which outlives the broker; the same records are
+    on the topic hive.learnings.dlq with the original value.
+    """
+    if reason is not None and reason not in REASONS:
+        typer.echo(f"unknown reason {reason!r}; the reasons are: {', '.join(REASONS)}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    store = open_store(settings_or_exit())
+    try:
+        counts = store.dead_letter_counts()
+        latest = store.dead_letters(limit, reason) if limit else []
+    except (StoreError, sqlite3.Error) as err:
+        typer.echo(f"cannot read the learning store: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    finally:
+        store.close()
+    if as_json:
+        report = {"total": sum(counts.values()), "by_reason": counts, "latest": [_as_json(d) for d in latest]}
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console = Console(soft_wrap=False)
+    console.print(_counts_table(counts))
+    if latest:
+        console.print(_latest_table(latest))
+
+
+def _preview(payload: bytes, size: int) -> str:
+    if size < 0:
+        return "(no value)"
+    text = payload.decode("utf-8", errors="replace")
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def _as_json(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "reason": d.reason,
+        "detail": d.detail,
+        "source_topic": d.source_topic,
+        "source_partition": d.source_partition,
+        "source_offset": d.source_offset,
+        "size": d.size,
+        "key": d.key,
+        "agent_id": d.agent_id,
+        "recorded_at": d.recorded_at,
+        "payload_sha256": d.payload_sha256,
+        # Exact bytes for a program, and a readable preview for a person; the head is at most 4 KB.
+        "payload_head_base64": base64.b64encode(d.payload_head).decode("ascii"),
+        "payload_preview": _preview(d.payload_head, d.size),
+    }
+
+
+def _counts_table(counts: dict[str, int]) -> Table:
+    table = Table(title=f"dead letters: {sum(counts.values())}")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    table.add_column("meaning")
+    for reason in REASONS:
+        if counts.get(reason):
+            table.add_row(reason, str(counts[reason]), DESCRIPTIONS[reason])
+    for reason in sorted(set(counts) - set(REASONS)):  # written by another version of the hive
+        table.add_row(reason, str(counts[reason]), "")
+    return table
+
+
+def _latest_table(latest: list[DeadLetter]) -> Table:
+    table = Table(title=f"latest {len(latest)}")
+    for name in ("recorded (UTC)", "reason", "source", "key", "size", "detail", "payload"):
+        table.add_column(name, justify="right" if name == "size" else "left", overflow="fold")
+    for d in latest:
+        table.add_row(
+            d.recorded_at or "",
+            d.reason,
+            f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+            cell(d.key or ""),
+            "" if d.size < 0 else str(d.size),
+            cell(d.detail),
+            cell(_preview(d.payload_head, d.size)),
+        )
+    return table

@@ -1,0 +1,193 @@
+"""``hive serve``: the hive as a long-running service: ingest, the fleet view, and rounds when they are due."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING
+
+import typer
+
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
+
+if TYPE_CHECKING:
+    from hive.service import Hive
+
+log = logging.getLogger("hive.serve")
+
+LOCK_FILE = "serve.lock"
+# How often the main thread looks at the background threads' health; rounds have their own interval.
+HEALTH_CHECK_S = 0.5
+
+
+class _Stop:
+    """The first SIGTERM/SIGINT asks the service to stop; during a round it also interrupts the round."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.in_round = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self.event.set()
+        if self.in_round:
+            # The launcher kills its whole process group on any interruption, so no DeepSpeed rank
+            # outlives the service; waiting for the round instead could take up to distill.timeout_s.
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _exclusive(home: Path) -> Iterator[IO[str]]:
+    """Holds ``HIVE_HOME/serve.lock`` so that one process at a time writes the store.
+
+    An flock is released by the kernel when its holder dies, even by SIGKILL: a restart never
+    finds a stale lock.
+    """
+    path = home / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            typer.echo(f"another hive serve (pid {holder}) is already running with HIVE_HOME={home}", err=True)
+            raise typer.Exit(EXIT_FAILURE) from err
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield handle
+
+
+def serve(
+    rounds: bool = typer.Option(
+        True, "--rounds/--no-rounds", help="Run distillation rounds when due; --no-rounds: ingest and fleet only."
+    ),
+    round_check_s: float = typer.Option(5.0, "--round-check-s", min=0.1, help="Seconds between round checks."),
+    round_retry_s: float = typer.Option(
+        300.0, "--round-retry-s", min=0.0, help="Seconds to wait after a failed round before trying again."
+    ),
+) -> None:
+    """Run the hive until SIGTERM or Ctrl-C: ingest learnings, follow the fleet, and run rounds when due.
+
+    Needs HIVE_KAFKA_BOOTSTRAP (host:port,...); keeps all its state under HIVE_HOME. Exits 0 after a
+    clean stop, 1 when the service fails, 2 for bad settings.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # kafka-python narrates every connection and group step at INFO; its warnings and errors still show.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = settings_or_exit()
+    if not settings.kafka.bootstrap:
+        typer.echo(
+            "HIVE_KAFKA_BOOTSTRAP is not set: hive serve needs a Kafka broker (host:port[,host:port...])", err=True
+        )
+        raise typer.Exit(EXIT_USAGE)
+    # Imported here so that `hive --help` stays fast: the service pulls in torch and the Kafka clients.
+    from kafka.errors import KafkaError
+
+    from hive.ingest import keyring
+    from hive.service import Hive
+    from hive.store import StoreError
+    from streams.signing import KeyRingError
+
+    try:
+        keyring(settings.ingest)  # refuse a malformed key now rather than on the first learning
+    except KeyRingError as err:
+        typer.echo(f"invalid HIVE_INGEST__* settings: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        typer.echo(f"cannot create HIVE_HOME {settings.home}: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop.handle)
+    signal.signal(signal.SIGINT, stop.handle)
+    with _exclusive(settings.home):
+        try:
+            hive = Hive(settings)
+        except KafkaError as err:
+            typer.echo(f"cannot reach the broker at {settings.kafka.bootstrap}: {err!r}", err=True)
+            raise typer.Exit(EXIT_FAILURE) from err
+        except StoreError as err:
+            typer.echo(f"cannot open the learning store: {err}", err=True)
+            raise typer.Exit(EXIT_FAILURE) from err
+        hive.start()
+        log.info(
+            "serving: broker %s, HIVE_HOME %s, rounds %s",
+            settings.kafka.bootstrap,
+            settings.home.resolve(),
+            f"every {round_check_s:g} s when due" if rounds else "off",
+        )
+        try:
+            failure = _loop(hive, stop, rounds, round_check_s, round_retry_s)
+        finally:
+            hive.stop()
+        totals = hive.ingestor.totals
+        log.info(
+            "stopped: %d polled, %d stored, %d duplicates, %d dead-lettered, %d unsigned",
+            totals.polled,
+            totals.stored,
+            totals.duplicates,
+            totals.dead_lettered,
+            totals.unsigned,
+        )
+    if failure is not None:
+        typer.echo(f"hive serve failed: {failure}", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_retry_s: float) -> str | None:
+    """Watches the background threads and runs one round at a time when due; returns a failure, or None."""
+    from kafka.errors import KafkaError
+
+    from hive.registry import RegistryError
+    from hive.rounds import RoundError
+
+    next_round_at = time.monotonic() + round_check_s
+    announced = False
+    while not stop.event.wait(HEALTH_CHECK_S):
+        failure = hive.failure()
+        if failure is not None:
+            return failure
+        if not announced and hive.ingestor.ready:
+            announced = True
+            parts = sorted(tp.partition for tp in hive.ingestor.assignment())
+            log.info("ingest joined group %s with partitions %s", "hive-ingest", parts)
+        if not rounds or time.monotonic() < next_round_at:
+            continue
+        next_round_at = time.monotonic() + round_check_s
+        if not hive.due():
+            continue
+        log.info("a round is due: %d new learnings", hive.new_learnings())
+        stop.in_round = True
+        try:
+            record = hive.run_round()
+        except KeyboardInterrupt:
+            log.warning("the round in progress was interrupted; its learnings go to the next round")
+            _fail_unfinished(hive, "interrupted: hive serve was stopped during the round")
+            return None
+        except (RoundError, RegistryError, KafkaError, OSError) as err:
+            log.error("round failed: %s; the next try is in %g s", err, round_retry_s)
+            next_round_at = time.monotonic() + round_retry_s
+            continue
+        finally:
+            stop.in_round = False
+        log.info("round %s: %s (candidate core v%s)", record.id, record.state, record.candidate_version)
+    return None
+
+
+def _fail_unfinished(hive: Hive, error: str) -> None:
+    # A round cut short stays "open" or "distilling" in its round.json; say what happened to it.
+    for record in hive.book.all():
+        if record.state in ("open", "distilling"):
+            record.state, record.error = "failed", error
+            hive.book.save(record)

@@ -1,0 +1,163 @@
+"""Signatures: canonical bytes, sign/verify under tampering, and the key ring's inline and file keys."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from streams import signing
+from streams.codec import decode, encode
+from streams.events import Feedback, Learning, TeacherSignal
+from streams.signing import KeyRing, KeyRingError, canonical_bytes, parse_key, sign, signed, verify
+
+KEY = b"k" * 32
+
+
+def learning(**changes: object) -> Learning:
+    base = Learning(
+        id=uuid.UUID(int=7),
+        agent_id="agent-1",
+        skill="reverse",
+        core_version=3,
+        created_at=datetime(2026, 11, 22, 9, 30, 0, 123456, tzinfo=UTC),
+        prompt="abc é",
+        completion="cba",
+        feedback=Feedback(reward=1.0, correction="cba"),
+        teacher=TeacherSignal(k=2, token_ids=[[99, 1], [258, 2]], logprobs=[[-0.1, -2.5], [-0.01, -5.0]]),
+    )
+    return base.model_copy(update=changes)
+
+
+def test_canonical_bytes_are_sorted_compact_utf8_without_signature_or_nulls() -> None:
+    raw = canonical_bytes(signed(learning(), KEY))
+    data = json.loads(raw)
+    assert "signature" not in data and "adapter" not in data
+    assert list(data) == sorted(data) and b" " not in raw.replace(b"abc \xc3\xa9", b"")
+    assert "abc é".encode() in raw
+
+
+def test_a_signature_survives_the_wire() -> None:
+    sent = signed(learning(), KEY)
+    received = decode(encode(sent), Learning, 100_000)
+    assert verify(received, KEY)
+    assert received.signature == sign(learning(), KEY)
+
+
+def test_a_newer_minor_version_with_unknown_fields_still_verifies() -> None:
+    data = json.loads(encode(signed(learning(), KEY))) | {"schema_version": "1.3", "future_field": None}
+    received = decode(json.dumps(data).encode(), Learning, 100_000)
+    # schema_version is signed: a writer on 1.3 signs "1.3", which is what the reader sees too.
+    assert not verify(received, KEY)
+    assert verify(signed(received, KEY), KEY)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": "abd é"},
+        {"agent_id": "agent-2"},
+        {"core_version": 4},
+        {"feedback": Feedback(reward=0.5, correction="cba")},
+        {"teacher": None},
+        {"id": uuid.UUID(int=8)},
+    ],
+)
+def test_any_change_breaks_the_signature(change: dict) -> None:
+    tampered = signed(learning(), KEY).model_copy(update=change)
+    assert not verify(tampered, KEY)
+
+
+def test_wrong_key_missing_or_garbage_signature_do_not_verify() -> None:
+    assert not verify(signed(learning(), KEY), b"other key")
+    assert not verify(learning(), KEY)
+    assert not verify(learning(signature="zz"), KEY)
+    assert not verify(learning(signature="é" * 64), KEY)  # non-ASCII: refused, not an exception
+    assert verify(learning(signature=sign(learning(), KEY).upper()), KEY)
+
+
+def test_empty_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        sign(learning(), b"")
+    assert not verify(learning(signature="00"), b"")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("00ff", b"\x00\xff"),
+        ("hex:00FF", b"\x00\xff"),
+        ("utf8:00ff", b"00ff"),
+        ("correct horse", b"correct horse"),
+        ("abc", b"abc"),  # odd length: not hex
+        ("  00ff\n", b"\x00\xff"),
+    ],
+)
+def test_parse_key(text: str, key: bytes) -> None:
+    assert parse_key(text) == key
+
+
+def test_key_ring_inline_wins_over_files_and_reads_files_lazily(tmp_path: Path) -> None:
+    (tmp_path / "agent-1.key").write_text("hex:0101\n")
+    (tmp_path / "agent-2.key").write_text("2222\n")
+    ring = KeyRing.from_config({"agent-1": "utf8:inline"}, tmp_path)
+    assert ring.get("agent-1") == b"inline"
+    assert ring.get("agent-2") == b"\x22\x22"
+    assert ring.get("agent-3") is None
+    (tmp_path / "agent-3.key").write_bytes(b"\xff\xfe raw")  # not UTF-8: the raw bytes are the key
+    assert ring.get("agent-3") == b"\xff\xfe raw"
+    assert ring.get("../agent-1") is None  # not an agent id: never a path
+    assert KeyRing.from_config({}, None).get("agent-1") is None
+
+
+def test_key_ring_refuses_bad_configuration(tmp_path: Path) -> None:
+    with pytest.raises(KeyRingError, match="agent 'a'"):
+        KeyRing.from_config({"a": "hex:zz"}, None)
+    with pytest.raises(KeyRingError, match="does not exist"):
+        KeyRing.from_config({}, tmp_path / "missing")
+    (tmp_path / "empty.key").write_text("\n")
+    with pytest.raises(KeyRingError, match="empty"):
+        KeyRing.from_config({}, tmp_path).get("empty")
+
+
+def test_module_exports_the_agreed_api() -> None:
+    for name in ("canonical_bytes", "sign", "verify", "signed", "KeyRing"):
+        assert hasattr(signing, name)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        # What Node's String(x) / JSON.stringify writes for each (checked against Node 20).
+        (1.0, "1"),
+        (-0.0, "0"),
+        (0.1, "0.1"),
+        (-2.6098, "-2.6098"),
+        (-0.0001, "-0.0001"),
+        (1e-5, "0.00001"),
+        (1e-6, "0.000001"),
+        (1e-7, "1e-7"),
+        (1.5e-7, "1.5e-7"),
+        (123.456, "123.456"),
+        (1e20, "100000000000000000000"),
+        (1e21, "1e+21"),
+        (2.0**60, "1152921504606847000"),
+        (5e-324, "5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+    ],
+)
+def test_numbers_are_written_as_ecmascript_does(value: float, text: str) -> None:
+    assert signing.es_number(value) == text
+
+
+def test_canonical_form_matches_rfc_8785_by_hand() -> None:
+    item = learning(prompt='say "hi"\n\x01é', feedback=Feedback(reward=1.0), teacher=None)
+    expected = (
+        '{"agent_id":"agent-1","completion":"cba","core_version":3,"created_at":"2026-11-22T09:30:00.123456Z",'
+        '"feedback":{"reward":1},"id":"00000000-0000-0000-0000-000000000007",'
+        '"prompt":"say \\"hi\\"\\n\\u0001é","schema_version":"1.0","skill":"reverse"}'
+    )
+    assert canonical_bytes(item) == expected.encode("utf-8")
