@@ -24,6 +24,7 @@ from streams.signing import KeyRing, KeyRingError, verify
 log = logging.getLogger(__name__)
 
 GROUP_ID = "hive-ingest"
+MAX_UNSIGNED_NOTED = 1000
 DLQ_HEADROOM_BYTES = 4096
 # Failures the run loop survives by backing off and retrying the same records; anything else is a bug.
 # A broken key file (KeyRingError) is the operator's to fix: the batch waits for it rather than being
@@ -67,7 +68,7 @@ def check_sender(learning: Learning, keys: KeyRing, allowed: Collection[str] | N
 
 
 def keyring(settings: IngestSettings) -> KeyRing:
-    """The key ring the settings describe; raises ValueError naming a malformed key or a missing directory."""
+    """The key ring the settings describe; raises KeyRingError naming a malformed key or a missing directory."""
     inline = {agent: secret.get_secret_value() for agent, secret in settings.agent_keys.items()}
     return KeyRing.from_config(inline, settings.agent_key_dir)
 
@@ -222,10 +223,14 @@ class Ingestor:
 
     def _note_unsigned(self, agent_id: str) -> None:
         # Once per agent and process: an operator should know who sends unverified learnings, without a
-        # log line per record. The set is bounded by the fleet (or the allow-list).
-        if agent_id not in self._unsigned_agents:
-            self._unsigned_agents.add(agent_id)
-            log.info("accepting unsigned learnings from agent %r: it has no key", agent_id)
+        # log line per record. Bounded, since without an allow-list any sender can make up agent ids.
+        if agent_id in self._unsigned_agents or len(self._unsigned_agents) > MAX_UNSIGNED_NOTED:
+            return
+        self._unsigned_agents.add(agent_id)
+        if len(self._unsigned_agents) > MAX_UNSIGNED_NOTED:
+            log.warning("more than %d agents send unsigned learnings; no longer naming each", MAX_UNSIGNED_NOTED)
+            return
+        log.info("accepting unsigned learnings from agent %r: it has no key", agent_id)
 
     def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         # Only the partitions in this batch: a position on a partition the store has no offset for

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agents.evaluation import evaluate_skills
 from agents.model import load_core
@@ -154,21 +154,48 @@ def open_round(
         if sample:
             replay = directory / "replay.jsonl"
             write_learnings(replay, sample)
+    write_manifest(
+        directory,
+        record.id,
+        base.directory,
+        replay,
+        [catalog[s] for s in record.skills],
+        settings.distill.for_round(first=base.version == 0),
+        eval_={"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
+        mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
+        lineage={"after_seq": after, "upto_seq": upto},
+    )
+    book.save(record)
+    return record
+
+
+def write_manifest(
+    directory: Path,
+    round_id: str,
+    base_core: Path,
+    replay: Path | None,
+    skill_specs: list[str],
+    distill: dict[str, Any],
+    eval_: dict[str, Any],
+    mlflow: dict[str, Any] | None = None,
+    lineage: dict[str, int] | None = None,
+) -> Path:
+    """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``."""
     manifest = {
-        "round_id": record.id,
-        "base_core": str(base.directory.resolve()),
+        "round_id": round_id,
+        "base_core": str(base_core.resolve()),
         "out_dir": str((directory / "out").resolve()),
         "learnings": str((directory / "learnings.jsonl").resolve()),
         "replay": str(replay.resolve()) if replay is not None else None,
-        "skills": [catalog[s] for s in record.skills],
-        "distill": settings.distill.for_round(first=base.version == 0),
-        "eval": {"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
-        "mlflow": {"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
-        "lineage": {"after_seq": after, "upto_seq": upto},
+        "skills": skill_specs,
+        "distill": distill,
+        "eval": eval_,
+        "mlflow": mlflow,
+        "lineage": lineage,
     }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    book.save(record)
-    return record
+    path = directory / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2))
+    return path
 
 
 def write_learnings(path: Path, learnings: list[Learning]) -> None:

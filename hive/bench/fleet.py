@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,7 @@ from agents.tokenizer import VOCAB_SIZE
 from hive.bench.distill_bench import machine_info
 from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
 from hive.config import DistillSettings
-from hive.rounds import sample_replay
+from hive.rounds import sample_replay, write_learnings, write_manifest
 from streams.events import Learning, TeacherSignal
 
 METHODS = ("base", "specialist", "core", "weight_average", "task_arithmetic", "ties", "multitask")
@@ -61,12 +60,6 @@ def split_into_rounds(names: list[str], rounds: int) -> list[list[str]]:
     return groups
 
 
-def _write_jsonl(path: Path, learnings: list[Learning]) -> None:
-    with path.open("w") as fh:
-        for learning in learnings:
-            fh.write(learning.model_dump_json() + "\n")
-
-
 def _distill(
     workdir: Path,
     name: str,
@@ -83,24 +76,16 @@ def _distill(
 
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(directory / "learnings.jsonl", learnings)
+    write_learnings(directory / "learnings.jsonl", learnings)
     replay_path = None
     if replay:
         replay_path = directory / "replay.jsonl"
-        _write_jsonl(replay_path, replay)
-    manifest = {
-        "round_id": name,
-        "base_core": str(base_dir.resolve()),
-        "out_dir": str((directory / "out").resolve()),
-        "learnings": str((directory / "learnings.jsonl").resolve()),
-        "replay": str(replay_path.resolve()) if replay_path else None,
-        "skills": skill_specs,
-        "distill": plan.distill.for_round(first) | {"seed": plan.seed, "steps": steps or plan.distill.steps},
-        "eval": {"tasks": plan.eval_tasks},
-        "mlflow": None,
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    metrics = run_round(directory / "manifest.json")
+        write_learnings(replay_path, replay)
+    distill = plan.distill.for_round(first) | {"seed": plan.seed, "steps": steps or plan.distill.steps}
+    manifest = write_manifest(
+        directory, name, base_dir, replay_path, skill_specs, distill, eval_={"tasks": plan.eval_tasks}
+    )
+    metrics = run_round(manifest)
     return directory / "out" / "core", metrics
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ class FakeHive:
         self.book = book
         self.ingestor = FakeIngestor()
         self.calls: list[str] = []
+        self.times: list[float] = []
         self.running = 0
         self.broken: str | None = None
 
@@ -51,6 +53,7 @@ class FakeHive:
         try:
             outcome = self.outcomes.pop(0)
             self.calls.append(type(outcome).__name__)
+            self.times.append(time.monotonic())
             if not self.outcomes:
                 self.stop.event.set()
             if isinstance(outcome, BaseException):
@@ -76,6 +79,7 @@ def test_rounds_run_one_at_a_time_and_a_failure_waits_for_the_retry() -> None:
         timer.cancel()
     assert failure is None
     assert hive.calls == ["RoundError", "RoundRecord"]
+    assert hive.times[1] - hive.times[0] >= 0.3  # round_retry_s, not round_check_s
 
 
 def test_no_rounds_means_none_are_run() -> None:
