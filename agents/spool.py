@@ -83,12 +83,16 @@ class Spool:
         except BlockingIOError as err:
             os.close(self._lock_fd)
             raise SpoolLocked(f"spool {self.path} is in use by another process (an agent with the same id?)") from err
-        # Autocommit mode: transactions are spelled out, so each append is exactly one fsynced commit.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
+        try:
+            # Autocommit mode: transactions are spelled out, so each append is exactly one fsynced commit.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.Error:
+            os.close(self._lock_fd)  # releases the lock: the spool was never opened
+            raise
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._size = int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])

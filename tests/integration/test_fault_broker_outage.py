@@ -79,6 +79,19 @@ class Fleet:
         for proc in self.procs.values():
             os.kill(proc.pid, sig)
 
+    def frozen(self) -> bool:
+        """True once every thread of every agent is stopped: SIGSTOP is delivered asynchronously."""
+        for proc in self.procs.values():
+            for stat in Path(f"/proc/{proc.pid}/task").glob("*/stat"):
+                try:
+                    text = stat.read_text()
+                except FileNotFoundError:
+                    continue  # the thread ended meanwhile
+                # The state follows the command name, which is in parentheses: "pid (comm) T ...".
+                if text.rpartition(")")[2].split()[0] != "T":
+                    return False
+        return True
+
     def alive(self) -> bool:
         return all(proc.poll() is None for proc in self.procs.values())
 
@@ -150,7 +163,8 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     hive = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=IngestSettings(agent_keys={SIGNED: SecretStr(KEY)}))
     store = ParquetLearningStore(tmp_path / "hive" / "store")
     cleanup.append(store.close)
-    ingest = Ingest(hive, store)
+    ingest1 = Ingest(hive, store)
+    cleanup.append(ingest1.close)
     fleet = Fleet(tmp_path, kafka.bootstrap)
     cleanup.append(fleet.kill)
 
@@ -170,13 +184,14 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     # every learning an agent created is either in the store or still in its spool.
     fleet.signal(signal.SIGSTOP)
     cleanup.append(lambda: fleet.signal(signal.SIGCONT) if fleet.alive() else None)
+    _until(fleet.frozen, 10, lambda: "the agents to stop")
 
     def caught_up() -> bool:
         waiting = {i for a in fleet.procs for i in fleet.spool(a).ids}
         return len(waiting | {str(lr.id) for lr in store.read()}) == created()
 
     _until(caught_up, 30, lambda: f"the hive to store every acked learning; {progress()}")
-    ingest.close()
+    ingest1.close()
     first.stop()  # while the agents may have sends in flight: they see the broker die when they wake
     fleet.signal(signal.SIGCONT)
 
@@ -205,25 +220,27 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     second.start()
     cleanup.append(second.stop)
     create_topics(kafka)
-    ingest = Ingest(hive, store)
-    cleanup.append(ingest.close)
+    ingest2 = Ingest(hive, store)
+    cleanup.append(ingest2.close)
     at_restart = created()
     _until(lambda: store.count() >= at_restart, 45, lambda: f"the spools to replay ({at_restart}); {progress()}")
 
     # 5. Stop the agents: each drains its spool and exits cleanly.
     fleet.signal(signal.SIGTERM)
+    _until(lambda: not any(p.poll() is None for p in fleet.procs.values()), 30, lambda: f"agents to exit; {progress()}")
     for agent_id, proc in fleet.procs.items():
-        assert proc.wait(timeout=30) == 0, f"{agent_id} exited with {proc.returncode}\n{fleet.logs()}"
+        assert proc.returncode == 0, f"{agent_id} exited with {proc.returncode}\n{fleet.logs()}"
     final = {a: fleet.spool(a) for a in fleet.procs}
     assert all(not s.ids for s in final.values()), progress()
     total = sum(s.appended for s in final.values())
     _until(lambda: store.count() == total, 30, lambda: f"{total} stored; {progress()}")
-    ingest.close()
+    ingest2.close()
 
     assert store.count() == store.unique_ids() == total
     for agent_id, spooled in final.items():
         assert store.count(agent_id=agent_id) == spooled.appended
-    assert ingest.ingestor.totals.dead_lettered == 0  # agent-a's signatures verified under the hive's key
+    # agent-a's signatures verified under the hive's key, before and after the outage.
+    assert ingest1.ingestor.totals.dead_lettered == ingest2.ingestor.totals.dead_lettered == 0
 
     # The counters reached the hive in the agents' last heartbeats, over the fresh broker.
     beats = _last_heartbeats(kafka)
