@@ -47,12 +47,20 @@ class DistillBenchPlan:
     k: int = 16
     skills: tuple[str, ...] = field(default=("capital", "morse", "add"))
     ds_config: str = "zero2_cpu.yaml"
+    # The plain loop's torch threads; None gives it as many as the DeepSpeed arm has ranks (one thread each).
+    plain_threads: int | None = None
     seed: int = 0
     timeout_s: int = 900
+
+    @property
+    def threads(self) -> int:
+        return self.plain_threads or self.nproc
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.nproc < 1 or self.learnings < len(self.skills):
             raise ValueError("steps and nproc must be positive, and every skill needs a learning")
+        if self.plain_threads is not None and self.plain_threads < 1:
+            raise ValueError("--plain-threads must be positive")
         if self.batch_size % self.nproc:
             raise ValueError(f"--batch-size {self.batch_size} does not split evenly over {self.nproc} ranks")
 
@@ -162,7 +170,7 @@ def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> 
 
 
 def run_plain_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict[str, Any]:
-    """``distill.plain`` in a fresh process, as each DeepSpeed rank is, with ``plan.nproc`` torch threads."""
+    """``distill.plain`` in a fresh process, as each DeepSpeed rank is, with ``plan.threads`` torch threads."""
     out_dir = manifest_path.parent / "plain"
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
@@ -175,11 +183,11 @@ def run_plain_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict
         "--out",
         str(metrics_path),
         "--threads",
-        str(plan.nproc),
+        str(plan.threads),
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
-    say(f"plain: {plan.steps} steps in one process with {plan.nproc} threads")
+    say(f"plain: {plan.steps} steps in one process with {plan.threads} torch thread(s)")
     load = _load_1m()
     started = time.perf_counter()
     log_path = out_dir / "plain.log"
@@ -256,8 +264,9 @@ def run_distill_bench(directory: Path, plan: DistillBenchPlan, say: Say) -> dict
 
 def summary_line(report: dict[str, Any]) -> str:
     ds, plain = report["deepspeed"], report["plain"]
+    threads = f"{plain['threads']} thread" + ("s" if plain["threads"] != 1 else "")
     return (
         f"distill: deepspeed {ds['tokens_per_s']:,.0f} tokens/s (ZeRO-{ds['zero_stage']}, {ds['nproc']} ranks), "
-        f"plain {plain['tokens_per_s']:,.0f} tokens/s ({plain['threads']} threads), "
+        f"plain {plain['tokens_per_s']:,.0f} tokens/s ({threads}), "
         f"ratio {report['ratio']:.2f}, {ds['steps']} steps"
     )

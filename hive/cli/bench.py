@@ -17,6 +17,7 @@ def distill(
     nproc: int = typer.Option(2, min=1, help="DeepSpeed ranks; the plain loop gets as many torch threads."),
     batch_size: int = typer.Option(64, min=1, help="Global batch size in both arms."),
     ds_config: str = typer.Option("zero2_cpu.yaml", help="DeepSpeed config: a file, or a name under distill/configs/."),
+    plain_threads: int | None = typer.Option(None, help="Torch threads of the plain loop [default: --nproc]."),
 ) -> None:
     """DeepSpeed's distill step against a plain PyTorch loop: same model, data, loss and schedule; tokens/s."""
     # Imported here so that `hive --help` stays fast: the bench loads torch and transformers.
@@ -24,7 +25,9 @@ def distill(
     from hive.config import HiveSettings
 
     try:
-        plan = DistillBenchPlan(steps=steps, nproc=nproc, batch_size=batch_size, ds_config=ds_config)
+        plan = DistillBenchPlan(
+            steps=steps, nproc=nproc, batch_size=batch_size, ds_config=ds_config, plain_threads=plain_threads
+        )
     except ValueError as err:
         typer.echo(f"invalid benchmark: {err}", err=True)
         raise typer.Exit(2) from err
