@@ -109,7 +109,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class Ingestor:
-    """Moves learnings from ``hive.learnings`` into the store, exactly once in effect.
+    """Moves learnings from ``topic`` (``hive.learnings``) into the store, exactly once in effect.
+
+    ``topic`` and ``group_id`` are for benchmarks and tests that need a topic and group of their own;
+    the hive itself uses the defaults.
 
     Order per batch: dead-letter the invalid records and wait for the broker's acks, append the
     valid ones to the store together with the next offsets and a record of each dead letter, and
@@ -122,7 +125,13 @@ class Ingestor:
     """
 
     def __init__(
-        self, settings: HiveSettings, store: LearningStore, producer: KafkaProducer | None = None, **consumer: Any
+        self,
+        settings: HiveSettings,
+        store: LearningStore,
+        producer: KafkaProducer | None = None,
+        topic: str = topics.LEARNINGS,
+        group_id: str = GROUP_ID,
+        **consumer: Any,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -137,8 +146,9 @@ class Ingestor:
         self._pending_lock = threading.Lock()
         self._owns_producer = producer is None
         self._producer = producer if producer is not None else make_producer(settings.kafka)
-        self._consumer: KafkaConsumer = make_consumer(settings.kafka, None, GROUP_ID, **consumer)
-        self._consumer.subscribe([topics.LEARNINGS], listener=_Rebalance(self))
+        self.topic = topic
+        self._consumer: KafkaConsumer = make_consumer(settings.kafka, None, group_id, **consumer)
+        self._consumer.subscribe([topic], listener=_Rebalance(self))
         self._closed = False
 
     @property

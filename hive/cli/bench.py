@@ -92,3 +92,44 @@ def fleet(
         shown = "n/a" if value is None else f"{value:.3f}"
         say(f"{key:24s} {shown:>8s}  goal {target:8s} {'' if met is None else ('met' if met else 'MISSED')}")
     say(f"report: {json_path} and {html_path}; MLflow run {run_id}")
+
+
+@app.command("ingest")
+def ingest(
+    json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON."),
+    count: int = typer.Option(5000, min=1, help="Learnings each arm moves."),
+    bootstrap: str | None = typer.Option(
+        None, help="Kafka host:port[,...] [default: HIVE_KAFKA_BOOTSTRAP, else an embedded broker for the run]."
+    ),
+    profile: bool = typer.Option(
+        False, help="Run the hive arm's ingest under cProfile (slower); top 25 cumulative to PATH.profile.txt."
+    ),
+) -> None:
+    """End-to-end ingest (produce to durable store) against raw kafka-python on the same bytes; learnings/s."""
+    # Imported here so that `hive --help` stays fast: the bench loads the Kafka clients and pyarrow.
+    from hive.bench.ingest_bench import BenchError, IngestBenchPlan, run_ingest_bench, summary_line
+    from streams.config import KafkaSettings
+
+    try:
+        plan = IngestBenchPlan(count=count)
+    except ValueError as err:
+        typer.echo(f"invalid benchmark: {err}", err=True)
+        raise typer.Exit(2) from err
+    servers = bootstrap if bootstrap is not None else KafkaSettings().bootstrap
+    try:
+        report = run_ingest_bench(
+            plan,
+            servers,
+            lambda message: typer.echo(message, err=True),
+            json_path.with_name(json_path.name + ".profile.txt") if profile else None,
+        )
+    except BenchError as err:
+        typer.echo(f"bench failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as err:
+        typer.echo(f"cannot write the report to {json_path}: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(summary_line(report), err=True)

@@ -1,0 +1,81 @@
+"""``hive bench fleet`` on plugin skills from a file outside the project, as a researcher would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PLUGINS = textwrap.dedent(
+    """
+    class Vowels:
+        name = "vowels"
+
+        def sample(self, rng):
+            word = "".join(rng.choice("bcdfgaeiou") for _ in range(rng.randint(3, 5)))
+            return f"vow {word}", str(sum(c in "aeiou" for c in word))
+
+
+    class Echo:
+        name = "echo"
+
+        def sample(self, rng):
+            word = "".join(rng.choice("xyz") for _ in range(3))
+            return f"echo {word}", word
+
+        def score(self, prompt, answer, output):
+            return sum(a == b for a, b in zip(answer, output)) / len(answer)
+
+
+    class Parity:
+        name = "parity"
+
+        def sample(self, rng):
+            n = rng.randint(0, 99)
+            return f"par {n}", "even" if n % 2 == 0 else "odd"
+    """
+)
+
+
+def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
+    plugins = tmp_path / "outside"
+    plugins.mkdir()
+    (plugins / "lab_skills.py").write_text(PLUGINS)
+    env = dict(os.environ)
+    env["HIVE_HOME"] = str(tmp_path / ".hive")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH")) if p)
+    out = tmp_path / "fleet.json"
+    args = ["--skill", "lab_skills:Vowels", "--skill", "lab_skills:Echo", "--skill", "lab_skills:Parity"]
+    small = ["--rounds", "2", "--specialist-steps", "5", "--distill-steps", "5", "--kd-compare", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "hive", "bench", "fleet", "--json", str(out), *args, *small],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    assert report["skills"] == ["vowels", "echo", "parity"]
+    assert set(report["accuracy"]) == {
+        "base",
+        "specialist",
+        "core",
+        "weight_average",
+        "task_arithmetic",
+        "ties",
+        "multitask",
+    }
+    for method, scores in report["accuracy"].items():
+        assert set(scores) == {"vowels", "echo", "parity"}, method
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # Skills arrive over two rounds: the first takes two, the second adds the third.
+    assert [r["new_skills"] for r in report["rounds"]] == [["vowels", "echo"], ["parity"]]
+    assert set(report["rounds"][1]["eval"]) == {"vowels", "echo", "parity"}
+    assert report["rounds"][1]["replay"] > 0
+    assert out.with_suffix(".html").read_text().count("data:image/png;base64,") == 2
