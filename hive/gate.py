@@ -20,7 +20,8 @@ def decide(candidate: dict[str, float], champion: dict[str, float], max_regressi
         if skill not in candidate:
             reasons.append(f"{skill}: not evaluated on the candidate")
             continue
-        deltas[skill] = candidate[skill] - before
+        # Rounded, so a drop of exactly the limit (0.92 - 0.90 in floats) is not read as more than it.
+        deltas[skill] = round(candidate[skill] - before, 9)
         if deltas[skill] < -max_regression:
             reasons.append(
                 f"{skill}: accuracy fell {before:.3f} -> {candidate[skill]:.3f}, more than the limit {max_regression}"

@@ -115,7 +115,8 @@ def _forgetting(curves: list[dict[str, float]], taught_in: dict[str, int]) -> fl
         learned = curves[first][skill]
         for later in curves[first + 1 :]:
             worst = max(worst, learned - later[skill])
-    return worst
+    # Accuracies are multiples of 1/tasks: 0.99 - 0.97 must read 0.02, not 0.020000000000000018.
+    return round(worst, 9)
 
 
 def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict[str, Any]:
@@ -223,7 +224,15 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
                 pool = specialists[n].learnings[-plan.kd_compare_per_skill :]
                 sample += _with_signal(pool, specialists[n].model, k)
             _, metrics = _distill(
-                workdir, f"kd_top{k}", core0_dir, sample, [], [spec_of[n] for n in names], plan, first=True
+                workdir,
+                f"kd_top{k}",
+                core0_dir,
+                sample,
+                [],
+                [spec_of[n] for n in names],
+                plan,
+                first=True,
+                steps=plan.kd_compare_steps,
             )
             kd_compare[f"top{k}"] = metrics["eval"]
         kd_compare["gap_topk_vs_full"] = _mean(kd_compare[f"top{VOCAB_SIZE}"]) - _mean(kd_compare[f"top{plan.topk}"])

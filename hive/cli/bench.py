@@ -58,7 +58,7 @@ def fleet(
     specialist_steps: int = typer.Option(400, min=1, help="On-the-job learning steps per specialist."),
     distill_steps: int = typer.Option(400, min=1, help="Distillation steps per round."),
     kd_compare: int = typer.Option(
-        400, min=0, help="Learnings per skill in the top-k vs full-KD comparison; 0 skips it."
+        800, min=0, help="Learnings per skill in the top-k vs full-KD comparison; 0 skips it."
     ),
 ) -> None:
     """The distilled core against its specialists, weight merging and multitask training, on held-out tasks."""

@@ -66,3 +66,7 @@ def test_html_report_has_both_figures_and_every_method() -> None:
     for method in _report()["methods"]:
         assert f"<th>{method}</th>" in page
     assert "missed" in page
+
+
+def test_forgetting_of_exactly_two_tasks_reads_as_0_02() -> None:
+    assert _forgetting([{"a": 0.99}, {"a": 0.97}], {"a": 0}) == 0.02

@@ -1,5 +1,7 @@
 """The release gate: any skill dropping beyond the limit rejects the core, with the reason."""
 
+import pytest
+
 from hive.gate import decide
 
 
@@ -7,7 +9,7 @@ def test_no_regression_passes() -> None:
     decision = decide({"a": 0.9, "b": 0.5}, {"a": 0.9, "b": 0.4}, max_regression=0.02)
     assert decision.passed
     assert decision.reasons == []
-    assert decision.deltas["b"] == 0.5 - 0.4
+    assert decision.deltas["b"] == pytest.approx(0.1)
 
 
 def test_a_drop_within_the_limit_passes() -> None:
@@ -31,3 +33,9 @@ def test_new_skills_count_as_gains() -> None:
     decision = decide({"a": 0.9, "new": 0.7}, {"a": 0.9}, max_regression=0.02)
     assert decision.passed
     assert decision.deltas["new"] == 0.7
+
+
+def test_a_drop_of_exactly_the_limit_passes_despite_float_rounding() -> None:
+    # 0.99 - 0.97 is 0.020000000000000018 in floats.
+    assert decide({"a": 0.97}, {"a": 0.99}, max_regression=0.02).passed
+    assert not decide({"a": 0.96}, {"a": 0.99}, max_regression=0.02).passed
