@@ -24,9 +24,6 @@ from distill.train import COMMITTED
 from streams.broker import free_port
 from streams.events import Feedback, Learning, TeacherSignal
 
-pytest.importorskip("deepspeed")
-pytest.importorskip("mlflow")
-
 SKILLS = ["capital", "add"]
 STEPS = 60
 N_TEACHER, N_CORRECTIONS = 150, 50

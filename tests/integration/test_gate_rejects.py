@@ -6,7 +6,6 @@ import random
 import uuid
 from pathlib import Path
 
-import pytest
 import torch
 
 from agents.model import build_core, lm_loss, make_batch, save_core
@@ -17,9 +16,6 @@ from hive.parquet_store import ParquetLearningStore
 from hive.registry import CHAMPION, CoreRegistry
 from hive.rounds import RoundBook, RoundRecord, open_round, run_round
 from streams.events import Feedback, Learning
-
-pytest.importorskip("deepspeed")
-pytest.importorskip("mlflow")
 
 CHAMPION_STEPS = 150
 N_ADD = 100

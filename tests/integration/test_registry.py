@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import torch
 
 from agents.model import WEIGHTS_FILE, build_core, load_core, save_core
 from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="needs the hive extra (mlflow)")
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
