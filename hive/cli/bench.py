@@ -7,6 +7,17 @@ from pathlib import Path
 
 import typer
 
+
+def _write_report(path: Path, text: str) -> None:
+    """Writes one report file; a path that cannot be written is a clear error and exit code 1."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        typer.echo(f"cannot write the report to {path}: {err}", err=True)
+        raise typer.Exit(1) from err
+
+
 app = typer.Typer(help="Measure the hive's throughput; each command writes a JSON report.", no_args_is_help=True)
 
 
@@ -37,12 +48,7 @@ def distill(
     except BenchError as err:
         typer.echo(f"bench failed: {err}", err=True)
         raise typer.Exit(1) from err
-    try:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
-    except OSError as err:
-        typer.echo(f"cannot write the report to {json_path}: {err}", err=True)
-        raise typer.Exit(1) from err
+    _write_report(json_path, json.dumps(report, indent=2) + "\n")
     typer.echo(summary_line(report), err=True)
 
 
@@ -84,9 +90,8 @@ def fleet(
         typer.echo(f"invalid benchmark: {err}", err=True)
         raise typer.Exit(2) from err
     html_path = json_path.with_suffix(".html")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    html_path.write_text(render_html(report))
+    _write_report(json_path, json.dumps(report, indent=2) + "\n")
+    _write_report(html_path, render_html(report))
     run_id = log_bench_run(settings, "fleet", report, [json_path, html_path])
     for key, target, value, met, _ in goal_rows(report):
         shown = "n/a" if value is None else f"{value:.3f}"
@@ -126,10 +131,5 @@ def ingest(
     except BenchError as err:
         typer.echo(f"bench failed: {err}", err=True)
         raise typer.Exit(1) from err
-    try:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
-    except OSError as err:
-        typer.echo(f"cannot write the report to {json_path}: {err}", err=True)
-        raise typer.Exit(1) from err
+    _write_report(json_path, json.dumps(report, indent=2) + "\n")
     typer.echo(summary_line(report), err=True)
