@@ -16,7 +16,7 @@ import torch
 from agents.model import load_core
 from distill.dataset import BalancedSampler
 from distill.manifest import Manifest, load_manifest, resolve_ds_config
-from distill.train import load_data, load_ds_config, train_step, write_json
+from distill.train import load_data, load_ds_config, load_previous_core, train_step, write_json
 
 # The keys of a DeepSpeed optimizer section that select an implementation rather than being AdamW arguments.
 DS_ONLY_OPTIMIZER_KEYS = ("torch_adam", "adam_w_mode", "fp32_optimizer_states")
@@ -156,11 +156,7 @@ def train_plain(manifest: Manifest, threads: int, ds_config: Path | str | None =
         data.replay_sampler = AllRanks(data.replay_sampler, ranks)
     student = load_core(manifest.base_core)
     student.train()
-    previous = None
-    if data.replay_sampler is not None and params.retention_weight > 0:
-        previous = load_core(manifest.base_core)
-        previous.eval()
-        previous.requires_grad_(False)
+    previous = load_previous_core(manifest, data)
     engine = PlainEngine.from_ds_config(student, config)
 
     losses: list[float] = []

@@ -158,6 +158,16 @@ def load_data(manifest: Manifest, rank: int) -> Data:
     return Data(examples, report, sampler, replay, replay_sampler, lineage, learning_ids_text(learnings))
 
 
+def load_previous_core(manifest: Manifest, data: Data):
+    """The frozen previous core that retention pulls towards, or None when the round has no retention."""
+    if data.replay_sampler is None or manifest.distill.retention_weight <= 0:
+        return None
+    previous = load_core(manifest.base_core)
+    previous.eval()  # the teacher runs in eval() under no_grad
+    previous.requires_grad_(False)
+    return previous
+
+
 def train_step(engine, previous, data: Data, params: DistillParams, step: int, micro: int) -> tuple[dict, int]:
     """One optimizer step on this rank's micro batch; returns the loss parts and the tokens it trained on.
 
@@ -274,11 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     student = load_core(manifest.base_core)
     student.train()
-    previous = None
-    if data.replay_sampler is not None and params.retention_weight > 0:
-        previous = load_core(manifest.base_core)
-        previous.eval()
-        previous.requires_grad_(False)
+    previous = load_previous_core(manifest, data)
     engine, _, _, _ = deepspeed.initialize(model=student, model_parameters=student.parameters(), config=ds_config)
 
     out_dir = manifest.out_dir
