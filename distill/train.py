@@ -355,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - train_started
 
     sha = save_student(engine, out_dir / "core", rank)
+    # Every rank leaves the process group before it exits: a rank that exited with the group still up
+    # sometimes aborted in teardown ("terminate called without an active exception", a joinable comm
+    # thread destroyed), the launcher then killed rank 0 mid-evaluation, and the round failed.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     if not is_main:
         return 0
 
