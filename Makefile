@@ -3,6 +3,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+# Root (here and in CI) installs packages itself; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .PHONY: setup demo test lint clean
 
@@ -14,8 +17,14 @@ $(STAMP): pyproject.toml tests/interop/package-lock.json
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# Build DeepSpeed's CPU shared-memory allreduce op once, here: every rank JIT-loads it, and a rank
+	# killed in the middle of that build (a test that kills a round) would leave a lock that hangs the rest.
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
 	# The Node.js client the interop test publishes with (kafkajs, pinned by package-lock.json).
 	cd tests/interop && npm ci --no-audit --no-fund
+	# The dashboard's browser test drives Debian's chromium with Playwright; no browser is downloaded
+	# (`playwright install` is never run).
+	test -x $(CHROMIUM) || $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	touch $(STAMP)
 
 demo: setup

@@ -45,15 +45,25 @@ def fetch_core(release: CoreRelease, cache_dir: Path) -> Path:
     return target
 
 
-class CoreWatcher:
-    """Keeps the newest valid release seen on ``hive.core``.
+def applies_to(release: CoreRelease, agent_id: str) -> bool:
+    """True when ``release`` is for ``agent_id``: a fleet release (no targets) or a canary that names it."""
+    return release.targets is None or agent_id in release.targets
 
-    The whole topic is read, because the embedded broker does not enforce compaction
-    (Tansu 0.6 accepts cleanup.policy=compact but does not compact): the newest version wins, whatever its position.
+
+class CoreWatcher:
+    """Keeps the newest release on ``hive.core`` that applies to one agent, in topic order.
+
+    The agent runs the LAST release in partition 0's order that is a fleet release or a canary naming
+    it: not the highest version, so that a rollback (a lower version, released later) and a canary
+    (seen only by its targets) both work. Releases go to partition 0, and the follower reads it from
+    the beginning: the embedded broker does not enforce compaction (Tansu 0.6 accepts
+    cleanup.policy=compact but does not compact), and on a real compacted topic the latest fleet
+    release (key ``core``) and the latest canary (key ``canary``) both survive, in their order.
     """
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, agent_id: str) -> None:
         self._kafka = kafka
+        self.agent_id = agent_id
         self._latest: CoreRelease | None = None
         self._lock = threading.Lock()
         self._follower = TopicFollower(kafka, topics.CORE, self._offer)
@@ -66,8 +76,16 @@ class CoreWatcher:
         self._follower.stop()
 
     def latest(self) -> CoreRelease | None:
+        """The newest release that applies to this agent, or None before the first one."""
         with self._lock:
             return self._latest
+
+    def offer(self, release: CoreRelease) -> None:
+        """Takes ``release`` as the newest one if it applies to this agent (releases come in topic order)."""
+        if not applies_to(release, self.agent_id):
+            return
+        with self._lock:
+            self._latest = release
 
     def _offer(self, raw: bytes) -> None:
         try:
@@ -76,6 +94,4 @@ class CoreWatcher:
             self.rejected += 1
             log.warning("ignoring an invalid core release: %s", err)
             return
-        with self._lock:
-            if self._latest is None or release.version > self._latest.version:
-                self._latest = release
+        self.offer(release)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agents.model import generate
@@ -17,22 +18,42 @@ if TYPE_CHECKING:
 HELD_OUT_SEED = 10_000
 
 
+@dataclass(frozen=True)
+class TaskOutput:
+    """One held-out task as the model answered it, with the skill's score of that answer in [0, 1]."""
+
+    prompt: str
+    reference: str
+    output: str
+    score: float
+
+
 def held_out_tasks(skill: object, n: int, seed: int = HELD_OUT_SEED) -> list[tuple[str, str]]:
     rng = random.Random(f"{seed}:{skill.name}")  # type: ignore[attr-defined]
     return [skill.sample(rng) for _ in range(n)]  # type: ignore[attr-defined]
 
 
+def skill_outputs(
+    model: PreTrainedModel, skill: object, n: int = 100, seed: int = HELD_OUT_SEED, batch_size: int = 128
+) -> list[TaskOutput]:
+    """The model's greedy answer to each of the skill's ``n`` held-out tasks, scored, in task order."""
+    tasks = held_out_tasks(skill, n, seed)
+    results: list[TaskOutput] = []
+    for start in range(0, len(tasks), batch_size):
+        chunk = tasks[start : start + batch_size]
+        outputs = generate(model, [p for p, _ in chunk])
+        results.extend(
+            TaskOutput(p, a, o, score_output(skill, p, a, o)) for (p, a), o in zip(chunk, outputs, strict=True)
+        )
+    return results
+
+
 def evaluate_skills(
     model: PreTrainedModel, skills: list[object], n: int = 100, seed: int = HELD_OUT_SEED, batch_size: int = 128
 ) -> dict[str, float]:
-    """Mean score per skill over ``n`` held-out tasks, decoding greedily."""
+    """Mean score per skill over ``n`` held-out tasks, decoding greedily (see ``skill_outputs``)."""
     scores: dict[str, float] = {}
     for skill in skills:
-        tasks = held_out_tasks(skill, n, seed)
-        total = 0.0
-        for start in range(0, len(tasks), batch_size):
-            chunk = tasks[start : start + batch_size]
-            outputs = generate(model, [p for p, _ in chunk])
-            total += sum(score_output(skill, p, a, o) for (p, a), o in zip(chunk, outputs, strict=True))
-        scores[skill.name] = total / len(tasks)  # type: ignore[attr-defined]
+        outputs = skill_outputs(model, skill, n, seed, batch_size)
+        scores[skill.name] = sum(o.score for o in outputs) / len(outputs)  # type: ignore[attr-defined]
     return scores

@@ -25,8 +25,9 @@ class AgentRuntime:
     """One agent deployed to one skill, built on the SDK's ``HiveAgent``.
 
     It learns for ``learn_steps`` steps, publishing a sample of what it learned each step, then
-    serves. Whenever a newer core is released it fetches, verifies and swaps to it. Learnings go
-    through the agent's spool, so a broker outage slows nothing until the spool is full.
+    serves. Whenever the core released for it changes (an upgrade, a canary or a rollback) it fetches,
+    verifies and swaps to it. Learnings go through the agent's spool, so a broker outage slows nothing
+    until the spool is full.
     """
 
     def __init__(self, settings: AgentSettings, kafka: KafkaSettings) -> None:

@@ -39,7 +39,7 @@ class HiveAgent:
         [answer] = agent.generate(["France"])
         learning = agent.record_feedback("France", answer, reward=0.0, correction="Paris")
         agent.publish(agent.learn([learning]))
-        agent.poll_core()        # swaps to a newer released core, if there is one
+        agent.poll_core()        # swaps to the core released for it, if that changed
         agent.close()
 
     Nothing published is lost: a learning is on disk (the spool, under the agent's home) before
@@ -66,7 +66,8 @@ class HiveAgent:
         self.specialist: Specialist | None = None
         self.release: CoreRelease | None = None
         self.adapter: ClaimCheck | None = None
-        self.refused: set[int] = set()
+        # (version, sha256) of releases that failed to verify or load: not tried again.
+        self.refused: set[tuple[int, str]] = set()
         self._core_counts = {"core_swaps": 0, "cores_refused": 0}
         self._callbacks: list[Callable[[CoreRelease], None]] = []
         self.spool = Spool(self.home / SPOOL_FILE, settings.spool_max)
@@ -79,7 +80,7 @@ class HiveAgent:
             send_timeout_s=settings.send_timeout_s,
             retry_backoff_max_s=settings.retry_backoff_max_s,
         )
-        self.watcher = CoreWatcher(kafka)
+        self.watcher = CoreWatcher(kafka, settings.agent_id)
         self._closed = False
         self.publisher.start()
         self.watcher.start()
@@ -105,21 +106,25 @@ class HiveAgent:
         self._callbacks.append(callback)
 
     def poll_core(self) -> CoreRelease | None:
-        """Loads the newest released core if it is newer than the one running; returns it, or None.
+        """Loads the core released for this agent if it differs from the one running; returns it, or None.
 
-        The core's sha256 is verified first. A core that fails to verify or load is refused (and
-        counted in ``cores_refused``): the agent keeps the core it trusts. A swap resets what the
-        agent learned on the job, since the new core already holds what the fleet learned.
+        The release for this agent is the newest one on ``hive.core`` that names no agents (the fleet)
+        or names this one (a canary). The agent swaps whenever it differs from the running one in
+        version or sha256, downgrades included: a rollback is a lower version released later. The
+        core's sha256 is verified first. A core that fails to verify or load is refused (and counted
+        in ``cores_refused``, once per version and sha256): the agent keeps the core it trusts. A swap
+        resets what the agent learned on the job, since the new core already holds what the fleet learned.
         """
         offered = self.watcher.latest()
-        if offered is None or offered.version in self.refused:
+        if offered is None or (offered.version, offered.sha256) in self.refused:
             return None
-        if self.specialist is not None and offered.version <= self.specialist.core_version:
+        running = self.release
+        if running is not None and (running.version, running.sha256) == (offered.version, offered.sha256):
             return None
         try:
             core = load_core(fetch_core(offered, self.home / "cores"))
         except (CoreVerificationError, OSError, ValueError) as err:
-            self.refused.add(offered.version)
+            self.refused.add((offered.version, offered.sha256))
             self._core_counts["cores_refused"] += 1
             log.error("%s refused core v%d: %s", self.agent_id, offered.version, err)
             return None

@@ -34,6 +34,10 @@ class DistillError(RuntimeError):
         self.log_tail = log_tail
 
 
+class DistillCancelled(DistillError):
+    """The caller's ``cancel`` event stopped the job; its checkpoints stay, nothing else is written."""
+
+
 def build_command(manifest_path: Path | str, nproc: int, master_port: int, ds_config: Path | str) -> list[str]:
     """The launcher command line for one round; run it with ``DS_ACCELERATOR=cpu`` in the environment."""
     # The runner module rather than the `deepspeed` script: it works wherever the package is importable,
@@ -81,19 +85,50 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+# DeepSpeed's CPU shared-memory allreduce names one buffer per rank after the master port
+# (csrc/cpu/comm/shm.cpp) and never unlinks it: each 2-rank job left ~140 MB in /dev/shm.
+SHM_DIR = Path("/dev/shm")
+SHM_BUFFER = "deepspeed_allreduce_buffer_*_{port}_*"
+
+
+def remove_shm_buffers(master_port: int) -> list[Path]:
+    """Unlinks the shared-memory buffers of the job that used ``master_port``; returns what it removed.
+
+    Call it once the job's ranks are gone: a live rank keeps its mapping, but a rank still starting
+    would no longer find the buffer by name.
+    """
+    removed = []
+    for path in SHM_DIR.glob(SHM_BUFFER.format(port=master_port)):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _kill_on(cancel: threading.Event, done: threading.Event, proc: subprocess.Popen) -> None:
+    """Kills the launcher's group once ``cancel`` is set, unless the job ended first (``done``)."""
+    while not done.is_set():
+        if cancel.wait(0.2):
+            _kill_group(proc)
+            return
+
+
 def run_round(
     manifest_path: Path | str,
     nproc: int | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
     timeout_s: float | None = None,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Runs the round's distill job to completion and returns its metrics.json.
 
     ``nproc`` and ``timeout_s`` default to the manifest's. The full output is appended to ``distill.log``
     next to the round's out_dir, each attempt after a ``$ DS_ACCELERATOR=cpu <command>`` line. Raises
     DistillError, with the log tail, on a nonzero exit, a timeout or missing metrics. The launcher runs in
-    its own process group, which is killed on a timeout and on any interruption of the caller
-    (KeyboardInterrupt included), so no rank outlives the call.
+    its own process group, which is killed on a timeout, when ``cancel`` is set (DistillCancelled), and
+    on any interruption of the caller (KeyboardInterrupt included), so no rank outlives the call.
+    ``on_start(pgid)`` learns the group's id as soon as the launcher runs, so that a caller which may
+    itself be killed can record it and stop an orphaned group later.
     """
     manifest = load_manifest(Path(manifest_path))
     params = manifest.distill
@@ -101,7 +136,8 @@ def run_round(
     timeout = timeout_s or params.timeout_s
     round_dir = manifest.out_dir.parent
     round_dir.mkdir(parents=True, exist_ok=True)
-    command = build_command(manifest_path, nproc, free_port(), params.ds_config_path())
+    master_port = free_port()
+    command = build_command(manifest_path, nproc, master_port, params.ds_config_path())
 
     env = dict(os.environ)
     env["DS_ACCELERATOR"] = "cpu"
@@ -134,7 +170,13 @@ def run_round(
         timer = threading.Timer(timeout, on_timeout)
         timer.daemon = True
         timer.start()
+        done = threading.Event()
+        if cancel is not None:
+            watcher = threading.Thread(target=_kill_on, args=(cancel, done, proc), name="distill-cancel", daemon=True)
+            watcher.start()
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
@@ -147,10 +189,14 @@ def run_round(
             returncode = proc.wait()
         finally:
             # Reached with an exception too (KeyboardInterrupt, a failing callback): never leave ranks behind.
+            done.set()
             timer.cancel()
             _kill_group(proc)
+            remove_shm_buffers(master_port)
 
     log_tail = "\n".join(tail)
+    if cancel is not None and cancel.is_set():
+        raise DistillCancelled(f"round {manifest.round_id}: distill was cancelled", log_tail)
     if timed_out.is_set():
         raise DistillError(f"round {manifest.round_id}: distill timed out after {timeout:.0f}s", log_tail)
     if returncode != 0:

@@ -19,7 +19,7 @@ from agents.model import Batch, answer_logits, load_core, save_core
 from agents.skills import load_skills
 from distill.dataset import BalancedSampler, Example, LoadReport, build_examples, collate, load_examples, read_learnings
 from distill.lineage import learning_ids_text, round_lineage
-from distill.losses import distill_loss
+from distill.losses import distill_loss, topk_forward_kl
 from distill.manifest import DistillParams, Manifest, MlflowParams, load_manifest, resolve_ds_config
 from distill.teachers import AdapterTeachers
 
@@ -27,6 +27,9 @@ PROGRESS_EVERY = 10
 # Replay draws use their own stream, so adding replay data never changes which learnings a step sees.
 REPLAY_SEED_OFFSET = 1_000_003
 LOSS_PARTS = ("total", "kd", "ce", "retention")
+# Examples per agent scored for metrics.json's per_agent block: enough for a stable mean, cheap on rank 0.
+PER_AGENT_EXAMPLES = 256
+PER_AGENT_BATCH = 64
 # Names the last checkpoint every rank finished writing (see save_checkpoint).
 COMMITTED = "committed"
 
@@ -255,6 +258,69 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, client_state: dict[str, A
         os.replace(tmp, ckpt_dir / COMMITTED)
 
 
+def _loss_sums(model, examples: list[Example], temperature: float) -> tuple[float, int, float, int]:
+    """Summed top-k KD over the teacher positions and summed CE over the verified positions of rows that
+    ship no teacher signal, with their position counts: ``(kd_sum, kd_n, ce_sum, ce_n)``."""
+    kd_sum, kd_n, ce_sum, ce_n = 0.0, 0, 0.0, 0
+    for start in range(0, len(examples), PER_AGENT_BATCH):
+        tb = collate(examples[start : start + PER_AGENT_BATCH])
+        with torch.no_grad():
+            logits = answer_logits(model, tb.batch)[tb.positions]  # (P, V)
+        kd = tb.has_teacher
+        if bool(kd.any()):
+            n = int(kd.sum())
+            # The training loss itself (same function, same temperature); it returns a mean, so weight it back.
+            loss = topk_forward_kl(logits[kd], tb.teacher_ids[kd], tb.teacher_logprobs[kd], temperature)
+            kd_sum, kd_n = kd_sum + float(loss) * n, kd_n + n
+        ce = tb.verified & ~tb.has_teacher
+        if bool(ce.any()):
+            n = int(ce.sum())
+            loss = torch.nn.functional.cross_entropy(logits[ce].float(), tb.targets[ce], reduction="sum")
+            ce_sum, ce_n = ce_sum + float(loss), ce_n + n
+    return kd_sum, kd_n, ce_sum, ce_n
+
+
+def per_agent_metrics(
+    examples: list[Example], before, after, temperature: float, limit: int = PER_AGENT_EXAMPLES
+) -> dict[str, dict[str, Any]]:
+    """What each agent of the round contributed, for metrics.json's ``per_agent`` block.
+
+    Per agent (the round's new learnings, not the replay): ``learnings``, its examples trained on;
+    ``weight``, its expected share of the new-learning rows of every batch (BalancedSampler picks an agent
+    uniformly, so 1 / agents); ``kd_before``/``kd_after``, the mean top-k KD loss per teacher position of the
+    ``before`` (base) and ``after`` (trained) core over its first ``limit`` examples, None when none of them
+    ships a teacher signal; ``ce_before``/``ce_after``, the mean cross-entropy over the verified answers of
+    those examples that ship no signal (which train by CE instead), None when there are none; and
+    ``kd_positions``/``ce_positions``, the positions each mean is over. Deterministic: the examples are taken
+    in file order and both cores run in eval().
+    """
+    by_agent: dict[str, list[Example]] = {}
+    for example in examples:
+        by_agent.setdefault(example.agent_id, []).append(example)
+    was_training = before.training, after.training
+    before.eval()
+    after.eval()
+    result: dict[str, dict[str, Any]] = {}
+    for agent in sorted(by_agent):
+        chosen = by_agent[agent][:limit]
+        kd_b, kd_n, ce_b, ce_n = _loss_sums(before, chosen, temperature)
+        kd_a, _, ce_a, _ = _loss_sums(after, chosen, temperature)
+        result[agent] = {
+            "learnings": len(by_agent[agent]),
+            "weight": 1.0 / len(by_agent),
+            "scored": len(chosen),
+            "kd_before": kd_b / kd_n if kd_n else None,
+            "kd_after": kd_a / kd_n if kd_n else None,
+            "kd_positions": kd_n,
+            "ce_before": ce_b / ce_n if ce_n else None,
+            "ce_after": ce_a / ce_n if ce_n else None,
+            "ce_positions": ce_n,
+        }
+    before.train(was_training[0])
+    after.train(was_training[1])
+    return result
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Writes atomically, so a reader never sees half a metrics file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -367,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(world_size, os.cpu_count() or 1)))
     core = load_core(out_dir / "core")  # evaluate exactly what ships
     scores = evaluate_skills(core, skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
+    # The base core again (ranks share few cores, so it is loaded only now that training is over).
+    per_agent = per_agent_metrics(data.examples, load_core(manifest.base_core), core, params.temperature)
     wall_s = time.perf_counter() - started
     metrics = {
         "round_id": manifest.round_id,
@@ -387,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "learnings": data.lineage["learnings"],
         "examples": data.report.kept,
         "skipped": dict(data.report.skipped),
+        "per_agent": per_agent,
         "mlflow_run_id": tracker.run_id,
     }
     write_json(out_dir / "metrics.json", metrics)

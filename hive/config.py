@@ -34,6 +34,8 @@ class DistillSettings(BaseModel):
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = 900
+    # Steps between checkpoints: a round that a crash or a restart interrupted resumes from the last one.
+    checkpoint_every: int = 100
 
     def for_round(self, first: bool) -> dict:
         """The manifest's distill block: the first round from a fresh core learns at ``lr``, later ones at
@@ -58,6 +60,28 @@ class IngestSettings(BaseModel):
     allowed_agents: list[str] | None = None
 
 
+class ScheduleSettings(BaseModel):
+    """When ``hive serve`` opens a round by itself (``HIVE_SCHEDULE__*``): as soon as any trigger fires.
+
+    A trigger set to 0 is off. ``manual`` turns every trigger off: rounds then run only through
+    ``hive round run``. No trigger opens a round without at least one new learning.
+    """
+
+    manual: bool = False
+    # At least this many learnings arrived since the last round took its share.
+    min_new: int = Field(default=1500, ge=0)
+    # This long since the last round opened (or since the oldest new learning, before the first round).
+    every_s: float = Field(default=0.0, ge=0)
+    # Every active agent has at least this many new learnings.
+    min_per_agent: int = Field(default=0, ge=0)
+    # The oldest new learning (by its created_at) waits longer than this for a round.
+    max_staleness_s: float = Field(default=0.0, ge=0)
+    # An agent is active while its newest heartbeat is younger than this.
+    active_s: float = Field(default=300.0, gt=0)
+    # How often an interrupted round may be resumed before it is failed for good.
+    max_resumes: int = Field(default=2, ge=0)
+
+
 class GateSettings(BaseModel):
     max_regression: float = 0.02
     eval_tasks: int = 100
@@ -74,7 +98,7 @@ class HiveSettings(BaseSettings):
     registered_model: str = "hive-core"
     # Plugin skills (module:attr) the hive may meet in learnings; built-ins need no entry.
     skills: list[str] = Field(default_factory=list)
-    round_min_learnings: int = 1500
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

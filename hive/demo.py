@@ -200,7 +200,7 @@ def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: 
             )
         settings = settings.model_copy(
             update={
-                "round_min_learnings": plan.expected_learnings,
+                "schedule": settings.schedule.model_copy(update={"min_new": plan.expected_learnings}),
                 "skills": [*settings.skills, *(s for s in plan.skills if ":" in s)],
                 "distill": settings.distill.model_copy(update={"steps": plan.distill_steps}),
                 "gate": settings.gate.model_copy(update={"eval_tasks": plan.eval_tasks}),

@@ -150,7 +150,16 @@ class CoreRegistry:
         mv = self._require(core_version)
         self._client().set_registered_model_alias(self.model_name, alias, mv.version)
 
+    def delete_alias(self, alias: str) -> None:
+        """Removes ``alias`` from the registered model; an alias that is not set is fine."""
+        if alias in self._aliases():
+            self._client().delete_registered_model_alias(self.model_name, alias)
+
     # -- reading ---------------------------------------------------------------------------------------
+
+    def has_version(self, core_version: int) -> bool:
+        """True when core ``core_version`` is registered."""
+        return self._model_version(core_version) is not None
 
     def champion_version(self) -> int | None:
         return self.alias_version(CHAMPION)

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,13 +19,15 @@ from agents.skills import SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
 from hive.cores import CoreFiles, core_dir, existing_core
 from hive.gate import decide
-from hive.registry import CHAMPION, CoreRegistry
+from hive.registry import CoreRegistry
 from hive.store import LearningStore
 from streams.events import Learning
 
 log = logging.getLogger(__name__)
 
-RoundState = Literal["open", "distilling", "released", "rejected", "failed"]
+RoundState = Literal["open", "distilling", "released", "rejected", "failed", "cancelled"]
+# A round in one of these states is unfinished: running, or interrupted and waiting to resume.
+UNFINISHED: tuple[RoundState, ...] = ("open", "distilling")
 ProgressFn = Callable[[int, int, float], None]
 
 
@@ -52,6 +55,13 @@ class RoundRecord:
     distill: dict = field(default_factory=dict)
     wall_s: float = 0.0
     error: str | None = None
+    # Why the round was opened: the schedule's triggers that fired, or "manual".
+    trigger: str = ""
+    # How often a restarted hive resumed it after an interruption.
+    resumes: int = 0
+    # The process group of the DeepSpeed launcher while it runs; a restarted hive kills a leftover one.
+    launcher_pgid: int | None = None
+    ended_at: float | None = None
 
 
 class RoundBook:
@@ -204,54 +214,91 @@ def write_learnings(path: Path, learnings: list[Learning]) -> None:
             fh.write(learning.model_dump_json() + "\n")
 
 
+ReleaseFn = Callable[[int, "RoundRecord"], None]
+
+
+def next_core_version(settings: HiveSettings, registry: CoreRegistry) -> int:
+    """One above every core the hive has, registered or on disk: a version is never made twice, even
+    after a rollback made an older core champion again."""
+    registered = [row["core_version"] for row in registry.list_versions() if row["core_version"] is not None]
+    on_disk = [int(p.name[1:]) for p in settings.cores_dir.glob("v*") if p.name[1:].isdigit()]
+    return max([*registered, *on_disk], default=-1) + 1
+
+
 def run_round(
     settings: HiveSettings,
     book: RoundBook,
     registry: CoreRegistry,
     record: RoundRecord,
     on_progress: ProgressFn | None = None,
+    release: ReleaseFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> RoundRecord:
-    """Distills, evaluates the champion on the same held-out tasks, gates, and registers a passing core.
+    """Distills, evaluates the champion on the same held-out tasks, gates, registers and releases a passing core.
 
-    The record ends ``released`` (registered and aliased champion; publishing is the caller's),
-    ``rejected`` (with the gate's reasons) or ``failed`` (with the error); it is never left running.
+    Calling it again on a round that was interrupted resumes it: the distill job restarts from its last
+    checkpoint, and a candidate already registered is not registered twice. ``release(version, record)``
+    makes the registered core champion and publishes it; without it the core is only registered.
+    The record ends ``released`` (registered, and released when ``release`` is given), ``rejected``
+    (with the gate's reasons), ``cancelled`` (``cancel`` was set) or ``failed`` (with the error).
     """
     # The launcher is a subprocess: the hive never imports the distill job's training code.
-    from distill.launch import DistillError
+    from distill.launch import DistillCancelled, DistillError
     from distill.launch import run_round as launch
 
     started = time.monotonic()
-    record.state = "distilling"
-    book.save(record)
     directory = book.path(record.id)
-    try:
-        metrics = launch(directory / "manifest.json", on_progress=on_progress, timeout_s=settings.distill.timeout_s)
-    except DistillError as err:
-        record.state, record.error = "failed", f"{err}\n{err.log_tail[-2000:]}"
-        record.wall_s = time.monotonic() - started
+    registered = record.candidate_version is not None and registry.has_version(record.candidate_version)
+    if not registered:
+        record.state = "distilling"
         book.save(record)
-        raise RoundError(f"round {record.id} failed: {err}") from err
-    record.distill = {
-        k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
-    }
-    record.eval = dict(metrics["eval"])
-    try:
-        skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
-    except (SkillLoadError, KeyError) as err:
-        record.state, record.error = "failed", f"cannot load the round's skills: {err}"
-        book.save(record)
-        raise RoundError(f"round {record.id} failed: {record.error}") from err
-    champion = load_core(core_dir(settings, record.base_version))
-    record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
-    decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)
-    record.gate_reasons = decision.reasons
-    if decision.passed:
-        version = record.base_version + 1
+
+        def started_launcher(pgid: int) -> None:
+            # Kept so that a hive restarted after a crash can stop the ranks its dead self left behind.
+            record.launcher_pgid = pgid
+            book.save(record)
+
+        try:
+            metrics = launch(
+                directory / "manifest.json",
+                on_progress=on_progress,
+                timeout_s=settings.distill.timeout_s,
+                cancel=cancel,
+                on_start=started_launcher,
+            )
+        except DistillCancelled:
+            return _end(book, record, "cancelled", "cancelled by `hive round cancel`", started)
+        except DistillError as err:
+            _end(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
+            raise RoundError(f"round {record.id} failed: {err}") from err
+        record.launcher_pgid = None
+        record.distill = {
+            k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
+        }
+        record.eval = dict(metrics["eval"])
+        try:
+            skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
+        except (SkillLoadError, KeyError) as err:
+            _end(book, record, "failed", f"cannot load the round's skills: {err}", started)
+            raise RoundError(f"round {record.id} failed: {record.error}") from err
+        champion = load_core(core_dir(settings, record.base_version))
+        record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
+        decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)
+        record.gate_reasons = decision.reasons
+        if not decision.passed:
+            log.warning("round %s rejected: %s", record.id, "; ".join(decision.reasons))
+            return _end(book, record, "rejected", None, started)
+        if cancel is not None and cancel.is_set():
+            return _end(book, record, "cancelled", "cancelled by `hive round cancel` before registration", started)
+        version = next_core_version(settings, registry)
         target = core_dir(settings, version)
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(directory / "out" / "core", target)
         core = existing_core(settings, version)
+        # Saved before registering: a hive killed after log_core finds the version and does not register twice.
+        record.candidate_version = version
+        book.save(record)
         registry.log_core(
             core.directory,
             version,
@@ -260,13 +307,24 @@ def run_round(
             run_id=metrics.get("mlflow_run_id"),  # the core's artifacts sit beside the run that trained it
             round_id=record.id,
         )
-        registry.set_alias("previous", record.base_version)
-        registry.set_alias(CHAMPION, version)
-        record.candidate_version = version
-        record.state = "released"
-    else:
-        record.state = "rejected"
-        log.warning("round %s rejected: %s", record.id, "; ".join(decision.reasons))
-    record.wall_s = time.monotonic() - started
+    assert record.candidate_version is not None
+    if release is not None:
+        try:
+            release(record.candidate_version, record)
+        except Exception as err:
+            # Whatever the registry or the broker raised, the round must not be left looking unfinished.
+            error = (
+                f"core v{record.candidate_version} passed the gate and is registered, but its release failed: "
+                f"{err!r}; release it with `hive core promote {record.candidate_version}`"
+            )
+            _end(book, record, "failed", error, started)
+            raise RoundError(f"round {record.id}: {error}") from err
+    return _end(book, record, "released", None, started)
+
+
+def _end(book: RoundBook, record: RoundRecord, state: RoundState, error: str | None, started: float) -> RoundRecord:
+    record.state, record.error = state, error
+    record.wall_s += time.monotonic() - started
+    record.ended_at = time.time()
     book.save(record)
     return record

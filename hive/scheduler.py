@@ -1,15 +1,93 @@
-"""Round policies: when enough new learnings have arrived, a round opens."""
+"""Round scheduling: which triggers fire for the learnings waiting, and so whether a round is due."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from hive.config import ScheduleSettings
 
 
 @dataclass(frozen=True)
-class ThresholdPolicy:
-    """Fires once at least ``min_learnings`` learnings arrived since the last round took its share."""
+class Backlog:
+    """The learnings no round has taken yet, as the triggers see them."""
 
-    min_learnings: int
+    new_learnings: int
+    per_agent: dict[str, int] = field(default_factory=dict)
+    oldest_new_at: datetime | None = None  # created_at of the oldest new learning
+    last_round_at: datetime | None = None  # when the newest round opened, if any
 
-    def should_open(self, new_learnings: int) -> bool:
-        return new_learnings >= max(1, self.min_learnings)
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    fired: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ScheduleDecision:
+    """Whether a round is due, and each trigger's reading, so an operator can see why (or why not)."""
+
+    due: bool
+    reason: str
+    triggers: list[Trigger]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def active_agents(heartbeats: dict[str, datetime], now: datetime, active_s: float) -> list[str]:
+    """Agents whose newest heartbeat is younger than ``active_s`` seconds."""
+    window = timedelta(seconds=active_s)
+    return sorted(agent for agent, sent_at in heartbeats.items() if now - sent_at < window)
+
+
+def evaluate(schedule: ScheduleSettings, backlog: Backlog, active: list[str] | None, now: datetime) -> ScheduleDecision:
+    """Reads every enabled trigger against ``backlog``; ``active`` is None when the fleet is unknown."""
+    if schedule.manual:
+        return ScheduleDecision(False, "the schedule is manual: rounds run only through `hive round run`", [])
+    triggers: list[Trigger] = []
+    if schedule.min_new > 0:
+        fired = backlog.new_learnings >= schedule.min_new
+        sign = ">=" if fired else "<"
+        triggers.append(Trigger("min_new", fired, f"{backlog.new_learnings} new learnings {sign} {schedule.min_new}"))
+    if schedule.every_s > 0:
+        since = backlog.last_round_at or backlog.oldest_new_at
+        if since is None:
+            triggers.append(Trigger("every", False, "no round and no new learning yet"))
+        else:
+            waited = (now - since).total_seconds()
+            what = "since the last round opened" if backlog.last_round_at else "since the oldest new learning"
+            fired = waited >= schedule.every_s
+            triggers.append(Trigger("every", fired, f"{waited:.0f} s {what}, interval {schedule.every_s:g} s"))
+    if schedule.min_per_agent > 0:
+        triggers.append(_per_agent(schedule.min_per_agent, backlog.per_agent, active))
+    if schedule.max_staleness_s > 0:
+        if backlog.oldest_new_at is None:
+            triggers.append(Trigger("max_staleness", False, "no new learning waits"))
+        else:
+            age = (now - backlog.oldest_new_at).total_seconds()
+            fired = age > schedule.max_staleness_s
+            detail = f"the oldest new learning is {age:.0f} s old, limit {schedule.max_staleness_s:g} s"
+            triggers.append(Trigger("max_staleness", fired, detail))
+    if not triggers:
+        return ScheduleDecision(False, "every trigger is off (0): set one, or use `hive round run`", [])
+    if backlog.new_learnings == 0:
+        return ScheduleDecision(False, "no new learnings", triggers)
+    fired_names = [t.name for t in triggers if t.fired]
+    if fired_names:
+        return ScheduleDecision(True, "fired: " + ", ".join(fired_names), triggers)
+    return ScheduleDecision(False, "no trigger fired", triggers)
+
+
+def _per_agent(minimum: int, per_agent: dict[str, int], active: list[str] | None) -> Trigger:
+    if active is None:
+        return Trigger("min_per_agent", False, "the fleet is unknown (no heartbeats read)")
+    if not active:
+        return Trigger("min_per_agent", False, "no active agent")
+    short = {agent: per_agent.get(agent, 0) for agent in active if per_agent.get(agent, 0) < minimum}
+    if short:
+        listed = ", ".join(f"{agent} {n}" for agent, n in sorted(short.items()))
+        return Trigger("min_per_agent", False, f"{len(short)} of {len(active)} active agents below {minimum}: {listed}")
+    return Trigger("min_per_agent", True, f"all {len(active)} active agents have >= {minimum} new learnings")

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from hive.config import HiveSettings
-from hive.cores import CoreFiles, build_core_v0, existing_core
+from hive.cores import CoreFiles
 from hive.fleet import FleetTracker
 from hive.ingest import Ingestor
 from hive.parquet_store import ParquetLearningStore
-from hive.registry import CHAMPION, CoreRegistry
-from hive.rounds import ProgressFn, RoundBook, RoundRecord, open_round, run_round
-from hive.scheduler import ThresholdPolicy
-from streams import topics
-from streams.codec import encode
-from streams.events import CoreRelease
-from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer, send_and_wait
+from hive.registry import CoreRegistry
+from hive.round_control import RoundBusy, RoundRunner, champion_core, round_lock
+from hive.rounds import ProgressFn, RoundBook, RoundRecord
+from hive.scheduler import ScheduleDecision
+from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
+
+if TYPE_CHECKING:
+    from hive.releases import ReleasePlan
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,8 @@ class Hive:
         self.store = ParquetLearningStore(settings.store_dir)
         self.book = RoundBook(settings.rounds_dir)
         self.registry = CoreRegistry.from_settings(settings)
-        self.policy = ThresholdPolicy(settings.round_min_learnings)
         self.producer = make_producer(settings.kafka)
+        self.runner = RoundRunner(settings, self.store, self.registry, self._release_round)
         self.ingestor = Ingestor(settings, self.store, self.producer)
         self.fleet = FleetTracker(settings.kafka)
         self._stop = threading.Event()
@@ -73,37 +76,55 @@ class Hive:
 
     def champion(self) -> CoreFiles:
         """The current champion core, building and registering core v0 on a new hive."""
-        version = self.registry.champion_version()
-        if version is not None:
-            return existing_core(self.settings, version)
-        core = build_core_v0(self.settings)
-        self.registry.log_core(core.directory, core.version, core.sha256)
-        self.registry.set_alias(CHAMPION, core.version)
-        return core
+        return champion_core(self.settings, self.registry)
 
-    def release(
-        self, core: CoreFiles, round_id: str | None = None, gate: dict[str, float] | None = None
-    ) -> CoreRelease:
-        """Publishes the core on ``hive.core`` and waits for the broker's ack."""
-        release = CoreRelease(
-            version=core.version, model_uri=core.uri, sha256=core.sha256, round_id=round_id, gate=gate or {}
+    def release(self, core: CoreFiles) -> ReleasePlan:
+        """Makes ``core`` champion and publishes it to the whole fleet (as ``hive core promote`` does)."""
+        from hive.releases import release_core
+
+        return release_core(self.settings, self.registry, self.producer, core.version, action="promote")
+
+    def _release_round(self, version: int, record: RoundRecord) -> None:
+        from hive.releases import release_core
+
+        release_core(
+            self.settings, self.registry, self.producer, version, round_id=record.id, gate=record.eval, action="round"
         )
-        send_and_wait(self.producer, topics.CORE, b"core", encode(release))
-        log.info("released core v%d", core.version)
-        return release
+
+    def heartbeats(self) -> dict[str, datetime]:
+        """Each agent's newest heartbeat time, as the fleet view has it: what ``min_per_agent`` counts."""
+        return {agent: beat.sent_at for agent, beat in self.fleet.snapshot().latest.items()}
 
     def new_learnings(self) -> int:
-        return self.store.max_seq() - self.book.covered_seq()
+        return self.runner.backlog().new_learnings
+
+    def decide(self) -> ScheduleDecision:
+        return self.runner.decide(self.heartbeats())
 
     def due(self) -> bool:
-        return self.policy.should_open(self.new_learnings())
+        return self.decide().due
 
-    def run_round(self, on_progress: ProgressFn | None = None) -> RoundRecord:
-        """Opens a round over the new learnings, distills it, and releases the core if the gate passes."""
-        base = self.champion()
-        self.registry.experiment_id()  # creates the experiment, with its artifacts under HIVE_HOME
-        record = open_round(self.settings, self.store, self.book, base, self.registry.experiment)
-        record = run_round(self.settings, self.book, self.registry, record, on_progress)
-        if record.state == "released" and record.candidate_version is not None:
-            self.release(existing_core(self.settings, record.candidate_version), record.id, record.eval)
-        return record
+    def round_tick(self, on_progress: ProgressFn | None = None) -> RoundRecord | None:
+        """One look at the rounds, under the round lock: resume an interrupted round, else run one if due.
+
+        Returns the round that ran, or None when none was due or another process (``hive round run``)
+        holds the lock.
+        """
+        try:
+            with round_lock(self.settings.home, wait_s=0.5) as lock:
+                resumed = self.runner.resume_unfinished(lock, on_progress)
+                if resumed:
+                    return resumed[-1]
+                decision = self.decide()
+                if not decision.due:
+                    return None
+                log.info("a round is due (%s): %d new learnings", decision.reason, self.new_learnings())
+                return self.runner.open_and_run(lock, decision.reason, on_progress)
+        except RoundBusy as err:
+            log.info("not running rounds now: %s", err)
+            return None
+
+    def run_round(self, on_progress: ProgressFn | None = None, trigger: str = "manual") -> RoundRecord:
+        """Opens a round over the new learnings now, whatever the schedule says, and runs it to its end."""
+        with round_lock(self.settings.home) as lock:
+            return self.runner.open_and_run(lock, trigger, on_progress)

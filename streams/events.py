@@ -148,7 +148,11 @@ class Heartbeat(Event):
 
 
 class CoreRelease(Event):
-    """A new core that every agent should run."""
+    """A core for the fleet to run: every agent, or only the agents named in ``targets`` (a canary).
+
+    An agent runs the newest release on ``hive.core`` (in topic order) whose ``targets`` is None or
+    names it; a later release of a lower version is a rollback, and agents follow it.
+    """
 
     version: Annotated[int, Field(ge=0)]
     model_uri: Annotated[str, Field(min_length=1, max_length=2048)]
@@ -157,3 +161,6 @@ class CoreRelease(Event):
     gate: dict[str, float] = Field(default_factory=dict)
     released_at: datetime = Field(default_factory=utc_now)
     signature: str | None = None
+    # Added in 1.x: None is the whole fleet; a list is a canary release for those agents only. A reader that
+    # predates the field ignores it and treats a canary as a fleet release.
+    targets: list[AgentId] | None = None

@@ -130,12 +130,14 @@ def send_and_wait(
     value: bytes | None,
     headers: Headers | None = None,
     timeout_s: float = 30.0,
+    partition: int | None = None,
 ) -> Any:
     """Sends one record and blocks until the broker acknowledges it; raises the Kafka error if it fails.
 
-    Returns the ``RecordMetadata`` (topic, partition, offset).
+    ``partition`` None lets the producer's partitioner choose (by key). Returns the ``RecordMetadata``
+    (topic, partition, offset).
     """
-    future = producer.send(topic, key=key, value=value, headers=list(headers) if headers else None)
+    future = producer.send(topic, key=key, value=value, headers=list(headers) if headers else None, partition=partition)
     metadata = future.get(timeout=timeout_s)
     if metadata is None or metadata.offset < 0:
         raise kafka_errors.KafkaError(f"send to {topic!r} returned no offset: {metadata!r}")

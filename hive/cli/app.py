@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, bench, demo, dlq, learnings, schemas, serve
+from hive.cli import agent, bench, core, demo, dlq, fleet, inspect, learnings, round, schemas, serve, ui
 
 app = typer.Typer(
     name="hive",
@@ -15,11 +15,16 @@ app = typer.Typer(
 )
 app.add_typer(agent.app, name="agent")
 app.add_typer(bench.app, name="bench")
+app.add_typer(core.app, name="core")
 app.command("demo")(demo.demo)
 app.add_typer(dlq.app, name="dlq")
+app.command("fleet")(fleet.fleet)
+app.add_typer(inspect.app, name="inspect")
 app.add_typer(learnings.app, name="learnings")
+app.add_typer(round.app, name="round")
 app.add_typer(schemas.app, name="schemas")
 app.command("serve")(serve.serve)
+app.command("ui")(ui.ui)
 
 
 def _version(value: bool) -> None:

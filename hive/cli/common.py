@@ -11,6 +11,7 @@ from rich.text import Text
 
 from hive.config import HiveSettings
 from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
+from hive.registry import CoreRegistry
 from hive.store import StoreError
 
 # Exit codes: 1 when the hive's state cannot be read or the service fails, 2 for bad input or settings.
@@ -47,6 +48,19 @@ def open_store(settings: HiveSettings) -> ParquetLearningStore:
     except (StoreError, sqlite3.Error) as err:
         typer.echo(f"cannot read the learning store at {directory}: {err}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
+
+
+def open_registry(settings: HiveSettings) -> CoreRegistry:
+    """The core registry under HIVE_HOME; exits 1 when the hive has none (HIVE_HOME is probably wrong)."""
+    db = settings.home / "mlflow.db"
+    if not db.is_file():
+        typer.echo(
+            f"no core registry at {db}: set HIVE_HOME to the hive's directory (now {settings.home}), "
+            "or start `hive serve` to create one",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILURE)
+    return CoreRegistry.from_settings(settings)
 
 
 def cell(text: str, limit: int | None = None) -> Text:

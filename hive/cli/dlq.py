@@ -44,13 +44,17 @@ def ls(
     finally:
         store.close()
     if as_json:
-        report = {"total": sum(counts.values()), "by_reason": counts, "latest": [_as_json(d) for d in latest]}
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json.dumps(dlq_json(counts, latest), indent=2))
         return
     console = Console(soft_wrap=False)
     console.print(_counts_table(counts))
     if latest:
         console.print(_latest_table(latest))
+
+
+def dlq_json(counts: dict[str, int], latest: list[DeadLetter]) -> dict[str, Any]:
+    """The report ``hive dlq ls --json`` prints (and the dashboard serves): counts per reason and the latest."""
+    return {"total": sum(counts.values()), "by_reason": counts, "latest": [dead_letter_json(d) for d in latest]}
 
 
 def _preview(payload: bytes, size: int) -> str:
@@ -60,7 +64,8 @@ def _preview(payload: bytes, size: int) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def _as_json(d: DeadLetter) -> dict[str, Any]:
+def dead_letter_json(d: DeadLetter) -> dict[str, Any]:
+    """One dead letter as JSON: its provenance, and its payload's head both exact (base64) and readable."""
     return {
         "reason": d.reason,
         "detail": d.detail,

@@ -64,7 +64,7 @@ def ls(
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps([_as_json(seq, x) for seq, x in rows], indent=2))
+        typer.echo(json.dumps([learning_json(seq, x) for seq, x in rows], indent=2))
         return
     if not rows:
         typer.echo("no learnings match", err=True)
@@ -72,7 +72,8 @@ def ls(
     Console(soft_wrap=False).print(_table(rows))
 
 
-def _as_json(seq: int, learning: Learning) -> dict[str, Any]:
+def learning_json(seq: int, learning: Learning) -> dict[str, Any]:
+    """One stored learning as ``hive learnings ls --json`` prints it (and the dashboard serves it)."""
     return {"seq": seq, **learning.model_dump(mode="json")}
 
 

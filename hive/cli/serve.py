@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING
 import typer
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
+from hive.cli.schedule import describe, with_schedule
 
 if TYPE_CHECKING:
     from hive.service import Hive
@@ -75,6 +76,28 @@ def serve(
     round_retry_s: float = typer.Option(
         300.0, "--round-retry-s", min=0.0, help="Seconds to wait after a failed round before trying again."
     ),
+    manual: bool | None = typer.Option(
+        None, "--manual/--scheduled", help="Manual: open rounds only through `hive round run` [HIVE_SCHEDULE__MANUAL]."
+    ),
+    min_new: int | None = typer.Option(
+        None, "--min-new", min=0, help="Open a round at N new learnings; 0 = off [HIVE_SCHEDULE__MIN_NEW, 1500]."
+    ),
+    every: str | None = typer.Option(
+        None,
+        "--every",
+        help="Open a round this long after the last one (90s, 10m, 2h); 0 = off [HIVE_SCHEDULE__EVERY_S].",
+    ),
+    min_per_agent: int | None = typer.Option(
+        None,
+        "--min-per-agent",
+        min=0,
+        help="Open a round when every active agent has M new learnings; 0 = off [HIVE_SCHEDULE__MIN_PER_AGENT].",
+    ),
+    max_staleness: str | None = typer.Option(
+        None,
+        "--max-staleness",
+        help="Open a round when the oldest new learning is older than this; 0 = off [HIVE_SCHEDULE__MAX_STALENESS_S].",
+    ),
 ) -> None:
     """Run the hive until SIGTERM or Ctrl-C: ingest learnings, follow the fleet, and run rounds when due.
 
@@ -84,7 +107,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # kafka-python narrates every connection and group step at INFO; its warnings and errors still show.
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    settings = settings_or_exit()
+    settings = with_schedule(settings_or_exit(), manual, min_new, every, min_per_agent, max_staleness)
     if not settings.kafka.bootstrap:
         typer.echo(
             "HIVE_KAFKA_BOOTSTRAP is not set: hive serve needs a Kafka broker (host:port[,host:port...])", err=True
@@ -125,7 +148,7 @@ def serve(
             "serving: broker %s, HIVE_HOME %s, rounds %s",
             settings.kafka.bootstrap,
             settings.home.resolve(),
-            f"every {round_check_s:g} s when due" if rounds else "off",
+            f"checked every {round_check_s:g} s ({describe(settings.schedule)})" if rounds else "off",
         )
         try:
             failure = _loop(hive, stop, rounds, round_check_s, round_retry_s)
@@ -146,13 +169,16 @@ def serve(
 
 
 def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_retry_s: float) -> str | None:
-    """Watches the background threads and runs one round at a time when due; returns a failure, or None."""
+    """Watches the background threads and looks at the rounds every ``round_check_s``; returns a failure, or None.
+
+    Each look resumes a round that a crash interrupted, or runs one that the schedule says is due.
+    """
     from kafka.errors import KafkaError
 
     from hive.registry import RegistryError
     from hive.rounds import RoundError
 
-    next_round_at = time.monotonic() + round_check_s
+    next_round_at = time.monotonic()  # the first look comes at once: an interrupted round resumes at start
     announced = False
     while not stop.event.wait(HEALTH_CHECK_S):
         failure = hive.failure()
@@ -165,15 +191,11 @@ def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_ret
         if not rounds or time.monotonic() < next_round_at:
             continue
         next_round_at = time.monotonic() + round_check_s
-        if not hive.due():
-            continue
-        log.info("a round is due: %d new learnings", hive.new_learnings())
         stop.in_round = True
         try:
-            record = hive.run_round()
+            record = hive.round_tick(on_progress=_ProgressLogger())
         except KeyboardInterrupt:
-            log.warning("the round in progress was interrupted; its learnings go to the next round")
-            _fail_unfinished(hive, "interrupted: hive serve was stopped during the round")
+            log.warning("the round in progress was interrupted; it resumes when the hive starts again")
             return None
         except (RoundError, RegistryError, KafkaError, OSError) as err:
             log.error("round failed: %s; the next try is in %g s", err, round_retry_s)
@@ -181,13 +203,26 @@ def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_ret
             continue
         finally:
             stop.in_round = False
-        log.info("round %s: %s (candidate core v%s)", record.id, record.state, record.candidate_version)
+        if record is not None:
+            log.info("round %s: %s (candidate core v%s)", record.id, record.state, record.candidate_version)
     return None
 
 
-def _fail_unfinished(hive: Hive, error: str) -> None:
-    # A round cut short stays "open" or "distilling" in its round.json; say what happened to it.
-    for record in hive.book.all():
-        if record.state in ("open", "distilling"):
-            record.state, record.error = "failed", error
-            hive.book.save(record)
+class _ProgressLogger:
+    """Logs a running round's progress about every tenth of its steps, with the loss and the ETA."""
+
+    def __init__(self) -> None:
+        self._first: tuple[int, float] | None = None
+        self._next = 0
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        from hive.round_control import eta_s
+
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (step, now)
+        if step < self._next and step < total:
+            return
+        self._next = step + max(1, total // 10)
+        eta = eta_s(self._first, step, total, now)
+        log.info("distilling: step %d/%d, loss %.4f, ETA %s", step, total, loss, "?" if eta is None else f"{eta:.0f} s")

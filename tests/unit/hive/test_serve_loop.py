@@ -26,7 +26,7 @@ class FakeIngestor:
 
 
 class FakeHive:
-    """Due while it has outcomes left; each run_round takes the next (a record, or an exception to raise)."""
+    """Each round_tick takes the next outcome (a record, None for "nothing due", or an exception to raise)."""
 
     def __init__(self, outcomes: list, stop: serve._Stop, book: RoundBook | None = None) -> None:
         self.outcomes = outcomes
@@ -41,13 +41,9 @@ class FakeHive:
     def failure(self) -> str | None:
         return self.broken
 
-    def due(self) -> bool:
-        return bool(self.outcomes)
-
-    def new_learnings(self) -> int:
-        return 1
-
-    def run_round(self) -> RoundRecord:
+    def round_tick(self, on_progress=None) -> RoundRecord | None:
+        if not self.outcomes:
+            return None
         self.running += 1
         assert self.running == 1, "two rounds at once"
         try:
@@ -97,16 +93,24 @@ def test_a_dead_background_thread_ends_the_loop_with_its_failure() -> None:
     assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) == hive.broken  # type: ignore[arg-type]
 
 
-def test_an_interrupted_round_is_marked_failed(tmp_path: Path) -> None:
+def test_an_interrupted_round_is_left_to_resume(tmp_path: Path) -> None:
     book = RoundBook(tmp_path / "rounds")
     book.save(record("r0001"))
     book.save(record("r0002", state="distilling"))
     stop = serve._Stop()
     hive = FakeHive([KeyboardInterrupt()], stop, book)
     assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
-    states = {r.id: (r.state, r.error) for r in book.all()}
-    assert states["r0001"] == ("released", None)
-    assert states["r0002"][0] == "failed" and "interrupted" in (states["r0002"][1] or "")
+    # Unfinished on disk: the next start resumes it (hive.round_control), and readers show it "interrupted".
+    states = {r.id: r.state for r in book.all()}
+    assert states == {"r0001": "released", "r0002": "distilling"}
+
+
+def test_a_look_with_nothing_due_runs_nothing_and_keeps_looking() -> None:
+    stop = serve._Stop()
+    hive = FakeHive([None, None, record("r0001")], stop)
+    threading.Timer(5.0, stop.event.set).start()
+    assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
+    assert hive.calls == ["NoneType", "NoneType", "RoundRecord"]
 
 
 def test_a_signal_during_a_round_interrupts_it() -> None:

@@ -1,0 +1,93 @@
+"""``hive fleet``: each agent's running core, last heartbeat, lag and version skew, read from ``hive.fleet``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, settings_or_exit
+from hive.config import HiveSettings
+from hive.fleet import ACTIVE_S, FleetReadError, fleet_json, read_fleet
+from hive.registry import RegistryError
+
+
+def fleet(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout (messages go to stderr)."),
+    timeout: float = typer.Option(
+        10.0, "--timeout", min=0.5, help="Seconds allowed to read the heartbeats from the broker."
+    ),
+    active_s: float = typer.Option(
+        ACTIVE_S,
+        "--active-s",
+        min=0.0,
+        help="An agent whose last heartbeat is older than this is listed but left out of the summary.",
+    ),
+) -> None:
+    """Show each agent's core version, last heartbeat (time and age), lag and version skew.
+
+    Lag is the learnings the agent holds in its spool, waiting for the broker. Skew is the agent's core
+    version minus the champion's. The summary counts the active agents per version, and the largest skew.
+    """
+    settings = settings_or_exit()
+    if not settings.kafka.bootstrap:
+        typer.echo("the fleet is read from the broker: set HIVE_KAFKA_BOOTSTRAP", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        view = read_fleet(settings.kafka, timeout)
+    except FleetReadError as err:
+        typer.echo(err.args[0] if err.args else repr(err), err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    report = fleet_json(view, _champion(settings), active_s=active_s)
+    if view.rejected:
+        typer.echo(f"{view.rejected} invalid heartbeats were ignored", err=True)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    if not report["agents"]:
+        typer.echo("no agent has sent a heartbeat", err=True)
+        return
+    console = Console(soft_wrap=False)
+    console.print(_table(report))
+    versions = ", ".join(f"v{v}: {n}" for v, n in report["versions"].items()) or "none active"
+    champion = "none" if report["champion"] is None else f"v{report['champion']}"
+    console.print(f"champion {champion}; active agents per core: {versions}; max skew {report['max_skew']}")
+
+
+def _champion(settings: HiveSettings) -> int | None:
+    """The champion core version, or None when the hive has no registry (yet) under HIVE_HOME."""
+    if not (settings.home / "mlflow.db").is_file():
+        typer.echo(f"no core registry at {settings.home}: skew is not shown", err=True)
+        return None
+    from mlflow.exceptions import MlflowException  # imported here: mlflow is slow to import
+
+    from hive.registry import CoreRegistry
+
+    try:
+        return CoreRegistry.from_settings(settings).champion_version()
+    except (MlflowException, RegistryError) as err:
+        typer.echo(f"cannot read the champion from the core registry: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+
+
+def _table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"fleet: {len(report['agents'])} agents")
+    for name in ("agent", "skill", "core", "skew", "state", "last heartbeat (UTC)", "age s", "lag"):
+        table.add_column(name, justify="right" if name in ("core", "skew", "age s", "lag") else "left")
+    for agent in report["agents"]:
+        skew = agent["skew"]
+        table.add_row(
+            cell(agent["agent_id"]),
+            cell(agent["skill"], 30),
+            str(agent["core_version"]),
+            "" if skew is None else f"{skew:+d}",
+            agent["state"] if agent["active"] else f"{agent['state']} (gone)",
+            agent["last_heartbeat"][:19],
+            f"{agent['heartbeat_age_s']:.1f}",
+            "" if agent["lag"] is None else str(agent["lag"]),
+            style=None if agent["active"] else "dim",
+        )
+    return table

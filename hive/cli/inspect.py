@@ -1,0 +1,349 @@
+"""``hive inspect round|diff|probe``: what each agent contributed, what two cores do differently, and why."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_store, settings_or_exit
+from hive.config import HiveSettings
+from hive.inspect import (
+    InspectInputError,
+    InspectStateError,
+    load_specialist,
+    load_verified_core,
+    open_registry,
+    resolve_skills,
+)
+from hive.inspect_cores import check_prompt, diff_cores, probe_model
+from hive.inspect_round import leave_one_out, load_round, round_contributions
+from hive.rounds import RoundBook
+from hive.store import StoreError
+
+app = typer.Typer(
+    help="Inspect the merged knowledge: each agent's contribution to a round, core diffs, and probes.",
+    no_args_is_help=True,
+)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON on stdout (messages and progress go to stderr).")
+EXAMPLE_CHARS = 40
+VERSION_RE = re.compile(r"^v?(\d+)$")
+
+
+@contextmanager
+def _exits() -> Iterator[None]:
+    """Maps inspect errors to the CLI's exit codes: 2 for bad input, 1 for state that cannot be read."""
+    try:
+        yield
+    except InspectInputError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    except (InspectStateError, StoreError, sqlite3.Error, OSError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def _book(settings: HiveSettings) -> RoundBook:
+    # RoundBook creates its folder; an inspector must not, so a hive without rounds is refused first.
+    if not settings.rounds_dir.is_dir():
+        typer.echo(f"no rounds under {settings.rounds_dir}: set HIVE_HOME to the hive's directory", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+    return RoundBook(settings.rounds_dir)
+
+
+def _version(text: str) -> int:
+    match = VERSION_RE.match(text.strip())
+    if match is None:
+        typer.echo(f"bad core version {text!r}: use a number such as 3 or v3", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return int(match.group(1))
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+# -- hive inspect round -------------------------------------------------------------------------------
+
+
+@app.command("round")
+def round_(
+    round_id: str = typer.Argument(..., help="The round, e.g. r0002 (see `hive round list`)."),
+    loo: bool = typer.Option(
+        False, "--leave-one-out", help="Attribute accuracy to each agent: one extra distillation per agent."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", min=1, help="Distill steps of each leave-one-out run (default: the round's own)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Each agent's contribution to a round: learnings, teacher weight, KD loss before/after, accuracy deltas."""
+    if steps is not None and not loo:
+        typer.echo("--steps applies only with --leave-one-out", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    settings = settings_or_exit()
+    book = _book(settings)
+    with _exits():
+        record = load_round(book, round_id)
+        report = round_contributions(book, record)
+        if loo:
+            report["leave_one_out"] = _leave_one_out(book, record, steps)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_round(report)
+
+
+def _leave_one_out(book: RoundBook, record: Any, steps: int | None) -> dict[str, Any]:
+    agents = len(record.per_agent) or None
+    with _progress() as progress:
+        overall = progress.add_task("leave-one-out", total=agents, info="")
+        current: dict[str, TaskID] = {}
+
+        def on_agent(agent: str, source: str) -> None:
+            done = len(current)
+            progress.update(overall, completed=done, info=f"{agent}: {source}")
+            # A cached or base run has no steps to show; it is done as soon as it is named.
+            finished = source != "run"
+            current[agent] = progress.add_task(
+                f"  without {agent}", total=1 if finished else None, completed=int(finished), info=source
+            )
+
+        def on_progress(step: int, total: int, loss: float) -> None:
+            task = current[list(current)[-1]]
+            progress.update(task, completed=step, total=total, info=f"loss {loss:.4f}")
+
+        result = leave_one_out(book, record, steps, on_agent=on_agent, on_progress=on_progress)
+        progress.update(overall, completed=agents, info="done")
+    for agent, run in result["runs"].items():
+        if run["source"] == "cached":
+            typer.echo(f"{agent}: cached (reused {book.path(record.id)}/loo/{agent}/out/metrics.json)", err=True)
+    return result
+
+
+def _print_round(report: dict[str, Any]) -> None:
+    console = Console(soft_wrap=False)
+    candidate = report["candidate_version"]
+    target = f"v{candidate}" if candidate is not None else "no core"
+    console.print(
+        Text(
+            f"round {report['round']} ({report['state']}): v{report['base_version']} -> {target}, "
+            f"{report['learnings']} learnings"
+        )
+    )
+    if not report["per_agent_metrics"]:
+        typer.echo(
+            "this round's distill job did not report per-agent figures (made before they existed): n/a", err=True
+        )
+    agents = Table(title="contribution per agent")
+    for name in ("agent", "learnings", "weight", "KD before", "KD after", "skills", "accuracy delta"):
+        agents.add_column(name, justify="right" if name in ("learnings", "weight", "KD before", "KD after") else "left")
+    for agent, row in report["agents"].items():
+        before, after = row["kd_before"], row["kd_after"]
+        if before is None and row["ce_before"] is not None:
+            # An agent that shipped no teacher signal taught by cross-entropy on its verified answers.
+            kd = (f"ce {_num(row['ce_before'])}", f"ce {_num(row['ce_after'])}")
+        else:
+            kd = (_num(before), _num(after))
+        agents.add_row(
+            cell(agent),
+            str(row["learnings"]),
+            _num(row["weight"]),
+            *kd,
+            cell(", ".join(f"{s} ({n})" for s, n in row["skills"].items())),
+            cell(", ".join(f"{s} {_num(d, signed=True)}" for s, d in row["deltas"].items())),
+        )
+    console.print(agents)
+    evals = Table(title="held-out accuracy: champion -> candidate")
+    for name in ("skill", "champion", "candidate", "delta"):
+        evals.add_column(name, justify="left" if name == "skill" else "right")
+    for skill, row in report["eval"].items():
+        evals.add_row(cell(skill), _num(row["champion"]), _num(row["candidate"]), _num(row["delta"], signed=True))
+    console.print(evals)
+    loo = report["leave_one_out"]
+    if loo is not None:
+        table = Table(
+            title=f"leave-one-out attribution (round eval minus eval without the agent; {loo['steps']} steps)"
+        )
+        table.add_column("agent")
+        table.add_column("run")
+        for skill in report["skills"]:
+            table.add_column(skill, justify="right")
+        for agent, values in loo["attribution"].items():
+            table.add_row(
+                cell(agent),
+                loo["runs"][agent]["source"],
+                *(_num(values.get(s), signed=True) for s in report["skills"]),
+            )
+        console.print(table)
+
+
+# -- hive inspect diff --------------------------------------------------------------------------------
+
+
+@app.command("diff")
+def diff(
+    version_a: str = typer.Argument(..., metavar="VA", help="Core version A, e.g. 1 or v1."),
+    version_b: str = typer.Argument(..., metavar="VB", help="Core version B."),
+    skills: list[str] = typer.Option(
+        [], "--skill", help="A skill to compare (repeatable; default: every skill a released round taught)."
+    ),
+    examples: int = typer.Option(3, "--examples", min=0, help="Differing outputs to show per skill."),
+    tasks: int | None = typer.Option(None, "--tasks", min=1, help="Held-out tasks per skill (default: the gate's)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Per-skill accuracy of cores A and B on the gate's held-out tasks, and outputs that differ."""
+    va, vb = _version(version_a), _version(version_b)
+    settings = settings_or_exit()
+    n = tasks or settings.gate.eval_tasks
+    seed = settings.gate.eval_seed
+    with _exits():
+        taught = RoundBook(settings.rounds_dir).taught_skills() if settings.rounds_dir.is_dir() else []
+        chosen = resolve_skills(settings, skills, taught)
+        registry = open_registry(settings)
+        model_a = load_verified_core(settings, registry, va)
+        model_b = load_verified_core(settings, registry, vb)
+        with _progress() as progress:
+            task = progress.add_task(f"v{va} vs v{vb}", total=len(chosen), info="")
+            result = diff_cores(
+                model_a,
+                model_b,
+                chosen,
+                n,
+                seed,
+                examples,
+                on_skill=lambda name: progress.update(task, advance=1, info=name),
+            )
+    report = {"a": va, "b": vb, "tasks": n, "seed": seed, "skills": result}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_diff(report)
+
+
+def _print_diff(report: dict[str, Any]) -> None:
+    console = Console(soft_wrap=False)
+    a, b = report["a"], report["b"]
+    table = Table(title=f"held-out accuracy, {report['tasks']} tasks per skill (seed {report['seed']})")
+    for name in ("skill", f"v{a}", f"v{b}", "delta", "outputs differ"):
+        table.add_column(name, justify="left" if name == "skill" else "right")
+    for skill, row in report["skills"].items():
+        table.add_row(
+            cell(skill), _num(row["a"]), _num(row["b"]), _num(row["delta"], signed=True), str(row["differing"])
+        )
+    console.print(table)
+    shown = [(skill, ex) for skill, row in report["skills"].items() for ex in row["examples"]]
+    if not shown:
+        return
+    examples = Table(title="outputs that differ")
+    for name in ("skill", "prompt", "reference", f"v{a}", f"v{b}", "right"):
+        examples.add_column(name)
+    for skill, ex in shown:
+        examples.add_row(
+            cell(skill),
+            cell(ex["prompt"], EXAMPLE_CHARS),
+            cell(ex["reference"], EXAMPLE_CHARS),
+            cell(ex["output_a"], EXAMPLE_CHARS),
+            cell(ex["output_b"], EXAMPLE_CHARS),
+            {"A": f"v{a}", "B": f"v{b}"}.get(ex["right"], ex["right"]),
+        )
+    console.print(examples)
+
+
+# -- hive inspect probe -------------------------------------------------------------------------------
+
+
+@app.command("probe")
+def probe(
+    prompt: str = typer.Argument(..., help="The prompt, as a skill would pose it (e.g. 'add 12 30')."),
+    cores: list[str] = typer.Option([], "--core", help="A core version to probe (repeatable)."),
+    agents: list[str] = typer.Option(
+        [], "--agent", help="An agent whose specialist (its newest adapter in the store) to probe (repeatable)."
+    ),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Next-token probabilities to show per model."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="Longest greedy output."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Greedy outputs side by side, with each model's top-k probabilities for the first answer token."""
+    if not cores and not agents:
+        typer.echo("name at least one model: --core V and/or --agent A (both repeatable)", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    versions = [_version(v) for v in cores]
+    settings = settings_or_exit()
+    columns: list[dict[str, Any]] = []
+    with _exits():
+        check_prompt(prompt)
+        if versions:
+            registry = open_registry(settings)
+            for version in versions:
+                model = load_verified_core(settings, registry, version)
+                columns.append(
+                    {"label": f"core v{version}", "kind": "core", "core_version": version}
+                    | probe_model(model, prompt, top_k, max_new_tokens)
+                )
+        if agents:
+            store = open_store(settings)
+            try:
+                specialists = [load_specialist(store, agent) for agent in agents]
+            finally:
+                store.close()
+            for sp in specialists:
+                columns.append(
+                    {
+                        "label": f"{sp.agent_id} (on v{sp.core_version})",
+                        "kind": "specialist",
+                        "agent": sp.agent_id,
+                        "core_version": sp.core_version,
+                        "adapter": sp.uri,
+                        "sha256": sp.sha256,
+                    }
+                    | probe_model(sp.model, prompt, top_k, max_new_tokens)
+                )
+    report = {"prompt": prompt, "top_k": top_k, "models": columns}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_probe(report)
+
+
+def _print_probe(report: dict[str, Any]) -> None:
+    table = Table(title=Text(f"probe: {report['prompt']!r}"))
+    table.add_column("")
+    for column in report["models"]:
+        table.add_column(cell(column["label"]))
+    table.add_row("output", *(cell(c["output"]) for c in report["models"]))
+    for rank in range(report["top_k"]):
+        values = []
+        for column in report["models"]:
+            top = column["top_k"]
+            values.append(
+                Text(f"{top[rank]['token']} ({top[rank]['id']}) {top[rank]['prob']:.3f}")
+                if rank < len(top)
+                else Text("")
+            )
+        table.add_row(f"top {rank + 1}", *values)
+    Console(soft_wrap=False).print(table)

@@ -1,0 +1,346 @@
+"""``hive round``: list, show, run (or dry-run) and cancel distillation rounds."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_store, settings_or_exit
+from hive.cli.schedule import describe, with_schedule
+from hive.config import HiveSettings
+from hive.round_control import RoundNotFound, RoundStateError
+
+app = typer.Typer(help="Distillation rounds: list, show, run (or dry-run) and cancel them.", no_args_is_help=True)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON on stdout.")
+TERMINAL = ("released", "rejected", "failed", "cancelled")
+
+
+@app.command("list")
+def list_rounds(as_json: bool = JsonOption) -> None:
+    """Every round, oldest first: its state, why it opened, its core versions, learnings and loss."""
+    from hive.round_control import rounds_json
+
+    rows = rounds_json(settings_or_exit())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no rounds yet", err=True)
+        return
+    table = Table()
+    for name in ("round", "state", "trigger", "core", "learnings", "agents", "steps", "loss", "wall", "opened"):
+        table.add_column(name, justify="right" if name in ("learnings", "agents", "steps", "loss", "wall") else "left")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            _state(row),
+            cell(row["trigger"] or "", 30),
+            f"v{row['base_version']} -> v{row['candidate_version']}"
+            if row["candidate_version"] is not None
+            else f"v{row['base_version']}",
+            str(row["learnings"]),
+            str(len(row["per_agent"])),
+            _steps(row),
+            "" if row["distill"].get("final_loss") is None else f"{row['distill']['final_loss']:.4f}",
+            f"{row['wall_s']:.0f} s" if row["wall_s"] else "",
+            _when(row["created_at"]),
+        )
+    Console(soft_wrap=False).print(table)
+
+
+@app.command("show")
+def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_json: bool = JsonOption) -> None:
+    """One round in full: progress while it runs, the gate's per-skill comparison, and any error."""
+    from hive.round_control import round_json
+
+    try:
+        row = round_json(settings_or_exit(), round_id)
+    except RoundNotFound as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    if as_json:
+        typer.echo(json.dumps(row, indent=2))
+        return
+    console = Console(soft_wrap=False)
+    console.print(f"[bold]{row['id']}[/bold]  {_state(row)}  opened {_when(row['created_at'])}")
+    console.print(
+        f"base core v{row['base_version']}, candidate "
+        f"{'v' + str(row['candidate_version']) if row['candidate_version'] is not None else 'none'}; "
+        f"learnings seq {row['after_seq'] + 1}..{row['upto_seq']} ({row['learnings']}); "
+        f"trigger: {row['trigger'] or '-'}; resumed {row['resumes']} times",
+        markup=False,
+    )
+    console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in sorted(row["per_agent"].items())), markup=False)
+    if row["progress"]:
+        console.print(f"progress: {_progress_text(row['progress'])}", markup=False)
+    if row["distill"]:
+        console.print("distill: " + ", ".join(f"{k} {v}" for k, v in row["distill"].items()), markup=False)
+    if row["eval"] or row["champion_eval"]:
+        console.print(_eval_table(row))
+    for reason in row["gate_reasons"]:
+        console.print(f"gate: {reason}", markup=False)
+    if row["error"]:
+        console.print(f"error: {row['error']}", markup=False)
+
+
+@app.command("run")
+def run(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go into the round, and why; run nothing."),
+    as_json: bool = JsonOption,
+    manual: bool | None = typer.Option(None, "--manual/--scheduled", help="The schedule to show in a dry run."),
+    min_new: int | None = typer.Option(None, "--min-new", min=0, help="Override HIVE_SCHEDULE__MIN_NEW."),
+    every: str | None = typer.Option(None, "--every", help="Override HIVE_SCHEDULE__EVERY_S (90s, 10m, 2h)."),
+    min_per_agent: int | None = typer.Option(
+        None, "--min-per-agent", min=0, help="Override HIVE_SCHEDULE__MIN_PER_AGENT."
+    ),
+    max_staleness: str | None = typer.Option(None, "--max-staleness", help="Override HIVE_SCHEDULE__MAX_STALENESS_S."),
+) -> None:
+    """Run a round now, whatever the schedule says: resume an interrupted round, else distill the new learnings.
+
+    The terminal shows the distillation's steps, loss and ETA. Needs HIVE_KAFKA_BOOTSTRAP to release a core
+    that passes the gate (except with --dry-run, which reads the fleet from it when set). Exits 1 when another
+    process is running a round, when there is nothing to distill, or when the round fails.
+    """
+    settings = with_schedule(settings_or_exit(), manual, min_new, every, min_per_agent, max_staleness)
+    if dry_run:
+        _dry_run(settings, as_json)
+        return
+    if not settings.kafka.bootstrap:
+        typer.echo("HIVE_KAFKA_BOOTSTRAP is not set: a round releases its core on hive.core (use --dry-run)", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    records = _run(settings)
+    rows = [_view(settings, record.id) for record in records]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            typer.echo(f"{row['id']}: {_state(row)}" + (f": {row['error']}" if row["error"] else ""))
+            if row["eval"]:
+                Console(soft_wrap=False).print(_eval_table(row))
+    if any(row["state"] == "failed" for row in rows):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command("cancel")
+def cancel(
+    round_id: str = typer.Argument(..., help="The round to cancel."),
+    wait_s: float = typer.Option(60.0, "--wait", min=0, help="Seconds to wait for the running round to stop."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Cancel an unfinished round: the running job is stopped (its ranks killed) and the round ends ``cancelled``.
+
+    Its learnings go to the next round. Exits 2 for an unknown or finished round, 1 when the process running
+    it has not stopped it within --wait seconds (the request stays; it is honoured when it looks).
+    """
+    from hive.round_control import RoundBusy, cancel_interrupted, lock_holder, request_cancel, round_lock
+
+    settings = settings_or_exit()
+    try:
+        request_cancel(settings, round_id)
+    except (RoundNotFound, RoundStateError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    holder = lock_holder(settings.home)
+    if holder is None or holder.get("round") != round_id:
+        try:
+            with round_lock(settings.home) as lock:
+                cancel_interrupted(settings, round_id, lock)
+        except RoundBusy as err:
+            # Another process took the lock meanwhile: it honours the request before anything else.
+            typer.echo(f"waiting for the round's runner: {err}", err=True)
+    deadline = time.monotonic() + wait_s
+    row = _view(settings, round_id)
+    while row["state"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.5)
+        row = _view(settings, round_id)
+    if as_json:
+        typer.echo(json.dumps(row, indent=2))
+    else:
+        typer.echo(f"{round_id}: {_state(row)}")
+    if row["state"] not in TERMINAL:
+        typer.echo(f"round {round_id} has not stopped within {wait_s:g} s; the request stays in place", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def _run(settings: HiveSettings) -> list:
+    from kafka.errors import KafkaError
+
+    from hive.registry import CoreRegistry, RegistryError
+    from hive.releases import release_core
+    from hive.round_control import RoundBusy, RoundRunner, round_lock
+    from hive.rounds import RoundError
+    from streams.kafka import make_producer
+
+    store = open_store(settings)
+    try:
+        producer = make_producer(settings.kafka)
+    except KafkaError as err:
+        store.close()
+        typer.echo(f"cannot reach the broker at {settings.kafka.bootstrap}: {err!r}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    registry = CoreRegistry.from_settings(settings)
+
+    def release(version: int, record: Any) -> None:
+        release_core(settings, registry, producer, version, round_id=record.id, gate=record.eval, action="round")
+
+    runner = RoundRunner(settings, store, registry, release)
+    bar = _ProgressBar()
+    try:
+        with round_lock(settings.home) as lock, bar:
+            records = runner.resume_unfinished(lock, bar.update)
+            if not records:
+                records = [runner.open_and_run(lock, "manual", bar.update)]
+    except RoundBusy as err:
+        typer.echo(f"a round is already running: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    except (RoundError, RegistryError, KafkaError, OSError) as err:
+        # A round that failed is recorded as such (`hive round show`); one never opened left no record.
+        typer.echo(f"round failed: {err}" if not str(err).startswith("no new learnings") else str(err), err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    finally:
+        producer.close(timeout=10)
+        store.close()
+    return records
+
+
+class _ProgressBar:
+    """Steps, loss and ETA of the running distillation, on stderr (stdout stays for --json)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("distilling"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("step {task.completed}/{task.total}  loss {task.fields[loss]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> _ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, step: int, total: int, loss: float) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("distill", total=total, loss="?")
+        self.progress.update(self.task, completed=step, total=total, loss=f"{loss:.4f}")
+
+
+def _dry_run(settings: HiveSettings, as_json: bool) -> None:
+    from hive.registry import CoreRegistry
+    from hive.round_control import RoundRunner
+
+    heartbeats = _heartbeats(settings)
+    store = open_store(settings)
+    try:
+        plan = RoundRunner(settings, store, CoreRegistry.from_settings(settings), None).plan(heartbeats)
+    finally:
+        store.close()
+    payload = {**plan.to_json(), "schedule_settings": describe(settings.schedule)}
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    console = Console(soft_wrap=False)
+    console.print(f"would {plan.action}: {plan.reason}", markup=False)
+    if plan.action == "open":
+        console.print(
+            f"round {plan.round_id} from core v{plan.base_version}: learnings seq {plan.after_seq + 1}..{plan.upto_seq}"
+            f", plus {plan.replay} replayed; evaluating {', '.join(plan.skills_evaluated)}",
+            markup=False,
+        )
+        console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in plan.per_agent.items()), markup=False)
+        console.print("per skill: " + ", ".join(f"{s} {n}" for s, n in plan.per_skill.items()), markup=False)
+        console.print("distill: " + ", ".join(f"{k} {v}" for k, v in plan.distill.items()), markup=False)
+    decision = plan.schedule
+    console.print(
+        f"schedule ({payload['schedule_settings']}): {'due' if decision['due'] else 'not due'}: {decision['reason']}",
+        markup=False,
+    )
+    for trigger in decision["triggers"]:
+        console.print(
+            f"  {trigger['name']}: {'fired' if trigger['fired'] else 'no'}: {trigger['detail']}", markup=False
+        )
+
+
+def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
+    """Each agent's newest heartbeat from hive.fleet, or None when no broker is set (the fleet is unknown)."""
+    if not settings.kafka.bootstrap:
+        return None
+    from kafka.errors import KafkaError
+
+    from hive.fleet import read_fleet
+
+    try:
+        view = read_fleet(settings.kafka)
+    except KafkaError as err:
+        typer.echo(f"cannot read the fleet from {settings.kafka.bootstrap}: {err!r}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    return {agent: beat.sent_at for agent, beat in view.latest.items()}
+
+
+def _view(settings: HiveSettings, round_id: str) -> dict[str, Any]:
+    from hive.round_control import round_json
+
+    return round_json(settings, round_id)
+
+
+def _state(row: dict[str, Any]) -> str:
+    state = row["display_state"]
+    if row.get("cancel_requested") and row["state"] not in TERMINAL:
+        state += " (cancel requested)"
+    if row.get("progress") and row["display_state"] == "distilling":
+        state += f" {_progress_text(row['progress'])}"
+    return state
+
+
+def _progress_text(progress: dict[str, Any]) -> str:
+    if "step" not in progress:
+        return str(progress.get("error", "?"))
+    eta = progress.get("eta_s")
+    return (
+        f"step {progress['step']}/{progress['total']} loss {progress['loss']:.4f} "
+        f"ETA {'?' if eta is None else f'{eta:.0f} s'}"
+    )
+
+
+def _steps(row: dict[str, Any]) -> str:
+    if row["distill"].get("steps") is not None:
+        return str(row["distill"]["steps"])
+    progress = row.get("progress") or {}
+    return f"{progress['step']}/{progress['total']}" if "step" in progress else ""
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _eval_table(row: dict[str, Any]) -> Table:
+    table = Table(title="held-out accuracy per skill")
+    for name in ("skill", f"v{row['base_version']} (base)", "candidate", "delta"):
+        table.add_column(name, justify="left" if name == "skill" else "right")
+    for skill in sorted(set(row["eval"]) | set(row["champion_eval"])):
+        before, after = row["champion_eval"].get(skill), row["eval"].get(skill)
+        delta = "" if before is None or after is None else f"{after - before:+.3f}"
+        table.add_row(
+            cell(skill),
+            "" if before is None else f"{before:.3f}",
+            "" if after is None else f"{after:.3f}",
+            delta,
+        )
+    return table

@@ -1,0 +1,141 @@
+"""What ``hive inspect`` shares: its errors, verified cores and agent specialists, skill names."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from agents.model import WEIGHTS_FILE, load_core
+from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skills, skill_catalog
+from hive.config import HiveSettings
+from hive.cores import core_dir
+from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError, verify_core
+from hive.store import LearningStore
+from streams.events import Learning
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+# How many of an agent's newest learnings are searched for an adapter before the whole history is read.
+ADAPTER_SEARCH = 1000
+
+
+class InspectInputError(ValueError):
+    """Bad input: an unknown round, core version, agent or skill, or a request the state cannot answer."""
+
+
+class InspectStateError(RuntimeError):
+    """The hive's state cannot be read or fails a check (a missing registry, a core failing its sha256)."""
+
+
+@dataclass(frozen=True)
+class Specialist:
+    """An agent's specialist: its saved weights and the core version it was trained from."""
+
+    agent_id: str
+    core_version: int
+    uri: str
+    sha256: str
+    model: PreTrainedModel
+
+
+def open_registry(settings: HiveSettings) -> CoreRegistry:
+    """The hive's registry, refusing to create an empty one: inspecting must not write state."""
+    db = settings.home.resolve() / "mlflow.db"
+    if not db.is_file():
+        raise InspectStateError(f"no core registry at {db}: set HIVE_HOME to the hive's directory")
+    return CoreRegistry.from_settings(settings)
+
+
+def registered_sha256(registry: CoreRegistry) -> dict[int, str]:
+    """Core version -> the sha256 it was registered with."""
+    return {
+        row["core_version"]: row["sha256"]
+        for row in registry.list_versions()
+        if row["core_version"] is not None and row["sha256"]
+    }
+
+
+def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: int) -> PreTrainedModel:
+    """Core ``version`` from HIVE_HOME/cores/vN, checked against the registry's sha256 before it is loaded.
+
+    A core registered but missing on disk is downloaded (and verified) into a temporary folder, leaving
+    HIVE_HOME as it was. Raises InspectInputError for a version the registry does not know, and
+    InspectStateError for weights that fail their sha256.
+    """
+    known = registered_sha256(registry)
+    if version not in known:
+        raise InspectInputError(f"core v{version} is not registered; known: {sorted(known)}")
+    directory = core_dir(settings, version)
+    try:
+        if (directory / WEIGHTS_FILE).is_file():
+            verify_core(directory, known[version])
+            return load_core(directory)
+        with tempfile.TemporaryDirectory(prefix="hive-inspect-") as tmp:
+            return load_core(registry.download(version, Path(tmp)))
+    except CoreIntegrityError as err:
+        raise InspectStateError(f"core v{version}: {err}") from err
+    except RegistryError as err:
+        raise InspectStateError(f"core v{version} cannot be downloaded from the registry: {err}") from err
+
+
+def adapter_directory(uri: str) -> Path:
+    """The local directory of a ``file://`` claim check (the embedded hive shares a filesystem with agents)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise InspectStateError(f"adapter {uri}: only file:// URIs on this machine can be loaded")
+    return Path(url2pathname(parsed.path))
+
+
+def newest_adapter_learning(store: LearningStore, agent_id: str) -> Learning:
+    """The agent's newest stored learning that carries an adapter claim check.
+
+    Raises InspectInputError naming what is missing: the agent, or any adapter of it.
+    """
+    if store.count(agent_id) == 0:
+        raise InspectInputError(f"agent {agent_id!r} has no learnings in the store")
+    rows = store.tail(ADAPTER_SEARCH, agent_id)
+    if not any(x.adapter is not None for _, x in rows):
+        rows = store.read_with_seq(agent_id=agent_id)
+    with_adapter = [x for _, x in rows if x.adapter is not None]
+    if not with_adapter:
+        raise InspectInputError(
+            f"agent {agent_id!r} has no learning with an adapter claim check in the store: the agent must save "
+            "its specialist (AgentSDK.save_specialist) before its learnings name one"
+        )
+    return with_adapter[-1]
+
+
+def load_specialist(store: LearningStore, agent_id: str) -> Specialist:
+    """The specialist of the agent's newest adapter, verified against its claim check's sha256 before loading."""
+    learning = newest_adapter_learning(store, agent_id)
+    assert learning.adapter is not None
+    claim = learning.adapter
+    directory = adapter_directory(claim.uri)
+    try:
+        verify_core(directory, claim.sha256)
+    except CoreIntegrityError as err:
+        raise InspectStateError(f"agent {agent_id!r}'s adapter {claim.uri}: {err}") from err
+    try:
+        model = load_core(directory)
+    except OSError as err:
+        raise InspectStateError(f"agent {agent_id!r}'s adapter {claim.uri} cannot be loaded: {err}") from err
+    return Specialist(agent_id, learning.core_version, claim.uri, claim.sha256, model)
+
+
+def resolve_skills(settings: HiveSettings, names: list[str], default: list[str]) -> list[object]:
+    """Loads skills by name (built-ins and ``HIVE_SKILLS`` plugins); ``default`` when none is named, and every
+    built-in when that is empty too."""
+    wanted = list(dict.fromkeys(names or default or sorted(BUILTIN_SKILLS)))
+    try:
+        catalog = skill_catalog(settings.skills)
+    except SkillLoadError as err:
+        raise InspectStateError(f"HIVE_SKILLS names a skill that cannot be loaded: {err}") from err
+    unknown = [name for name in wanted if name not in catalog]
+    if unknown:
+        raise InspectInputError(f"unknown skill {', '.join(unknown)}; known: {', '.join(sorted(catalog))}")
+    return load_skills([catalog[name] for name in wanted])

@@ -1,0 +1,119 @@
+"""The dashboard's write routes, mounted only with ``hive ui --allow-actions``: cancel a round, promote or
+roll back a core, through the same functions as ``hive round cancel`` and ``hive core promote|rollback``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from hive.registry import RegistryError
+from hive.releases import ReleaseError, release_core, rollback
+from hive.round_control import RoundStateError, request_cancel
+from hive.ui.errors import error_response
+from hive.ui.sources import HiveReader, Unavailable
+from streams.kafka import make_producer
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def cross_site(request: Request) -> bool:
+    """True for a write a browser sent from another site's page (a forged form post).
+
+    A browser names the page's origin in ``Origin`` (and ``Sec-Fetch-Site``) on every POST; a script or
+    curl sends neither, and is let through: it could read the dashboard's answers anyway.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host")
+
+
+@contextmanager
+def _producer(reader: HiveReader) -> Iterator[KafkaProducer]:
+    if not reader.settings.kafka.bootstrap:
+        raise Unavailable("no broker configured: set HIVE_KAFKA_BOOTSTRAP to release cores")
+    try:
+        producer = make_producer(reader.settings.kafka)
+    except KafkaError as err:
+        raise Unavailable(f"cannot reach the broker at {reader.settings.kafka.bootstrap}: {err}") from err
+    try:
+        yield producer
+    finally:
+        producer.close()
+
+
+def mount_actions(app: FastAPI, reader: HiveReader) -> None:
+    """Adds the write routes: JSON under ``/api/``, and form posts that redirect back to the page."""
+
+    @app.middleware("http")
+    async def same_site_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.method in WRITE_METHODS and cross_site(request):
+            return error_response(request, 403, "cross-site request refused: post from the dashboard's own pages")
+        return await call_next(request)
+
+    @app.exception_handler(RoundStateError)
+    async def round_state(request: Request, err: RoundStateError) -> Response:
+        return error_response(request, 409, str(err))
+
+    @app.exception_handler(ReleaseError)
+    async def release_refused(request: Request, err: ReleaseError) -> Response:
+        return error_response(request, 409, str(err))
+
+    @app.exception_handler(RegistryError)
+    async def registry_refused(request: Request, err: RegistryError) -> Response:
+        # An unknown core version (UnknownVersionError) or a core that fails its sha256 check.
+        return error_response(request, 409, str(err))
+
+    @app.exception_handler(KafkaError)
+    async def broker_failed(request: Request, err: KafkaError) -> Response:
+        return error_response(request, 503, f"the broker did not take the release: {err}")
+
+    def cancel(round_id: str) -> dict[str, Any]:
+        request_cancel(reader.settings, round_id)
+        return reader.round(round_id)
+
+    def promote(version: int) -> dict[str, Any]:
+        with _producer(reader) as producer:
+            return release_core(reader.settings, reader.registry(), producer, version, action="promote").to_json()
+
+    def roll_back() -> dict[str, Any]:
+        with _producer(reader) as producer:
+            return rollback(reader.settings, reader.registry(), producer).to_json()
+
+    @app.post("/api/rounds/{round_id}/cancel")
+    def cancel_api(round_id: str) -> dict[str, Any]:
+        return cancel(round_id)
+
+    @app.post("/api/cores/{version}/promote")
+    def promote_api(version: int) -> dict[str, Any]:
+        return promote(version)
+
+    @app.post("/api/cores/rollback")
+    def rollback_api() -> dict[str, Any]:
+        return roll_back()
+
+    # Forms on the pages post here and land back on the page, which shows the new state.
+    @app.post("/rounds/{round_id}/cancel")
+    def cancel_form(round_id: str) -> RedirectResponse:
+        cancel(round_id)
+        return RedirectResponse(f"/rounds/{round_id}", status_code=303)
+
+    @app.post("/cores/{version}/promote")
+    def promote_form(version: int) -> RedirectResponse:
+        promote(version)
+        return RedirectResponse("/knowledge", status_code=303)
+
+    @app.post("/cores/rollback")
+    def rollback_form() -> RedirectResponse:
+        roll_back()
+        return RedirectResponse("/knowledge", status_code=303)

@@ -1,0 +1,152 @@
+"""What the dashboard shows, read through the same functions that the CLI's ``--json`` prints."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hive.cli.dlq import dlq_json
+from hive.cli.learnings import learning_json
+from hive.config import HiveSettings
+from hive.fleet import FleetTracker, fleet_json
+from hive.ingest import REASONS
+from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
+from hive.registry import CoreRegistry, RegistryError
+from hive.releases import cores_json
+from hive.round_control import round_json, rounds_json
+from hive.store import StoreError
+
+MLFLOW_DB = "mlflow.db"
+
+
+class Unavailable(RuntimeError):
+    """A part of the hive's state that cannot be read now; the message says why, for a person to act on."""
+
+
+class BadRequest(ValueError):
+    """A query the dashboard refuses (an unknown reason), with the allowed values."""
+
+
+@contextmanager
+def read_store(settings: HiveSettings) -> Iterator[ParquetLearningStore]:
+    """The learning store opened read-only for one request: ``hive serve`` may be appending to it meanwhile,
+    and a store opened per request sees its latest commits."""
+    directory = settings.store_dir
+    if not (directory / CATALOG_FILE).is_file():
+        raise Unavailable(f"no learning store at {directory} yet: `hive serve` creates it")
+    try:
+        store = ParquetLearningStore(directory, read_only=True)
+    except (StoreError, sqlite3.Error) as err:
+        raise Unavailable(f"cannot read the learning store at {directory}: {err}") from err
+    try:
+        yield store
+    except (StoreError, sqlite3.Error, OSError) as err:
+        raise Unavailable(f"cannot read the learning store at {directory}: {err}") from err
+    finally:
+        store.close()
+
+
+class HiveReader:
+    """The dashboard's read access to one hive: its store, rounds, registry and (with a broker) its fleet.
+
+    Every method returns plain JSON-ready data, the same that the matching ``hive ... --json`` prints,
+    and raises Unavailable for state that cannot be read now.
+    """
+
+    def __init__(self, settings: HiveSettings, tracker: FleetTracker | None = None) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self._registry: CoreRegistry | None = None
+        # Requests run on a thread pool; one lock keeps the lazily made MLflow client single.
+        self._registry_lock = threading.Lock()
+
+    # -- the learning store ----------------------------------------------------------------------------
+
+    def learnings(self, limit: int, agent: str | None = None, skill: str | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` learnings (oldest of them first), as ``hive learnings ls --json``."""
+        with read_store(self.settings) as store:
+            return [learning_json(seq, x) for seq, x in store.tail(limit, agent, skill)]
+
+    def learning_counts(self) -> dict[str, Any]:
+        """How many learnings the store holds, in all and per agent."""
+        with read_store(self.settings) as store:
+            return {"count": store.count(), "per_agent": store.per_agent_counts()}
+
+    def dlq(self, limit: int, reason: str | None = None) -> dict[str, Any]:
+        """Dead letters counted per reason, and the latest ``limit`` (newest first), as ``hive dlq ls --json``."""
+        if reason is not None and reason not in REASONS:
+            raise BadRequest(f"unknown reason {reason!r}; the reasons are: {', '.join(REASONS)}")
+        with read_store(self.settings) as store:
+            counts = store.dead_letter_counts()
+            latest = store.dead_letters(limit, reason) if limit else []
+        return dlq_json(counts, latest)
+
+    # -- rounds ----------------------------------------------------------------------------------------
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Every round, oldest first, as ``hive round list --json``."""
+        return rounds_json(self.settings)
+
+    def round(self, round_id: str) -> dict[str, Any]:
+        """One round as ``hive round show R --json``; raises RoundNotFound."""
+        return round_json(self.settings, round_id)
+
+    # -- the registry ----------------------------------------------------------------------------------
+
+    def cores(self) -> list[dict[str, Any]]:
+        """Every registered core with its per-skill evaluation, as ``hive core list --json``."""
+        if not self.has_registry():
+            return []
+        registry = self.registry()
+        with self._registry_lock:
+            return cores_json(self.settings, registry)
+
+    def champion(self) -> int | None:
+        if not self.has_registry():
+            return None
+        registry = self.registry()
+        with self._registry_lock:
+            return registry.champion_version()
+
+    def has_registry(self) -> bool:
+        # Opening the registry creates mlflow.db; a read-only dashboard must not, so a hive that has
+        # registered nothing yet simply has no cores.
+        return (self.settings.home / MLFLOW_DB).is_file()
+
+    def registry(self) -> CoreRegistry:
+        """The hive's core registry; raises Unavailable before any core is registered."""
+        if not self.has_registry():
+            raise Unavailable(f"no core registry at {self.settings.home / MLFLOW_DB} yet: no core is registered")
+        with self._registry_lock:
+            if self._registry is None:
+                self._registry = CoreRegistry.from_settings(self.settings)
+            return self._registry
+
+    # -- the fleet -------------------------------------------------------------------------------------
+
+    def fleet(self) -> dict[str, Any]:
+        """Each agent's running core, heartbeat, lag and skew, as ``hive fleet --json``."""
+        if self.tracker is None:
+            raise Unavailable("no broker configured: set HIVE_KAFKA_BOOTSTRAP to follow the fleet's heartbeats")
+        if self.tracker.error is not None:
+            raise Unavailable(f"the fleet follower stopped: {self.tracker.error}")
+        try:
+            champion = self.champion()
+        except RegistryError as err:
+            raise Unavailable(f"cannot read the registry: {err}") from err
+        return fleet_json(self.tracker.snapshot(), champion)
+
+
+def knowledge_matrix(cores: list[dict[str, Any]]) -> dict[str, Any]:
+    """Skills × core versions from ``cores`` rows: ``matrix[skill][version]`` is the core's accuracy on the
+    skill, absent where the core was not evaluated on it."""
+    versions = [row["core_version"] for row in cores if row.get("core_version") is not None]
+    skills = sorted({skill for row in cores for skill in (row.get("eval") or {})})
+    matrix: dict[str, dict[str, float]] = {skill: {} for skill in skills}
+    for row in cores:
+        for skill, value in (row.get("eval") or {}).items():
+            matrix[skill][str(row["core_version"])] = value
+    return {"skills": skills, "versions": versions, "matrix": matrix}
