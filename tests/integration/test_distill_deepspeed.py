@@ -18,7 +18,15 @@ import pytest
 from agents.model import build_core, file_sha256, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
-from distill.launch import LOG_HEADER, PROJECT_ROOT, DistillError, build_command, parse_progress, run_round
+from distill.launch import (
+    LOG_HEADER,
+    PROJECT_ROOT,
+    DistillError,
+    build_command,
+    parse_progress,
+    remove_shm_buffers,
+    run_round,
+)
 from distill.manifest import resolve_ds_config
 from distill.train import COMMITTED
 from streams.broker import free_port
@@ -196,7 +204,8 @@ def test_a_killed_round_resumes_from_its_last_checkpoint(tmp_path: Path, first_r
     reference = first_round[1]["losses"]  # the same data and settings, never interrupted
     manifest = _manifest(tmp_path, checkpoint_every=10)
     ckpt = tmp_path / "round" / "out" / "ckpt"
-    command = build_command(manifest, 2, free_port(), resolve_ds_config("zero2_cpu.yaml"))
+    port = free_port()
+    command = build_command(manifest, 2, port, resolve_ds_config("zero2_cpu.yaml"))
     env = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen(
         command,
@@ -220,6 +229,7 @@ def test_a_killed_round_resumes_from_its_last_checkpoint(tmp_path: Path, first_r
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        remove_shm_buffers(port)  # this job ran outside run_round, which would have removed them
     assert killed_after, "the job ended before it could be killed"
     # Read after the kill: a checkpoint may have been committed between the progress line and the signal.
     resume_step = int((ckpt / COMMITTED).read_text().removeprefix("global_step"))
