@@ -312,6 +312,10 @@ def champion_core(settings: HiveSettings, registry: CoreRegistry) -> CoreFiles:
     version = registry.champion_version()
     if version is not None:
         return existing_core(settings, version)
+    if registry.has_version(0):
+        # A hive stopped between registering v0 and aliasing it: finish the job rather than build v0 again.
+        registry.set_alias(CHAMPION, 0)
+        return existing_core(settings, 0)
     core = build_core_v0(settings)
     registry.log_core(core.directory, core.version, core.sha256)
     registry.set_alias(CHAMPION, core.version)

@@ -84,6 +84,15 @@ class Hive:
 
         return release_core(self.settings, self.registry, self.producer, core.version, action="promote")
 
+    def announce(self) -> ReleasePlan | None:
+        """On a hive that never released a core, builds core v0 (if needed) and releases the champion, so
+        that agents have a core to start from; returns the release, or None when one was made before."""
+        from hive.releases import read_history
+
+        if read_history(self.settings):
+            return None
+        return self.release(self.champion())
+
     def _release_round(self, version: int, record: RoundRecord) -> None:
         from hive.releases import release_core
 

@@ -117,6 +117,8 @@ def serve(
     from kafka.errors import KafkaError
 
     from hive.ingest import keyring
+    from hive.registry import RegistryError
+    from hive.releases import ReleaseError
     from hive.service import Hive
     from hive.store import StoreError
     from streams.signing import KeyRingError
@@ -137,12 +139,19 @@ def serve(
     with _exclusive(settings.home):
         try:
             hive = Hive(settings)
+            # An ingest-only hive (--no-rounds) leaves releases to the one that runs rounds.
+            first = hive.announce() if rounds else None
         except KafkaError as err:
             typer.echo(f"cannot reach the broker at {settings.kafka.bootstrap}: {err!r}", err=True)
             raise typer.Exit(EXIT_FAILURE) from err
         except StoreError as err:
             typer.echo(f"cannot open the learning store: {err}", err=True)
             raise typer.Exit(EXIT_FAILURE) from err
+        except (RegistryError, ReleaseError) as err:
+            typer.echo(f"cannot release the first core: {err}", err=True)
+            raise typer.Exit(EXIT_FAILURE) from err
+        if first is not None:
+            log.info("a new hive: released core v%d to the fleet", first.version)
         hive.start()
         log.info(
             "serving: broker %s, HIVE_HOME %s, rounds %s",
