@@ -287,7 +287,9 @@ class Publisher:
         if value is None:
             return
         try:
-            future = producer.send(topics.FLEET, key=self._key, value=value)
+            # Partition 0 always: the hive's fleet readers follow partition 0 only, and a topic that an
+            # agent's first request auto-created may have the broker's default partition count, not 1.
+            future = producer.send(topics.FLEET, key=self._key, value=value, partition=0)
         except RETRYABLE as err:
             self._count("heartbeat_errors")
             log.debug("heartbeat not sent: %r", err)

@@ -135,6 +135,9 @@ def resume_after_kill(
     assert log.count(LOG_HEADER) == 2, "one launch before the kill, one after the restart"
     resumed_at = int(log.split("distill: resumed from ")[1].split(" at step ")[1].split()[0])
     assert resumed_at >= CHECKPOINT_EVERY and resumed_at % CHECKPOINT_EVERY == 0
+    # The new hive released core v0 at its first start, once; the resumed round released v1.
+    history = [json.loads(line) for line in (round_dir.parent.parent / "releases.jsonl").read_text().splitlines()]
+    assert [(h["action"], h["version"], h["targets"]) for h in history] == [("promote", 0, None), ("round", 1, None)]
     # No rank of the killed hive's launcher is left: the restart killed them before resuming.
     assert kill_leftovers(round_dir / "manifest.json") == []
     assert serve.terminate() == 0

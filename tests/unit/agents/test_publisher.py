@@ -77,8 +77,12 @@ class FakeProducer:
     def __init__(self, broker: FakeBroker, epoch: int) -> None:
         self.broker, self.epoch = broker, epoch
 
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Future:
+    def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None
+    ) -> Future:
         assert value is not None and key == AGENT.encode()
+        # Heartbeats go to partition 0, which the hive's fleet readers follow, whatever the partition count.
+        assert partition == (0 if topic == topics.FLEET else None)
         with self.broker.lock:
             if topic == topics.LEARNINGS:
                 self.broker.attempts.append(value)
