@@ -116,16 +116,22 @@ class AgentRuntime:
         self.work["tasks"] += len(worked.tasks)
         self.work["correct"] += worked.correct
         self.work["learn_steps"] += 1
+        learnings = worked.learnings
+        finished = specialist.steps >= self.settings.learn_steps
+        if finished:
+            # The last batch carries the finished specialist's claim check, so the hive can load what this
+            # agent learned (`hive inspect probe --agent`, teacher signals recomputed from the adapter).
+            adapter = self.agent.save_specialist()
+            learnings = [learning.model_copy(update={"adapter": adapter}) for learning in learnings]
         # Durable in the spool when this returns; it blocks only when the spool is full (backpressure).
-        self.agent.publish(worked.learnings, self._stop)
-        if specialist.steps >= self.settings.learn_steps:
+        self.agent.publish(learnings, self._stop)
+        if finished:
             self._finish_learning()
 
     def _finish_learning(self) -> None:
-        """Saves the specialist (the claim check the hive can use) and records what it can do."""
+        """Records what the specialist (saved with the last batch) can do, and reports it."""
         specialist = self.specialist
         assert specialist is not None
-        self.agent.save_specialist()
         self.evaluation = evaluate_skills(specialist.model, self.eval_skills, self.settings.eval_tasks)
         self.state = "serving"
         log.info("%s learned %d steps: %s", self.settings.agent_id, specialist.steps, self.evaluation)

@@ -124,6 +124,10 @@ class LooRun:
     eval: dict[str, float]
 
 
+# The directory of the baseline run over all of the round's learnings; no agent id starts with "_".
+REFERENCE = "_all"
+
+
 def loo_directory(book: RoundBook, record: RoundRecord, agent: str) -> Path:
     return book.path(record.id) / LOO_DIR / agent
 
@@ -187,47 +191,72 @@ def leave_one_out(
 ) -> dict[str, Any]:
     """Distills the round once per agent without that agent's learnings, and attributes accuracy to it.
 
-    ``attribution[agent][skill]`` = the round's eval minus the leave-one-out eval on the same held-out tasks:
-    what the core would lose without that agent. A finished run with the same steps is reused (``cached``).
+    ``attribution[agent][skill]`` = the baseline's eval minus the leave-one-out eval on the same held-out tasks:
+    what the core would lose without that agent. The baseline (``reference``) is the round itself when
+    ``steps`` is the round's, else one more run of all its learnings at ``steps``.
+    A finished run with the same steps is reused (``cached``).
     ``on_agent(agent, source)`` is called before each agent (source ``run``, ``cached`` or ``base``).
     Raises InspectInputError for a round that was never evaluated, InspectStateError for a run that fails.
     """
-    # The launcher is a subprocess: the hive never imports the distill job's training code.
-    from distill.launch import DistillError, run_round
-
     if record.state not in EVALUATED or not record.eval:
         raise InspectInputError(
             f"round {record.id} is {record.state}: leave-one-out needs a round whose candidate was evaluated "
             f"({' or '.join(EVALUATED)})"
         )
-    steps = steps or round_steps(book, record)
+    round_steps_ = round_steps(book, record)
+    steps = steps or round_steps_
     agents = sorted(record.per_agent) or sorted(agent_skills(book.path(record.id) / "learnings.jsonl"))
     runs: dict[str, LooRun] = {}
     for agent in agents:
-        directory = loo_directory(book, record, agent)
-        cached = read_metrics(directory / "out" / METRICS)
-        if cached is not None and cached.get("steps") == steps and set(record.skills) <= set(cached.get("eval", {})):
-            _call(on_agent, agent, "cached")
-            runs[agent] = LooRun(agent, "cached", steps, dict(cached["eval"]))
-            continue
-        # A stale or half-finished run (other steps, a crash) must not be resumed into this one.
-        shutil.rmtree(directory / "out", ignore_errors=True)
-        manifest = write_loo_round(book, record, agent, steps)
-        if manifest is None:
-            _call(on_agent, agent, "base")
-            runs[agent] = LooRun(agent, "base", 0, dict(record.champion_eval))
-            continue
-        _call(on_agent, agent, "run")
-        try:
-            metrics = run_round(manifest, on_progress=on_progress)
-        except DistillError as err:
-            raise InspectStateError(f"leave-one-out of {agent} in round {record.id} failed: {err}") from err
-        runs[agent] = LooRun(agent, "distilled", steps, dict(metrics["eval"]))
+        runs[agent] = _loo_run(book, record, agent, steps, on_agent, on_progress)
+    # At the round's own steps the round itself is the baseline. At other steps it is not: a shorter run
+    # knows less of every skill, which would be read as every agent's contribution. So the baseline is
+    # then one more run, of all the round's learnings at the same steps.
+    if steps == round_steps_:
+        reference = LooRun(REFERENCE, "round", steps, dict(record.eval))
+    else:
+        reference = _loo_run(book, record, REFERENCE, steps, on_agent, on_progress)
     attribution = {
-        agent: {skill: _delta(record.eval.get(skill), run.eval.get(skill)) for skill in record.skills}
+        agent: {skill: _delta(reference.eval.get(skill), run.eval.get(skill)) for skill in record.skills}
         for agent, run in runs.items()
     }
-    return {"steps": steps, "runs": {agent: asdict(run) for agent, run in runs.items()}, "attribution": attribution}
+    return {
+        "steps": steps,
+        "reference": asdict(reference),
+        "runs": {agent: asdict(run) for agent, run in runs.items()},
+        "attribution": attribution,
+    }
+
+
+def _loo_run(
+    book: RoundBook,
+    record: RoundRecord,
+    agent: str,
+    steps: int,
+    on_agent: Callable[[str, str], None] | None,
+    on_progress: ProgressFn | None,
+) -> LooRun:
+    """The round distilled without ``agent``'s learnings (with all of them for REFERENCE), or its cached result."""
+    # The launcher is a subprocess: the hive never imports the distill job's training code.
+    from distill.launch import DistillError, run_round
+
+    directory = loo_directory(book, record, agent)
+    cached = read_metrics(directory / "out" / METRICS)
+    if cached is not None and cached.get("steps") == steps and set(record.skills) <= set(cached.get("eval", {})):
+        _call(on_agent, agent, "cached")
+        return LooRun(agent, "cached", steps, dict(cached["eval"]))
+    # A stale or half-finished run (other steps, a crash) must not be resumed into this one.
+    shutil.rmtree(directory / "out", ignore_errors=True)
+    manifest = write_loo_round(book, record, agent, steps)
+    if manifest is None:
+        _call(on_agent, agent, "base")
+        return LooRun(agent, "base", 0, dict(record.champion_eval))
+    _call(on_agent, agent, "run")
+    try:
+        metrics = run_round(manifest, on_progress=on_progress)
+    except DistillError as err:
+        raise InspectStateError(f"leave-one-out of {agent} in round {record.id} failed: {err}") from err
+    return LooRun(agent, "distilled", steps, dict(metrics["eval"]))
 
 
 def _call(callback: Callable[[str, str], None] | None, agent: str, source: str) -> None:

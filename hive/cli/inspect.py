@@ -187,7 +187,7 @@ def _print_round(report: dict[str, Any]) -> None:
     loo = report["leave_one_out"]
     if loo is not None:
         table = Table(
-            title=f"leave-one-out attribution (round eval minus eval without the agent; {loo['steps']} steps)"
+            title=(f"leave-one-out attribution ({_baseline(loo)} minus eval without the agent; {loo['steps']} steps)")
         )
         table.add_column("agent")
         table.add_column("run")
@@ -347,3 +347,10 @@ def _print_probe(report: dict[str, Any]) -> None:
             )
         table.add_row(f"top {rank + 1}", *values)
     Console(soft_wrap=False).print(table)
+
+
+def _baseline(loo: dict[str, Any]) -> str:
+    reference = loo.get("reference") or {}
+    if reference.get("source") == "round":
+        return "round eval"
+    return f"eval of all learnings at the same steps ({reference.get('source', '?')})"

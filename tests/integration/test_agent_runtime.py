@@ -62,6 +62,7 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(fresh_broker: str,
         assert beat.counters["published"] == 6
         assert set(fleet.snapshot().evaluations[("agent-t", 0)]) == {"add", "capital"}
         assert runtime.adapter is not None  # the specialist is saved as a claim check
+        adapter = runtime.adapter
 
         # A release whose weights do not match its sha256 is refused; the agent keeps serving v0.
         v1 = tmp_path / "cores" / "v1"
@@ -94,3 +95,5 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(fresh_broker: str,
         assert learning.agent_id == "agent-t" and learning.skill == "add" and learning.core_version == 0
         assert learning.teacher is not None and learning.teacher.k == 16
         assert len(learning.teacher.token_ids) == len(learning.learned_answer().encode()) + 1
+    # The last step's learnings name the finished specialist, so the hive can load what the agent learned.
+    assert [lr.adapter for lr in learnings] == [None] * 4 + [adapter] * 2

@@ -90,13 +90,16 @@ def test_inspect_round_with_leave_one_out(tmp_path: Path, monkeypatch: pytest.Mo
     loo = report["leave_one_out"]
     assert loo["steps"] == LOO_STEPS
     assert {agent: run["source"] for agent, run in loo["runs"].items()} == dict.fromkeys(AGENTS, "distilled")
+    assert (loo["reference"]["agent"], loo["reference"]["source"]) == ("_all", "distilled")
     assert sorted(loo["attribution"]) == sorted(AGENTS)
     for agent in AGENTS:
         values = loo["attribution"][agent]
         assert sorted(values) == sorted(record.skills)
         loo_eval = loo["runs"][agent]["eval"]
+        # Fewer steps than the round: the baseline is one more run of all the learnings at those steps.
+        reference = loo["reference"]["eval"]
         for skill, value in values.items():
-            assert value == pytest.approx(record.eval[skill] - loo_eval[skill])
+            assert value == pytest.approx(reference[skill] - loo_eval[skill])
         manifest = json.loads((book.path(record.id) / "loo" / agent / "manifest.json").read_text())
         assert manifest["mlflow"] is None and manifest["distill"]["steps"] == LOO_STEPS
         kept = (book.path(record.id) / "loo" / agent / "learnings.jsonl").read_text().splitlines()
@@ -107,6 +110,7 @@ def test_inspect_round_with_leave_one_out(tmp_path: Path, monkeypatch: pytest.Mo
     cached = json.loads(again.stdout)["leave_one_out"]
     assert {agent: run["source"] for agent, run in cached["runs"].items()} == dict.fromkeys(AGENTS, "cached")
     assert cached["attribution"] == loo["attribution"]
+    assert cached["reference"]["source"] == "cached"
     assert "cached" in again.stderr
 
 

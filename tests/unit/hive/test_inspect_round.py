@@ -158,10 +158,28 @@ def test_finished_loo_runs_are_reused_and_a_lone_agent_falls_back_to_the_base(bo
     assert result["attribution"]["agent-a"] == {"add": pytest.approx(0.4), "capital": pytest.approx(0.0)}
     assert result["attribution"]["agent-b"] == {"add": pytest.approx(0.0), "capital": pytest.approx(0.4)}
 
+    assert result["reference"]["source"] == "round"  # at the round's own steps, the round is the baseline
+
     # Without its only agent the round has nothing to distill: the core stays the base, the champion's eval.
-    lone = leave_one_out(book, load_round(book, "r0002"), steps=3)
+    lone = leave_one_out(book, load_round(book, "r0002"))
     assert lone["runs"]["agent-a"]["source"] == "base"
     assert lone["attribution"]["agent-a"] == {"add": pytest.approx(0.5), "capital": pytest.approx(0.1)}
+
+
+def test_loo_at_other_steps_compares_with_all_learnings_at_those_steps(book: RoundBook) -> None:
+    # A shorter run knows less of every skill; measured against the full round that would look like
+    # every agent's contribution. The baseline is all the round's learnings at the same steps.
+    record = load_round(book, "r0001")
+    runs = {"_all": {"add": 0.5, "capital": 0.6}, "agent-a": {"add": 0.1, "capital": 0.6}}
+    runs["agent-b"] = {"add": 0.5, "capital": 0.2}
+    for name, evals in runs.items():
+        out = book.path("r0001") / "loo" / name / "out"
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"steps": 7, "eval": evals}))
+    result = leave_one_out(book, record, steps=7)
+    assert result["reference"] == {"agent": "_all", "source": "cached", "steps": 7, "eval": runs["_all"]}
+    assert result["attribution"]["agent-a"] == {"add": pytest.approx(0.4), "capital": pytest.approx(0.0)}
+    assert result["attribution"]["agent-b"] == {"add": pytest.approx(0.0), "capital": pytest.approx(0.4)}
 
 
 def test_loo_refuses_a_round_without_eval(book: RoundBook) -> None:
