@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import sys
+from collections.abc import Iterator
 
 import typer
 from pydantic import ValidationError
@@ -17,6 +20,17 @@ from hive.store import StoreError
 # Exit codes: 1 when the hive's state cannot be read or the service fails, 2 for bad input or settings.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+
+@contextlib.contextmanager
+def data_only_stdout() -> Iterator[None]:
+    """Sends whatever the work prints to stderr, so that stdout holds only the command's data (``--json``).
+
+    DeepSpeed logs to stdout, and transformers imports it on the first save of a model; a handler made
+    inside this block keeps stderr as its stream.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def settings_or_exit() -> HiveSettings:

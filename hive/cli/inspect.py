@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_store, settings_or_exit
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, data_only_stdout, open_store, settings_or_exit
 from hive.config import HiveSettings
 from hive.inspect import (
     InspectInputError,
@@ -44,7 +44,8 @@ VERSION_RE = re.compile(r"^v?(\d+)$")
 def _exits() -> Iterator[None]:
     """Maps inspect errors to the CLI's exit codes: 2 for bad input, 1 for state that cannot be read."""
     try:
-        yield
+        with data_only_stdout():
+            yield
     except InspectInputError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(EXIT_USAGE) from err

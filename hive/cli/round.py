@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_store, settings_or_exit
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, data_only_stdout, open_store, settings_or_exit
 from hive.cli.schedule import describe, with_schedule
 from hive.config import HiveSettings
 from hive.round_control import RoundNotFound, RoundStateError
@@ -116,7 +116,8 @@ def run(
     if not settings.kafka.bootstrap:
         typer.echo("HIVE_KAFKA_BOOTSTRAP is not set: a round releases its core on hive.core (use --dry-run)", err=True)
         raise typer.Exit(EXIT_USAGE)
-    records = _run(settings)
+    with data_only_stdout():
+        records = _run(settings)
     rows = [_view(settings, record.id) for record in records]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from agents.skills import BUILTIN_SKILLS
 from streams.broker import EmbeddedBroker
+from streams.events import Feedback, Learning
 
 
 def _start(log_path: Path) -> EmbeddedBroker:
@@ -123,3 +127,28 @@ def hive_serve(tmp_path: Path) -> Iterator[Callable[..., HiveServe]]:
     yield make
     for runner in made:
         runner.kill()
+
+
+@pytest.fixture
+def add_learnings() -> Callable[[int], list[Learning]]:
+    """Makes ``n`` learnings of the built-in ``add`` skill from two agents, each with its correction."""
+
+    def make(n: int) -> list[Learning]:
+        rng, add = random.Random(3), BUILTIN_SKILLS["add"]
+        items = []
+        for i in range(n):
+            prompt, answer = add.sample(rng)
+            items.append(
+                Learning(
+                    id=uuid.uuid4(),
+                    agent_id=f"agent-{i % 2}",
+                    skill="add",
+                    core_version=0,
+                    prompt=prompt,
+                    completion="0",
+                    feedback=Feedback(reward=0.0, correction=answer),
+                )
+            )
+        return items
+
+    return make

@@ -4,23 +4,19 @@
 from __future__ import annotations
 
 import json
-import random
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
-from agents.skills import BUILTIN_SKILLS
 from distill.launch import LOG_HEADER
 from hive.cli.app import app
 from hive.round_control import kill_leftovers
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning
 from streams.kafka import create_topics, make_producer
 
 N_LEARNINGS = 300
@@ -30,25 +26,6 @@ CHECKPOINT_EVERY = 20
 DEADLINE_S = 700.0
 # Every state `hive round list` may show; "interrupted" only while no hive runs the round.
 SHOWN = {"open", "distilling", "interrupted", "released", "rejected", "failed", "cancelled"}
-
-
-def add_learnings(n: int) -> list[Learning]:
-    rng, add = random.Random(3), BUILTIN_SKILLS["add"]
-    items = []
-    for i in range(n):
-        prompt, answer = add.sample(rng)
-        items.append(
-            Learning(
-                id=uuid.uuid4(),
-                agent_id=f"agent-{i % 2}",
-                skill="add",
-                core_version=0,
-                prompt=prompt,
-                completion="0",
-                feedback=Feedback(reward=0.0, correction=answer),
-            )
-        )
-    return items
 
 
 def round_list(env: dict[str, str]) -> list[dict[str, Any]]:
@@ -67,7 +44,7 @@ def wait_for(condition: Callable[[], bool], started: float, what: str, serve: An
 
 
 def test_a_round_killed_with_the_hive_resumes_after_the_restart(
-    fresh_broker: str, tmp_path: Path, hive_serve: Callable[..., Any]
+    fresh_broker: str, tmp_path: Path, hive_serve: Callable[..., Any], add_learnings: Callable[[int], list]
 ) -> None:
     started = time.monotonic()
     kafka = KafkaSettings(bootstrap=fresh_broker)
