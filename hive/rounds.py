@@ -68,8 +68,8 @@ class RoundBook:
     """The rounds of one hive, one directory each under ``HIVE_HOME/rounds``."""
 
     def __init__(self, directory: Path) -> None:
+        # Not created here: readers (`hive round list`, the dashboard) must not leave folders behind.
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, round_id: str) -> Path:
         return self.directory / round_id

@@ -28,7 +28,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
     """Every round, oldest first: its state, why it opened, its core versions, learnings and loss."""
     from hive.round_control import rounds_json
 
-    rows = rounds_json(settings_or_exit())
+    rows = rounds_json(_hive_or_exit())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -62,7 +62,7 @@ def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_
     from hive.round_control import round_json
 
     try:
-        row = round_json(settings_or_exit(), round_id)
+        row = round_json(_hive_or_exit(), round_id)
     except RoundNotFound as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(EXIT_USAGE) from err
@@ -172,6 +172,15 @@ def cancel(
 
 
 # -- helpers -------------------------------------------------------------------------------------------
+
+
+def _hive_or_exit() -> HiveSettings:
+    """The settings, when HIVE_HOME is a hive's directory; exits 1 otherwise (it is probably mistyped)."""
+    settings = settings_or_exit()
+    if not settings.home.is_dir():
+        typer.echo(f"no hive at HIVE_HOME={settings.home}: set HIVE_HOME to the hive's directory", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+    return settings
 
 
 def _run(settings: HiveSettings) -> list:

@@ -123,3 +123,10 @@ def test_cancel_ends_an_interrupted_round_and_refuses_a_finished_one(tmp_path: P
     assert again.exit_code == 2 and "already cancelled" in again.output
     finished = runner.invoke(app, ["round", "cancel", "r0001"], env=env(home))
     assert finished.exit_code == 2 and "already released" in finished.output
+
+
+def test_reading_a_missing_hive_exits_1_and_creates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "typo"
+    result = runner.invoke(app, ["round", "list", "--json"], env=env(home))
+    assert result.exit_code == 1 and "no hive at HIVE_HOME" in result.output
+    assert not home.exists()
