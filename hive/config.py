@@ -104,8 +104,13 @@ class HiveSettings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @property
+    def mlflow_db(self) -> Path:
+        """The SQLite file of the tracking store and registry; opening the registry creates it."""
+        return self.home / "mlflow.db"
+
+    @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
+        return f"sqlite:///{self.mlflow_db.resolve()}"
 
     @property
     def cores_dir(self) -> Path:

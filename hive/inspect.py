@@ -13,7 +13,7 @@ from agents.model import WEIGHTS_FILE, load_core
 from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
 from hive.cores import core_dir
-from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError, verify_core
+from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError, UnknownVersionError, verify_core
 from hive.store import LearningStore
 from streams.events import Learning
 
@@ -43,23 +43,6 @@ class Specialist:
     model: PreTrainedModel
 
 
-def open_registry(settings: HiveSettings) -> CoreRegistry:
-    """The hive's registry, refusing to create an empty one: inspecting must not write state."""
-    db = settings.home.resolve() / "mlflow.db"
-    if not db.is_file():
-        raise InspectStateError(f"no core registry at {db}: set HIVE_HOME to the hive's directory")
-    return CoreRegistry.from_settings(settings)
-
-
-def registered_sha256(registry: CoreRegistry) -> dict[int, str]:
-    """Core version -> the sha256 it was registered with."""
-    return {
-        row["core_version"]: row["sha256"]
-        for row in registry.list_versions()
-        if row["core_version"] is not None and row["sha256"]
-    }
-
-
 def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: int) -> PreTrainedModel:
     """Core ``version`` from HIVE_HOME/cores/vN, checked against the registry's sha256 before it is loaded.
 
@@ -67,13 +50,14 @@ def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: 
     HIVE_HOME as it was. Raises InspectInputError for a version the registry does not know, and
     InspectStateError for weights that fail their sha256.
     """
-    known = registered_sha256(registry)
-    if version not in known:
-        raise InspectInputError(f"core v{version} is not registered; known: {sorted(known)}")
+    try:
+        sha = registry.registered_sha256(version)
+    except UnknownVersionError as err:
+        raise InspectInputError(f"core v{version} is not registered; known: {err.known}") from err
     directory = core_dir(settings, version)
     try:
         if (directory / WEIGHTS_FILE).is_file():
-            verify_core(directory, known[version])
+            verify_core(directory, sha)
             return load_core(directory)
         with tempfile.TemporaryDirectory(prefix="hive-inspect-") as tmp:
             return load_core(registry.download(version, Path(tmp)))

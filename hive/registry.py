@@ -28,6 +28,15 @@ class RegistryError(RuntimeError):
     """A registry request that cannot be met: an unknown core version or alias, or a version registered twice."""
 
 
+class UnknownVersionError(RegistryError):
+    """A core version that is not registered: bad input from whoever named it. ``known`` lists the versions
+    that are."""
+
+    def __init__(self, message: str, known: list[int]) -> None:
+        super().__init__(message)
+        self.known = known
+
+
 class CoreIntegrityError(RegistryError):
     """A core's weights file does not match the sha256 it was (or is about to be) registered with."""
 
@@ -160,6 +169,13 @@ class CoreRegistry:
     def has_version(self, core_version: int) -> bool:
         """True when core ``core_version`` is registered."""
         return self._model_version(core_version) is not None
+
+    def registered_sha256(self, core_version: int) -> str:
+        """The sha256 core ``core_version`` was registered with; UnknownVersionError when it is not registered."""
+        sha = self._require(core_version).tags.get(TAG_SHA256)
+        if not sha:
+            raise RegistryError(f"core v{core_version} has no sha256 tag in {self.model_name}")
+        return str(sha)
 
     def champion_version(self) -> int | None:
         return self.alias_version(CHAMPION)
@@ -320,8 +336,10 @@ class CoreRegistry:
     def _require(self, core_version: int) -> ModelVersion:
         mv = self._model_version(core_version)
         if mv is None:
-            known = [row["core_version"] for row in self.list_versions()]
-            raise RegistryError(f"core version {core_version} is not registered in {self.model_name}; known: {known}")
+            known = sorted(v for row in self.list_versions() if (v := row["core_version"]) is not None)
+            raise UnknownVersionError(
+                f"core version {core_version} is not registered in {self.model_name}; known: {known}", known
+            )
         return mv
 
     def _resolve(self, alias_or_version: str | int) -> ModelVersion:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from hive.cores import existing_core
-from hive.registry import CHAMPION, CoreRegistry, RegistryError, verify_core
+from hive.registry import CHAMPION, CoreRegistry, verify_core
 from hive.rounds import RoundBook
 from streams import topics
 from streams.codec import encode
@@ -37,10 +37,6 @@ CANARY_KEY = b"canary"
 Action = Literal["round", "promote", "rollback", "canary"]
 ACTIONS: tuple[str, ...] = ("round", "promote", "rollback", "canary")
 _AGENT_ID: TypeAdapter[str] = TypeAdapter(AgentId)
-
-
-class UnknownVersionError(RegistryError):
-    """A core version that is not registered: bad input from whoever named it."""
 
 
 class ReleaseError(RuntimeError):
@@ -173,18 +169,6 @@ def parse_agent_ids(raw: list[str]) -> list[str]:
     return ids
 
 
-def _registered_sha(registry: CoreRegistry, version: int) -> str:
-    rows = registry.list_versions()
-    for row in rows:
-        if row["core_version"] == version:
-            sha = row["sha256"]
-            if not sha:
-                raise RegistryError(f"core v{version} has no sha256 tag in {registry.model_name}")
-            return str(sha)
-    known = sorted(r["core_version"] for r in rows if r["core_version"] is not None)
-    raise UnknownVersionError(f"core version {version} is not registered in {registry.model_name}; known: {known}")
-
-
 def release_core(
     settings: HiveSettings,
     registry: CoreRegistry,
@@ -267,7 +251,7 @@ def _plan(
     previous: int | None,
 ) -> ReleasePlan:
     """A plan that changes no alias yet (the caller sets the ``*_after`` fields), for a verified core."""
-    sha = _registered_sha(registry, version)
+    sha = registry.registered_sha256(version)
     try:
         core = existing_core(settings, version)
     except FileNotFoundError as err:

@@ -66,7 +66,7 @@ def open_store(settings: HiveSettings) -> ParquetLearningStore:
 
 def open_registry(settings: HiveSettings) -> CoreRegistry:
     """The core registry under HIVE_HOME; exits 1 when the hive has none (HIVE_HOME is probably wrong)."""
-    db = settings.home / "mlflow.db"
+    db = settings.mlflow_db
     if not db.is_file():
         typer.echo(
             f"no core registry at {db}: set HIVE_HOME to the hive's directory (now {settings.home}), "

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_registry, settings_or_exit
 from hive.config import HiveSettings
-from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError
-from hive.releases import ReleaseError, ReleasePlan, UnknownVersionError, cores_json, parse_agent_ids
+from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError, UnknownVersionError
+from hive.releases import ReleaseError, ReleasePlan, cores_json, parse_agent_ids
 from streams import topics
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 

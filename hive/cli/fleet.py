@@ -59,7 +59,7 @@ def fleet(
 
 def _champion(settings: HiveSettings) -> int | None:
     """The champion core version, or None when the hive has no registry (yet) under HIVE_HOME."""
-    if not (settings.home / "mlflow.db").is_file():
+    if not settings.mlflow_db.is_file():
         typer.echo(f"no core registry at {settings.home}: skew is not shown", err=True)
         return None
     from mlflow.exceptions import MlflowException  # imported here: mlflow is slow to import

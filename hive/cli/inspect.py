@@ -15,14 +15,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, data_only_stdout, open_store, settings_or_exit
+from hive.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    cell,
+    data_only_stdout,
+    open_registry,
+    open_store,
+    settings_or_exit,
+)
 from hive.config import HiveSettings
 from hive.inspect import (
     InspectInputError,
     InspectStateError,
     load_specialist,
     load_verified_core,
-    open_registry,
     resolve_skills,
 )
 from hive.inspect_cores import check_prompt, diff_cores, probe_model

@@ -19,8 +19,6 @@ from hive.releases import cores_json
 from hive.round_control import round_json, rounds_json
 from hive.store import StoreError
 
-MLFLOW_DB = "mlflow.db"
-
 
 class Unavailable(RuntimeError):
     """A part of the hive's state that cannot be read now; the message says why, for a person to act on."""
@@ -114,12 +112,12 @@ class HiveReader:
     def has_registry(self) -> bool:
         # Opening the registry creates mlflow.db; a read-only dashboard must not, so a hive that has
         # registered nothing yet simply has no cores.
-        return (self.settings.home / MLFLOW_DB).is_file()
+        return self.settings.mlflow_db.is_file()
 
     def registry(self) -> CoreRegistry:
         """The hive's core registry; raises Unavailable before any core is registered."""
         if not self.has_registry():
-            raise Unavailable(f"no core registry at {self.settings.home / MLFLOW_DB} yet: no core is registered")
+            raise Unavailable(f"no core registry at {self.settings.mlflow_db} yet: no core is registered")
         with self._registry_lock:
             if self._registry is None:
                 self._registry = CoreRegistry.from_settings(self.settings)

@@ -17,12 +17,11 @@ from hive.cli.app import app
 from hive.config import HiveSettings
 from hive.cores import core_dir
 from hive.fleet import FleetView, fleet_json
-from hive.registry import CoreIntegrityError, CoreRegistry
+from hive.registry import CoreIntegrityError, CoreRegistry, UnknownVersionError
 from hive.releases import (
     CANARY_KEY,
     FLEET_KEY,
     ReleaseError,
-    UnknownVersionError,
     champion_stack,
     cores_json,
     history_path,
