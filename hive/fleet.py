@@ -45,6 +45,20 @@ class FleetView:
         if beat.evaluation:
             self.evaluations[(beat.agent_id, beat.core_version)] = dict(beat.evaluation)
 
+    def offer_raw(self, raw: bytes, max_message_bytes: int) -> None:
+        """Offers a record's value; one that is not a valid heartbeat is logged and counted in ``rejected``."""
+        try:
+            beat = decode(raw, Heartbeat, max_message_bytes)
+        except DecodeError as err:
+            log.warning("ignoring an invalid heartbeat: %s", err)
+            self.rejected += 1
+            return
+        self.offer(beat)
+
+    def heartbeat_times(self) -> dict[str, datetime]:
+        """Each agent's newest heartbeat time: what the schedule's per-agent trigger reads as activity."""
+        return {agent: beat.sent_at for agent, beat in self.latest.items()}
+
 
 class FleetTracker:
     """Follows ``hive.fleet`` in the background; every hive process sees every heartbeat."""
@@ -71,15 +85,8 @@ class FleetTracker:
             return FleetView(dict(self._view.latest), dict(self._view.evaluations), self._view.rejected)
 
     def _offer(self, raw: bytes) -> None:
-        try:
-            beat = decode(raw, Heartbeat, self._kafka.max_message_bytes)
-        except DecodeError as err:
-            log.warning("ignoring an invalid heartbeat: %s", err)
-            with self._lock:
-                self._view.rejected += 1
-            return
         with self._lock:
-            self._view.offer(beat)
+            self._view.offer_raw(raw, self._kafka.max_message_bytes)
 
 
 class FleetReadError(kafka_errors.KafkaError):
@@ -136,7 +143,7 @@ def read_fleet(kafka: KafkaSettings, timeout_s: float = 10.0) -> FleetView:
             batches = consumer.poll(timeout_ms=min(_QUIET_POLL_MS, left_ms))
             records = [record for batch in batches.values() for record in batch]
             for record in records:
-                _offer_raw(view, record.value, kafka.max_message_bytes)
+                view.offer_raw(record.value, kafka.max_message_bytes)
             if consumer.position(partition) < end:
                 continue
             if not records or records[-1].timestamp >= started_ms:
@@ -147,14 +154,6 @@ def read_fleet(kafka: KafkaSettings, timeout_s: float = 10.0) -> FleetView:
         raise FleetReadError(f"cannot read {topics.FLEET} from {kafka.bootstrap}: {err}") from err
     finally:
         consumer.close()
-
-
-def _offer_raw(view: FleetView, raw: bytes, max_message_bytes: int) -> None:
-    try:
-        view.offer(decode(raw, Heartbeat, max_message_bytes))
-    except DecodeError as err:
-        log.warning("ignoring an invalid heartbeat: %s", err)
-        view.rejected += 1
 
 
 # An agent whose last heartbeat is older than this counts as gone: listed, but not in the fleet summary.

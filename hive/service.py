@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from hive.config import HiveSettings
@@ -100,15 +99,11 @@ class Hive:
             self.settings, self.registry, self.producer, version, round_id=record.id, gate=record.eval, action="round"
         )
 
-    def heartbeats(self) -> dict[str, datetime]:
-        """Each agent's newest heartbeat time, as the fleet view has it: what ``min_per_agent`` counts."""
-        return {agent: beat.sent_at for agent, beat in self.fleet.snapshot().latest.items()}
-
     def new_learnings(self) -> int:
         return self.runner.backlog().new_learnings
 
     def decide(self) -> ScheduleDecision:
-        return self.runner.decide(self.heartbeats())
+        return self.runner.decide(self.fleet.snapshot().heartbeat_times())
 
     def due(self) -> bool:
         return self.decide().due

@@ -301,7 +301,7 @@ def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
     except KafkaError as err:
         typer.echo(f"cannot read the fleet from {settings.kafka.bootstrap}: {err!r}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
-    return {agent: beat.sent_at for agent, beat in view.latest.items()}
+    return view.heartbeat_times()
 
 
 def _view(settings: HiveSettings, round_id: str) -> dict[str, Any]:
