@@ -24,14 +24,13 @@ AGENT_FIGURES = ("weight", "kd_before", "kd_after", "ce_before", "ce_after")
 def load_round(book: RoundBook, round_id: str) -> RoundRecord:
     """The round's record; InspectInputError for a round that does not exist, InspectStateError for one
     whose round.json cannot be read."""
-    known = sorted(p.parent.name for p in book.directory.glob("r*/round.json"))
-    if round_id not in known:
-        raise InspectInputError(f"unknown round {round_id!r}; known: {', '.join(known) or 'none'}")
-    path = book.path(round_id) / "round.json"
     try:
-        return RoundRecord(**json.loads(path.read_text()))
+        record = book.get(round_id)
     except (OSError, json.JSONDecodeError, TypeError) as err:
-        raise InspectStateError(f"cannot read {path}: {err}") from err
+        raise InspectStateError(f"cannot read {book.path(round_id) / 'round.json'}: {err}") from err
+    if record is None:
+        raise InspectInputError(f"unknown round {round_id!r}; known: {', '.join(book.ids()) or 'none'}")
+    return record
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:

@@ -174,11 +174,11 @@ def read_progress(round_dir: Path) -> dict[str, Any] | None:
 
 
 def get_round(book: RoundBook, round_id: str) -> RoundRecord:
-    for record in book.all():
-        if record.id == round_id:
-            return record
-    known = ", ".join(r.id for r in book.all()) or "none"
-    raise RoundNotFound(f"no round {round_id!r} in {book.directory} (known: {known})")
+    record = book.get(round_id)
+    if record is None:
+        known = ", ".join(book.ids()) or "none"
+        raise RoundNotFound(f"no round {round_id!r} in {book.directory} (known: {known})")
+    return record
 
 
 def round_view(book: RoundBook, record: RoundRecord, holder: dict[str, Any] | None) -> dict[str, Any]:

@@ -81,11 +81,22 @@ class RoundBook:
         tmp.write_text(json.dumps(asdict(record), indent=2))
         tmp.replace(target)
 
+    def ids(self) -> list[str]:
+        """The ids of the rounds on record, oldest first."""
+        return [p.parent.name for p in sorted(self.directory.glob("r*/round.json"))]
+
     def all(self) -> list[RoundRecord]:
-        return [RoundRecord(**json.loads(p.read_text())) for p in sorted(self.directory.glob("r*/round.json"))]
+        return [self._load(round_id) for round_id in self.ids()]
+
+    def get(self, round_id: str) -> RoundRecord | None:
+        """Round ``round_id``'s record, or None when no round has that id (a path such as ``../x`` included)."""
+        return self._load(round_id) if round_id in self.ids() else None
+
+    def _load(self, round_id: str) -> RoundRecord:
+        return RoundRecord(**json.loads((self.path(round_id) / "round.json").read_text()))
 
     def next_id(self) -> str:
-        return f"r{len(self.all()) + 1:04d}"
+        return f"r{len(self.ids()) + 1:04d}"
 
     def covered_seq(self) -> int:
         """The highest learning seq that a round has already taken in (released or rejected)."""

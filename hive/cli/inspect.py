@@ -74,7 +74,7 @@ def _progress() -> Progress:
 
 
 def _book(settings: HiveSettings) -> RoundBook:
-    # RoundBook creates its folder; an inspector must not, so a hive without rounds is refused first.
+    # A hive without rounds (HIVE_HOME mistyped, most likely) is refused with that said, not as "unknown round".
     if not settings.rounds_dir.is_dir():
         typer.echo(f"no rounds under {settings.rounds_dir}: set HIVE_HOME to the hive's directory", err=True)
         raise typer.Exit(EXIT_FAILURE)
@@ -230,7 +230,7 @@ def diff(
     n = tasks or settings.gate.eval_tasks
     seed = settings.gate.eval_seed
     with _exits():
-        taught = RoundBook(settings.rounds_dir).taught_skills() if settings.rounds_dir.is_dir() else []
+        taught = RoundBook(settings.rounds_dir).taught_skills()
         chosen = resolve_skills(settings, skills, taught)
         registry = open_registry(settings)
         model_a = load_verified_core(settings, registry, va)
