@@ -118,7 +118,6 @@ def run_round(
     on_progress: Callable[[int, int, float], None] | None = None,
     timeout_s: float | None = None,
     cancel: threading.Event | None = None,
-    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Runs the round's distill job to completion and returns its metrics.json.
 
@@ -127,8 +126,6 @@ def run_round(
     DistillError, with the log tail, on a nonzero exit, a timeout or missing metrics. The launcher runs in
     its own process group, which is killed on a timeout, when ``cancel`` is set (DistillCancelled), and
     on any interruption of the caller (KeyboardInterrupt included), so no rank outlives the call.
-    ``on_start(pgid)`` learns the group's id as soon as the launcher runs, so that a caller which may
-    itself be killed can record it and stop an orphaned group later.
     """
     manifest = load_manifest(Path(manifest_path))
     params = manifest.distill
@@ -175,8 +172,6 @@ def run_round(
             watcher = threading.Thread(target=_kill_on, args=(cancel, done, proc), name="distill-cancel", daemon=True)
             watcher.start()
         try:
-            if on_start is not None:
-                on_start(proc.pid)
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)

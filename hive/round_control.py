@@ -282,7 +282,7 @@ def cancel_interrupted(settings: HiveSettings, round_id: str, lock: RoundLock) -
 
 def _end_unfinished(book: RoundBook, record: RoundRecord, state: RoundState, error: str) -> RoundRecord:
     kill_leftovers(book.path(record.id) / "manifest.json")
-    record.state, record.error, record.launcher_pgid = state, error, None
+    record.state, record.error = state, error
     record.ended_at = time.time()
     book.save(record)
     log.warning("round %s %s: %s", record.id, state, error)

@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,9 +59,10 @@ class RoundRecord:
     trigger: str = ""
     # How often a restarted hive resumed it after an interruption.
     resumes: int = 0
-    # The process group of the DeepSpeed launcher while it runs; a restarted hive kills a leftover one.
-    launcher_pgid: int | None = None
     ended_at: float | None = None
+
+
+_RECORD_FIELDS = frozenset(f.name for f in fields(RoundRecord))
 
 
 class RoundBook:
@@ -93,7 +94,9 @@ class RoundBook:
         return self._load(round_id) if round_id in self.ids() else None
 
     def _load(self, round_id: str) -> RoundRecord:
-        return RoundRecord(**json.loads((self.path(round_id) / "round.json").read_text()))
+        saved = json.loads((self.path(round_id) / "round.json").read_text())
+        # A field this hive does not know (one a later version added, or dropped since) is left out.
+        return RoundRecord(**{k: v for k, v in saved.items() if k in _RECORD_FIELDS})
 
     def next_id(self) -> str:
         return f"r{len(self.ids()) + 1:04d}"
@@ -264,25 +267,18 @@ def run_round(
         record.state = "distilling"
         book.save(record)
 
-        def started_launcher(pgid: int) -> None:
-            # Kept so that a hive restarted after a crash can stop the ranks its dead self left behind.
-            record.launcher_pgid = pgid
-            book.save(record)
-
         try:
             metrics = launch(
                 directory / "manifest.json",
                 on_progress=on_progress,
                 timeout_s=settings.distill.timeout_s,
                 cancel=cancel,
-                on_start=started_launcher,
             )
         except DistillCancelled:
             return _end(book, record, "cancelled", "cancelled by `hive round cancel`", started)
         except DistillError as err:
             _end(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
             raise RoundError(f"round {record.id} failed: {err}") from err
-        record.launcher_pgid = None
         record.distill = {
             k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
         }
