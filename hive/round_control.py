@@ -28,6 +28,7 @@ from hive.rounds import (
     RoundError,
     RoundRecord,
     RoundState,
+    end_round,
     open_round,
     run_round,
 )
@@ -282,9 +283,7 @@ def cancel_interrupted(settings: HiveSettings, round_id: str, lock: RoundLock) -
 
 def _end_unfinished(book: RoundBook, record: RoundRecord, state: RoundState, error: str) -> RoundRecord:
     kill_leftovers(book.path(record.id) / "manifest.json")
-    record.state, record.error = state, error
-    record.ended_at = time.time()
-    book.save(record)
+    end_round(book, record, state, error)
     log.warning("round %s %s: %s", record.id, state, error)
     return record
 
@@ -372,22 +371,28 @@ class RoundRunner:
         return Backlog(
             new_learnings=upto - after,
             per_agent=self.store.per_agent_counts(after_seq=after, upto_seq=upto),
+            after_seq=after,
+            upto_seq=upto,
             oldest_new_at=first[0].created_at if first else None,
             last_round_at=datetime.fromtimestamp(max(r.created_at for r in rounds), UTC) if rounds else None,
         )
 
-    def decide(self, heartbeats: dict[str, datetime] | None, now: datetime | None = None) -> ScheduleDecision:
-        """The schedule's verdict; ``heartbeats`` (agent -> newest sent_at) is None when the fleet is unknown."""
+    def decide(
+        self, heartbeats: dict[str, datetime] | None, now: datetime | None = None, backlog: Backlog | None = None
+    ) -> ScheduleDecision:
+        """The schedule's verdict on ``backlog`` (read now when not given); ``heartbeats`` (agent -> newest
+        sent_at) is None when the fleet is unknown."""
         now = now or datetime.now(UTC)
         schedule = self.settings.schedule
         active = None if heartbeats is None else active_agents(heartbeats, now, schedule.active_s)
-        return evaluate(schedule, self.backlog(), active, now)
+        return evaluate(schedule, backlog or self.backlog(), active, now)
 
     def plan(self, heartbeats: dict[str, datetime] | None, now: datetime | None = None) -> RoundPlan:
         """What a run would take in and why, without writing anything."""
-        decision = self.decide(heartbeats, now)
+        backlog = self.backlog()
+        decision = self.decide(heartbeats, now, backlog)
         resume = [r.id for r in self.unfinished()]
-        after, upto = self.book.covered_seq(), self.store.max_seq()
+        after, upto = backlog.after_seq, backlog.upto_seq
         learnings = self.store.read(after_seq=after, upto_seq=upto)
         per_skill: dict[str, int] = {}
         for learning in learnings:
@@ -410,7 +415,7 @@ class RoundRunner:
             after_seq=after,
             upto_seq=upto,
             new_learnings=len(learnings),
-            per_agent=self.store.per_agent_counts(after_seq=after, upto_seq=upto),
+            per_agent=backlog.per_agent,
             per_skill=dict(sorted(per_skill.items())),
             skills_evaluated=sorted(set(per_skill) | set(self.book.taught_skills())),
             replay=replay,

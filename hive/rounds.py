@@ -275,9 +275,9 @@ def run_round(
                 cancel=cancel,
             )
         except DistillCancelled:
-            return _end(book, record, "cancelled", "cancelled by `hive round cancel`", started)
+            return end_round(book, record, "cancelled", "cancelled by `hive round cancel`", started)
         except DistillError as err:
-            _end(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
+            end_round(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
             raise RoundError(f"round {record.id} failed: {err}") from err
         record.distill = {
             k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
@@ -286,7 +286,7 @@ def run_round(
         try:
             skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
         except (SkillLoadError, KeyError) as err:
-            _end(book, record, "failed", f"cannot load the round's skills: {err}", started)
+            end_round(book, record, "failed", f"cannot load the round's skills: {err}", started)
             raise RoundError(f"round {record.id} failed: {record.error}") from err
         champion = load_core(core_dir(settings, record.base_version))
         record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
@@ -294,9 +294,9 @@ def run_round(
         record.gate_reasons = decision.reasons
         if not decision.passed:
             log.warning("round %s rejected: %s", record.id, "; ".join(decision.reasons))
-            return _end(book, record, "rejected", None, started)
+            return end_round(book, record, "rejected", None, started)
         if cancel is not None and cancel.is_set():
-            return _end(book, record, "cancelled", "cancelled by `hive round cancel` before registration", started)
+            return end_round(book, record, "cancelled", "cancelled by `hive round cancel` before registration", started)
         version = next_core_version(settings, registry)
         target = core_dir(settings, version)
         if target.exists():
@@ -324,14 +324,19 @@ def run_round(
                 f"core v{record.candidate_version} passed the gate and is registered, but its release failed: "
                 f"{err!r}; release it with `hive core promote {record.candidate_version}`"
             )
-            _end(book, record, "failed", error, started)
+            end_round(book, record, "failed", error, started)
             raise RoundError(f"round {record.id}: {error}") from err
-    return _end(book, record, "released", None, started)
+    return end_round(book, record, "released", None, started)
 
 
-def _end(book: RoundBook, record: RoundRecord, state: RoundState, error: str | None, started: float) -> RoundRecord:
+def end_round(
+    book: RoundBook, record: RoundRecord, state: RoundState, error: str | None, started: float | None = None
+) -> RoundRecord:
+    """Ends the record in ``state`` (with ``error``) and saves it; ``started`` (monotonic) adds this run's
+    time to ``wall_s``."""
     record.state, record.error = state, error
-    record.wall_s += time.monotonic() - started
+    if started is not None:
+        record.wall_s += time.monotonic() - started
     record.ended_at = time.time()
     book.save(record)
     return record

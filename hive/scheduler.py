@@ -14,6 +14,8 @@ class Backlog:
 
     new_learnings: int
     per_agent: dict[str, int] = field(default_factory=dict)
+    after_seq: int = 0  # the new learnings are those with after_seq < seq <= upto_seq
+    upto_seq: int = 0
     oldest_new_at: datetime | None = None  # created_at of the oldest new learning
     last_round_at: datetime | None = None  # when the newest round opened, if any
 

@@ -14,7 +14,7 @@ from hive.parquet_store import ParquetLearningStore
 from hive.registry import CoreRegistry
 from hive.round_control import RoundBusy, RoundRunner, champion_core, round_lock
 from hive.rounds import ProgressFn, RoundBook, RoundRecord
-from hive.scheduler import ScheduleDecision
+from hive.scheduler import Backlog, ScheduleDecision
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 
 if TYPE_CHECKING:
@@ -102,8 +102,9 @@ class Hive:
     def new_learnings(self) -> int:
         return self.runner.backlog().new_learnings
 
-    def decide(self) -> ScheduleDecision:
-        return self.runner.decide(self.fleet.snapshot().heartbeat_times())
+    def decide(self, backlog: Backlog | None = None) -> ScheduleDecision:
+        """The schedule's verdict on ``backlog`` (read now when not given), with the fleet's heartbeats."""
+        return self.runner.decide(self.fleet.snapshot().heartbeat_times(), backlog=backlog)
 
     def due(self) -> bool:
         return self.decide().due
@@ -119,10 +120,11 @@ class Hive:
                 resumed = self.runner.resume_unfinished(lock, on_progress)
                 if resumed:
                     return resumed[-1]
-                decision = self.decide()
+                backlog = self.runner.backlog()
+                decision = self.decide(backlog)
                 if not decision.due:
                     return None
-                log.info("a round is due (%s): %d new learnings", decision.reason, self.new_learnings())
+                log.info("a round is due (%s): %d new learnings", decision.reason, backlog.new_learnings)
                 return self.runner.open_and_run(lock, decision.reason, on_progress)
         except RoundBusy as err:
             log.info("not running rounds now: %s", err)
