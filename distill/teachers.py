@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from safetensors import SafetensorError
 
+from agents.claim_check import adapter_path
 from agents.model import MAX_POSITIONS, WEIGHTS_FILE, file_sha256, load_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from streams.events import MAX_TOPK, Learning, TeacherSignal
@@ -26,14 +24,6 @@ SIGNAL_BATCH = 64
 class _Specialist:
     sha256: str
     model: PreTrainedModel
-
-
-def adapter_path(uri: str) -> Path | None:
-    """The local directory a ``file://`` URI names, or None for any other scheme or a remote host."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-        return None
-    return Path(url2pathname(parsed.path))
 
 
 class AdapterTeachers:

@@ -6,9 +6,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
+from agents.claim_check import adapter_path
 from agents.model import WEIGHTS_FILE, load_core
 from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
@@ -67,14 +66,6 @@ def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: 
         raise InspectStateError(f"core v{version} cannot be downloaded from the registry: {err}") from err
 
 
-def adapter_directory(uri: str) -> Path:
-    """The local directory of a ``file://`` claim check (the embedded hive shares a filesystem with agents)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-        raise InspectStateError(f"adapter {uri}: only file:// URIs on this machine can be loaded")
-    return Path(url2pathname(parsed.path))
-
-
 def newest_adapter_learning(store: LearningStore, agent_id: str) -> Learning:
     """The agent's newest stored learning that carries an adapter claim check.
 
@@ -99,7 +90,9 @@ def load_specialist(store: LearningStore, agent_id: str) -> Specialist:
     learning = newest_adapter_learning(store, agent_id)
     assert learning.adapter is not None
     claim = learning.adapter
-    directory = adapter_directory(claim.uri)
+    directory = adapter_path(claim.uri)
+    if directory is None:
+        raise InspectStateError(f"adapter {claim.uri}: only file:// URIs on this machine can be loaded")
     try:
         verify_core(directory, claim.sha256)
     except CoreIntegrityError as err:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.claim_check import adapter_path
 from agents.model import CoreSize, build_core, load_core, save_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from distill.dataset import build_examples
-from distill.teachers import AdapterTeachers, adapter_path
+from distill.teachers import AdapterTeachers
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
 TOK = ByteTokenizer()
