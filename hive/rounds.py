@@ -35,6 +35,10 @@ class RoundError(RuntimeError):
     """A round that cannot be opened or run, with the reason."""
 
 
+class NoNewLearnings(RoundError):
+    """Nothing to distill: no learning arrived since the last round took its share."""
+
+
 @dataclass
 class RoundRecord:
     """One round's bookkeeping, kept as ``round.json`` in the round's directory."""
@@ -148,7 +152,7 @@ def open_round(
     upto = store.max_seq()
     learnings = store.read(after_seq=after, upto_seq=upto)
     if not learnings:
-        raise RoundError(f"no new learnings after seq {after}")
+        raise NoNewLearnings(f"no new learnings after seq {after}")
     skills = sorted({lr.skill for lr in learnings} | set(book.taught_skills()))
     catalog = skill_catalog(settings.skills)
     unknown = [s for s in skills if s not in catalog]

@@ -189,7 +189,7 @@ def _run(settings: HiveSettings) -> list:
     from hive.registry import CoreRegistry, RegistryError
     from hive.releases import release_core
     from hive.round_control import RoundBusy, RoundRunner, round_lock
-    from hive.rounds import RoundError
+    from hive.rounds import NoNewLearnings, RoundError
     from streams.kafka import make_producer
 
     store = open_store(settings)
@@ -214,9 +214,12 @@ def _run(settings: HiveSettings) -> list:
     except RoundBusy as err:
         typer.echo(f"a round is already running: {err}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
+    except NoNewLearnings as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
     except (RoundError, RegistryError, KafkaError, OSError) as err:
         # A round that failed is recorded as such (`hive round show`); one never opened left no record.
-        typer.echo(f"round failed: {err}" if not str(err).startswith("no new learnings") else str(err), err=True)
+        typer.echo(f"round failed: {err}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
     finally:
         producer.close(timeout=10)
