@@ -271,6 +271,22 @@ def _master_ports(args: list[str]) -> list[int]:
     return ports
 
 
+def cancel_round(settings: HiveSettings, round_id: str) -> None:
+    """Cancels round ``round_id``: the process running it stops it within a second or so, and a round that
+    no process runs is cancelled here and now. Raises RoundNotFound, or RoundStateError for a round that
+    already ended. ``hive round cancel`` and the dashboard both cancel through this."""
+    request_cancel(settings, round_id)
+    holder = lock_holder(settings.home)
+    if holder is not None and holder.get("round") == round_id:
+        return
+    try:
+        with round_lock(settings.home) as lock:
+            cancel_interrupted(settings, round_id, lock)
+    except RoundBusy as err:
+        # Another process took the lock meanwhile: it honours the request before anything else.
+        log.info("round %s: cancel requested; %s", round_id, err)
+
+
 def cancel_interrupted(settings: HiveSettings, round_id: str, lock: RoundLock) -> RoundRecord:
     """Cancels an unfinished round that no process runs (the caller holds the round lock): its leftover
     processes are killed and it ends ``cancelled``; its learnings go to the next round."""

@@ -141,22 +141,14 @@ def cancel(
     Its learnings go to the next round. Exits 2 for an unknown or finished round, 1 when the process running
     it has not stopped it within --wait seconds (the request stays; it is honoured when it looks).
     """
-    from hive.round_control import RoundBusy, cancel_interrupted, lock_holder, request_cancel, round_lock
+    from hive.round_control import cancel_round
 
     settings = settings_or_exit()
     try:
-        request_cancel(settings, round_id)
+        cancel_round(settings, round_id)
     except (RoundNotFound, RoundStateError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(EXIT_USAGE) from err
-    holder = lock_holder(settings.home)
-    if holder is None or holder.get("round") != round_id:
-        try:
-            with round_lock(settings.home) as lock:
-                cancel_interrupted(settings, round_id, lock)
-        except RoundBusy as err:
-            # Another process took the lock meanwhile: it honours the request before anything else.
-            typer.echo(f"waiting for the round's runner: {err}", err=True)
     deadline = time.monotonic() + wait_s
     row = _view(settings, round_id)
     while row["state"] not in TERMINAL and time.monotonic() < deadline:

@@ -15,7 +15,7 @@ from kafka.errors import KafkaError
 
 from hive.registry import RegistryError
 from hive.releases import ReleaseError, release_core, rollback
-from hive.round_control import RoundStateError, request_cancel
+from hive.round_control import RoundStateError, cancel_round
 from hive.ui.errors import error_response
 from hive.ui.sources import HiveReader, Unavailable
 from streams.kafka import make_producer
@@ -79,7 +79,7 @@ def mount_actions(app: FastAPI, reader: HiveReader) -> None:
         return error_response(request, 503, f"the broker did not take the release: {err}")
 
     def cancel(round_id: str) -> dict[str, Any]:
-        request_cancel(reader.settings, round_id)
+        cancel_round(reader.settings, round_id)
         return reader.round(round_id)
 
     def promote(version: int) -> dict[str, Any]:
