@@ -433,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(world_size, os.cpu_count() or 1)))
     core = load_core(out_dir / "core")  # evaluate exactly what ships
     scores = evaluate_skills(core, skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
-    # The base core again (ranks share few cores, so it is loaded only now that training is over).
-    per_agent = per_agent_metrics(data.examples, load_core(manifest.base_core), core, params.temperature)
+    # The base core: retention already holds it; otherwise it is loaded only now that training is over.
+    base = previous if previous is not None else load_core(manifest.base_core)
+    per_agent = per_agent_metrics(data.examples, base, core, params.temperature)
     wall_s = time.perf_counter() - started
     metrics = {
         "round_id": manifest.round_id,
