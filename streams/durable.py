@@ -1,0 +1,64 @@
+"""Durable files: written whole or not at all, and still there after a crash or a power cut."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes the entries of directory ``path`` durable: POSIX keeps a rename or a new file only once its
+    directory is fsynced too."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data`` atomically and durably: a temp file beside it, fsync, rename, fsync
+    of the directory. A crash at any point leaves the old file or the new one, never a torn one.
+
+    The temp file has a name of its own (``mkstemp``), so two writers of one path never share a temp file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # The temp file is ours alone; a failed write must not leave it behind (a full disk, say).
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    """``write_bytes`` of ``text`` as UTF-8."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """Replaces ``path`` with ``lines``, each ending in a newline, atomically and durably (``write_bytes``)."""
+    write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends ``line`` and a newline to ``path`` durably: one write in append mode, then fsync.
+
+    One ``write`` of one small line with O_APPEND keeps concurrent appenders' lines whole; a crash can
+    still cut the last line short, so a reader MUST skip a last line that does not parse.
+    """
+    if "\n" in line:
+        raise ValueError("an appended line must not contain a newline")
+    created = not path.exists()
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if created:
+        fsync_dir(path.parent)
