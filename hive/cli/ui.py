@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import typer
 
-from hive.cli.common import EXIT_FAILURE, settings_or_exit
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+# As long as the agents' signing keys: a token short enough to guess is no protection for releases.
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1); a name other than ``localhost``
+    is not trusted to be one, whatever it resolves to now."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def ui(
@@ -17,6 +31,14 @@ def ui(
     allow_actions: bool = typer.Option(
         False, "--allow-actions", help="Also serve the write routes: cancel a round, promote or roll back a core."
     ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="HIVE_UI_TOKEN",
+        help="A secret every action must carry (Bearer header or the pages' token field); "
+        "required with --allow-actions on a non-loopback --host.",
+        show_envvar=True,
+    ),
 ) -> None:
     """Serve the dashboard: fleet, rounds timeline, knowledge heatmap, learnings and dead letters.
 
@@ -24,6 +46,15 @@ def ui(
     server answers.
     """
     settings = settings_or_exit()
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        typer.echo(f"--token must be at least {MIN_TOKEN_CHARS} characters", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if allow_actions and token is None and not is_loopback(host):
+        # Anyone who can reach a non-loopback address could release cores to the whole fleet.
+        typer.echo(
+            f"--allow-actions on {host}, which is not a loopback address, needs --token (or HIVE_UI_TOKEN)", err=True
+        )
+        raise typer.Exit(EXIT_USAGE)
     try:
         # The dashboard's web stack is in the `hive` extra, and every `hive` command imports this module:
         # import it only when the dashboard runs.
@@ -43,15 +74,15 @@ def ui(
     # On loopback, only loopback names may reach it: a web page cannot rebind its own DNS name to 127.0.0.1
     # and read the dashboard. On any other address the operator chose who may connect.
     allowed = [*LOOPBACK_NAMES] if host in LOOPBACK_NAMES else None
-    if allow_actions and allowed is None:
-        typer.echo(f"warning: --allow-actions on {host}: anyone who can reach it can release cores", err=True)
-    app = create_app(settings, allowed_hosts=allowed, allow_actions=allow_actions)
+    app = create_app(settings, allowed_hosts=allowed, allow_actions=allow_actions, action_token=token)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
-                mode = "actions enabled" if allow_actions else "read-only"
+                mode = "read-only"
+                if allow_actions:
+                    mode = "actions enabled, token required" if token is not None else "actions enabled"
                 typer.echo(f"hive ui: serving {settings.home.resolve()} at {url} ({mode})", err=True)
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

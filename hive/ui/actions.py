@@ -3,10 +3,11 @@ roll back a core, through the same functions as ``hive round cancel`` and ``hive
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -21,6 +22,8 @@ from hive.ui.sources import HiveReader, Unavailable
 from streams.kafka import make_producer
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# A form post is a few fields; a bigger body is not one of ours, and is not read into memory.
+MAX_FORM_BYTES = 4096
 
 
 def cross_site(request: Request) -> bool:
@@ -52,13 +55,38 @@ def _producer(reader: HiveReader) -> Iterator[KafkaProducer]:
         producer.close()
 
 
-def mount_actions(app: FastAPI, reader: HiveReader) -> None:
-    """Adds the write routes: JSON under ``/api/``, and form posts that redirect back to the page."""
+async def presented_token(request: Request) -> str | None:
+    """The token a write carries: ``Authorization: Bearer T`` (scripts), or the form field ``token`` (the
+    pages' buttons, which a browser cannot give a header)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        body = await request.body()
+        if len(body) <= MAX_FORM_BYTES:
+            fields = parse_qs(body.decode("utf-8", errors="replace"))
+            return fields.get("token", [None])[0]
+    return None
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    # compare_digest needs ASCII str on both sides (or bytes): compare the UTF-8 bytes, in constant time.
+    return presented is not None and hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+def mount_actions(app: FastAPI, reader: HiveReader, token: str | None = None) -> None:
+    """Adds the write routes: JSON under ``/api/``, and form posts that redirect back to the page.
+
+    With ``token``, a write without it (``presented_token``) is refused with 401 before anything happens.
+    """
 
     @app.middleware("http")
-    async def same_site_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method in WRITE_METHODS and cross_site(request):
-            return error_response(request, 403, "cross-site request refused: post from the dashboard's own pages")
+    async def guarded_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.method in WRITE_METHODS:
+            if cross_site(request):
+                return error_response(request, 403, "cross-site request refused: post from the dashboard's own pages")
+            if token is not None and not token_matches(await presented_token(request), token):
+                return error_response(request, 401, "this dashboard's actions need its token (hive ui --token)")
         return await call_next(request)
 
     @app.exception_handler(RoundStateError)

@@ -37,13 +37,14 @@ def create_app(
     tracker: FleetTracker | None = None,
     allowed_hosts: list[str] | None = None,
     allow_actions: bool = False,
+    action_token: str | None = None,
 ) -> FastAPI:
     """The dashboard for the hive under ``settings.home``: GET routes only, unless ``allow_actions`` adds
     the write routes of ``hive.ui.actions`` (cancel a round, promote or roll back a core).
 
     With ``tracker`` None and a broker configured (``HIVE_KAFKA_BOOTSTRAP``), the app follows ``hive.fleet``
     itself while it runs. ``allowed_hosts`` limits the Host header (against DNS rebinding when served on
-    loopback); None accepts any.
+    loopback); None accepts any. With ``action_token``, every write must carry it (``hive.ui.actions``).
     """
     if tracker is None and settings.kafka.bootstrap:
         tracker = FleetTracker(settings.kafka)
@@ -86,8 +87,8 @@ def create_app(
         # Imported only here: the write routes pull in the Kafka producer and the release code.
         from hive.ui.actions import mount_actions
 
-        mount_actions(app, reader)
-    _pages(app, reader, allow_actions)
+        mount_actions(app, reader, action_token)
+    _pages(app, reader, allow_actions, token_required=allow_actions and action_token is not None)
     _api(app, reader)
     return app
 
@@ -97,9 +98,9 @@ def _blank(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
-def _pages(app: FastAPI, reader: HiveReader, actions: bool) -> None:
+def _pages(app: FastAPI, reader: HiveReader, actions: bool, token_required: bool) -> None:
     def page(template: str, **context: Any) -> str:
-        return render(template, actions=actions, **context)
+        return render(template, actions=actions, token_required=token_required, **context)
 
     @app.get("/", response_class=HTMLResponse)
     def overview() -> str:

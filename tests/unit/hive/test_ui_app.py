@@ -308,3 +308,39 @@ def test_releases_need_a_registry_and_a_broker(settings: HiveSettings) -> None:
         response = c.post("/api/cores/1/promote")
         assert response.status_code == 503
         assert "no broker configured" in response.json()["detail"]
+
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def test_a_token_guards_every_write(settings: HiveSettings) -> None:
+    _unfinished_round(settings)
+    with TestClient(create_app(settings, allow_actions=True, action_token=TOKEN)) as c:
+        assert c.post("/api/rounds/r0003/cancel").status_code == 401
+        assert c.post("/api/rounds/r0003/cancel", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/rounds/r0003/cancel", data={"token": "wrong"}, follow_redirects=False).status_code == 401
+        # A non-ASCII token is refused like any wrong one, not with a 500.
+        assert c.post("/rounds/r0003/cancel", data={"token": "tökén"}, follow_redirects=False).status_code == 401
+        assert c.get("/api/rounds/r0003").json()["cancel_requested"] is False
+        # The pages ask for the token in the action forms; reads need none.
+        assert 'name="token"' in c.get("/rounds/r0003").text
+        ok = c.post("/rounds/r0003/cancel", data={"token": TOKEN}, follow_redirects=False)
+        assert ok.status_code == 303
+        assert c.get("/api/rounds/r0003").json()["cancel_requested"] is True
+
+
+def test_a_bearer_token_passes_and_cross_site_still_fails(settings: HiveSettings) -> None:
+    _unfinished_round(settings)
+    with TestClient(create_app(settings, allow_actions=True, action_token=TOKEN)) as c:
+        forged = c.post(
+            "/api/rounds/r0003/cancel",
+            headers={"Authorization": f"Bearer {TOKEN}", "Origin": "http://evil.example"},
+        )
+        assert forged.status_code == 403
+        assert c.post("/api/rounds/r0003/cancel", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_without_a_token_the_forms_have_no_token_field(settings: HiveSettings) -> None:
+    _unfinished_round(settings)
+    with TestClient(create_app(settings, allow_actions=True)) as c:
+        assert 'name="token"' not in c.get("/rounds/r0003").text

@@ -31,3 +31,25 @@ def test_a_port_in_use_exits_1(tmp_path: Path) -> None:
 
 def test_a_bad_port_is_a_usage_error() -> None:
     assert CliRunner().invoke(app, ["ui", "--port", "70000"]).exit_code == 2
+
+
+def test_actions_on_a_non_loopback_address_need_a_token(tmp_path: Path) -> None:
+    env = {"HIVE_HOME": str(tmp_path), "HIVE_KAFKA_BOOTSTRAP": "", "HIVE_UI_TOKEN": ""}
+    for host in ("0.0.0.0", "192.0.2.1", "::", "dashboard.example"):
+        result = CliRunner().invoke(app, ["ui", "--host", host, "--allow-actions"], env={**env})
+        assert result.exit_code == 2, host
+        assert "needs --token" in result.output
+
+
+def test_a_short_token_is_refused(tmp_path: Path) -> None:
+    env = {"HIVE_HOME": str(tmp_path), "HIVE_KAFKA_BOOTSTRAP": ""}
+    result = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0", "--allow-actions", "--token", "short"], env=env)
+    assert result.exit_code == 2
+    assert "at least 16 characters" in result.output
+
+
+def test_loopback_is_told_by_address() -> None:
+    from hive.cli.ui import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "localhost.evil.example", "127.0.0.1.nip.io"))
