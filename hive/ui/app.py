@@ -46,7 +46,7 @@ def create_app(
     loopback); None accepts any.
     """
     if tracker is None and settings.kafka.bootstrap:
-        tracker = FleetTracker(settings.kafka)
+        tracker = FleetTracker.from_settings(settings)
     reader = HiveReader(settings, tracker)
 
     @asynccontextmanager
