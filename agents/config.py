@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.events import AgentId
-from streams.signing import parse_key
+from streams.signing import parse_keys, read_key_file
 
 
 class AgentSettings(BaseSettings):
@@ -44,7 +44,8 @@ class AgentSettings(BaseSettings):
     # On shutdown, how long the agent keeps sending its spool; the rest stays on disk for its next start.
     drain_timeout_s: float = Field(default=10.0, ge=0)
     # The HMAC key this agent shares with the hive, as text (`hex:...`, `utf8:...`, or bare hex), or a
-    # file holding it. With a key, every learning is signed before it is spooled.
+    # file holding it; at least 16 bytes. With a key, every learning and heartbeat is signed. A hive that
+    # requires signatures (its default) refuses everything from an agent without one.
     signing_key: SecretStr | None = None
     signing_key_file: Path | None = None
 
@@ -55,14 +56,17 @@ class AgentSettings(BaseSettings):
         return self
 
     def signing_key_bytes(self) -> bytes | None:
-        """The signing key, read and parsed now (a file is read as streams.signing.KeyRing reads one)."""
+        """The signing key, read and parsed now, as ``streams.signing.KeyRing`` reads one.
+
+        A key given as several lines (a rotation: the hive holds the old and the new key) signs with the
+        first. Raises ValueError for a key that is malformed or shorter than 16 bytes, OSError for an
+        unreadable file.
+        """
         if self.signing_key is not None:
-            return parse_key(self.signing_key.get_secret_value())
+            return parse_keys(self.signing_key.get_secret_value())[0]
         if self.signing_key_file is None:
             return None
-        raw = self.signing_key_file.read_bytes()
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw  # not text: the file holds the raw key bytes
-        return parse_key(text)
+            return read_key_file(self.signing_key_file)[0]
+        except ValueError as exc:
+            raise ValueError(f"signing key file {self.signing_key_file} is invalid: {exc}") from exc

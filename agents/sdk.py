@@ -19,6 +19,7 @@ from agents.spool import SPOOL_FILE, Spool
 from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.events import ClaimCheck, CoreRelease, Heartbeat, Learning
+from streams.signing import signed
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,20 @@ class HiveAgent:
 
         ``skill`` is the skill name written into learnings (default ``settings.skill``). Raises
         ``SpoolLocked`` when another process runs an agent with the same id and home, ``ValueError``
-        for an unusable signing key, and ``OSError`` for an unreadable key file.
+        for an unusable signing key (malformed, or shorter than 16 bytes), and ``OSError`` for an unreadable
+        key file. Without a key the agent runs, but a hive that requires signatures (the default) refuses
+        its learnings and heartbeats; a warning says so.
         """
         if not kafka.bootstrap:
             raise ValueError("KafkaSettings.bootstrap is empty: the agent needs a broker (HIVE_KAFKA_BOOTSTRAP)")
         signing_key = settings.signing_key_bytes()  # a bad key fails here, before the spool is taken
+        if signing_key is None:
+            log.warning(
+                "%s has no signing key (HIVE_AGENT_SIGNING_KEY or HIVE_AGENT_SIGNING_KEY_FILE): a hive that "
+                "requires signatures, the default, dead-letters its learnings as `unsigned`",
+                settings.agent_id,
+            )
+        self._signing_key = signing_key
         self.settings = settings
         self.kafka = kafka
         self.agent_id = settings.agent_id
@@ -214,7 +224,10 @@ class HiveAgent:
     def heartbeat(
         self, state: HeartbeatState, counters: dict[str, int] | None = None, evaluation: dict[str, float] | None = None
     ) -> None:
-        """Tells the hive the agent is alive, which core it runs, and its counters. Best effort: never blocks."""
+        """Tells the hive the agent is alive, which core it runs, and its counters. Best effort: never blocks.
+
+        Signed with the agent's key, as learnings are: the hive counts a heartbeat only once it verifies.
+        """
         beat = Heartbeat(
             agent_id=self.agent_id,
             skill=self.skill,
@@ -223,6 +236,8 @@ class HiveAgent:
             state=state,
             evaluation=evaluation or {},
         )
+        if self._signing_key is not None:
+            beat = signed(beat, self._signing_key)
         self.publisher.beat(encode(beat))
 
     def counters(self) -> dict[str, int]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.config import KafkaSettings
+from streams.signing import parse_keys
 
 
 class DistillSettings(BaseModel):
@@ -46,18 +47,44 @@ class DistillSettings(BaseModel):
 
 
 class IngestSettings(BaseModel):
-    """Who may send learnings, and whose learnings must be signed (``HIVE_INGEST__*``).
+    """Who may send learnings and heartbeats, and how they must be signed (``HIVE_INGEST__*``).
 
-    An agent with a key (inline in ``agent_keys``, or a file ``<agent_key_dir>/<agent id>.key``) must sign
-    every learning (``streams.signing``); one without a key is accepted and counted as unsigned. With
-    ``allowed_agents`` set, learnings from any other agent are dead-lettered as ``unknown_agent``.
+    Authentication fails closed. An agent's keys are given inline in ``agent_keys`` or as a file
+    ``<agent_key_dir>/<agent id>.key`` (one key per line; any of them verifies), and every learning and
+    heartbeat of that agent must be signed with one of them (``streams.signing``). With ``require_signatures``
+    (the default) an agent without a key is refused as ``unsigned``; without it, its learnings are accepted
+    and counted as unsigned. An agent in ``revoked_agents`` is refused as ``revoked`` whatever it signs.
+    With ``allowed_agents`` set, any other agent is refused as ``unknown_agent``. The fleet view applies the
+    same rules to heartbeats.
     """
 
-    # agent id -> key, as hex or UTF-8 text ("hex:..."/"utf8:..." to say which); secret, so kept out of reprs.
+    # A refused value is not echoed in the error: it may be a key.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    # agent id -> key, as hex or UTF-8 text ("hex:..."/"utf8:..." to say which; several keys one per line during
+    # a rotation); secret, so kept out of reprs. Each key is at least 16 bytes (streams.signing.MIN_KEY_BYTES).
     agent_keys: dict[str, SecretStr] = Field(default_factory=dict)
     agent_key_dir: Path | None = None
     # None: any agent may send; a list (even an empty one) admits only the agents named.
     allowed_agents: list[str] | None = None
+    # False admits learnings and heartbeats from agents that have no key, unverified (a trusted network only).
+    require_signatures: bool = True
+    # Agents whose learnings and heartbeats are refused even when correctly signed.
+    revoked_agents: list[str] = Field(default_factory=list)
+    # A heartbeat sent further than this in the future (by the hive's clock) is refused: it would otherwise
+    # keep its agent "active" long after it stopped.
+    max_clock_skew_s: float = Field(default=300.0, ge=0)
+
+    @field_validator("agent_keys")
+    @classmethod
+    def _usable_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # Refused when the settings are read, so that every command exits 2 naming the agent, not the key.
+        for agent_id, secret in keys.items():
+            try:
+                parse_keys(secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"signing key for agent {agent_id!r} is invalid: {exc}") from None
+        return keys
 
 
 class ScheduleSettings(BaseModel):
@@ -91,7 +118,10 @@ class GateSettings(BaseModel):
 class HiveSettings(BaseSettings):
     """Everything one hive needs; its state lives under ``home`` so a user can see or delete it."""
 
-    model_config = SettingsConfigDict(env_prefix="HIVE_", env_nested_delimiter="__", extra="ignore")
+    # A refused value is not echoed in the error: HIVE_INGEST__AGENT_KEYS holds keys.
+    model_config = SettingsConfigDict(
+        env_prefix="HIVE_", env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Path(".hive")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

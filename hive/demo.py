@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,8 +20,11 @@ from hive.config import HiveSettings
 from hive.fleet import FleetView
 from hive.service import Hive
 from streams.broker import EmbeddedBroker
+from streams.durable import write_text
+from streams.signing import KEY_SUFFIX
 
 MARKER = ".demo-state"
+KEYS_DIR = "keys"
 
 
 class DemoError(RuntimeError):
@@ -66,6 +70,18 @@ def prepare_home(home: Path, reset: bool) -> None:
     marker.write_text("made by `hive demo`; the next demo replaces this directory\n")
 
 
+def make_agent_keys(home: Path, agent_ids: list[str]) -> Path:
+    """A fresh random key per agent, each in ``HIVE_HOME/keys/<agent id>.key`` (mode 0600, the directory 0700):
+    the hive reads them as its key directory, and each agent signs with its own. Returns the directory."""
+    directory = home / KEYS_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for agent_id in agent_ids:
+        # write_text's temp file is made by mkstemp, so the key is never readable by others, not even briefly.
+        write_text(directory / f"{agent_id}{KEY_SUFFIX}", secrets.token_bytes(32).hex() + "\n")
+    return directory
+
+
 class Reporter:
     """What the demo tells the person watching; a no-op base, so the e2e test can stay quiet."""
 
@@ -102,10 +118,12 @@ def _agent_command(plan: DemoPlan, agent_id: str, skill: str) -> list[str]:
 class AgentFleet:
     """The demo's agent processes; each one is stopped by its pid, whatever happens."""
 
-    def __init__(self, settings: HiveSettings, plan: DemoPlan, log_dir: Path) -> None:
+    def __init__(self, settings: HiveSettings, plan: DemoPlan, log_dir: Path, key_dir: Path) -> None:
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs = []
-        env = dict(os.environ)
+        # Each agent gets its own key file below; a key from the caller's environment would clash with it.
+        clashing = ("HIVE_AGENT_SIGNING_KEY", "HIVE_AGENT_SIGNING_KEY_FILE")
+        env = {k: v for k, v in os.environ.items() if k not in clashing}
         env["HIVE_KAFKA_BOOTSTRAP"] = settings.kafka.bootstrap
         env["HIVE_AGENT_HOME"] = str((settings.home / "agents").resolve())
         # Three agents share two cores: one thread each keeps them from fighting.
@@ -113,8 +131,9 @@ class AgentFleet:
         for agent_id, skill in zip(plan.agent_ids, plan.skills, strict=True):
             log = (log_dir / f"{agent_id}.log").open("w")
             self._logs.append(log)
+            key = {"HIVE_AGENT_SIGNING_KEY_FILE": str((key_dir / f"{agent_id}{KEY_SUFFIX}").resolve())}
             self.procs[agent_id] = subprocess.Popen(
-                _agent_command(plan, agent_id, skill), env=env, stdout=log, stderr=subprocess.STDOUT
+                _agent_command(plan, agent_id, skill), env=env | key, stdout=log, stderr=subprocess.STDOUT
             )
 
     def check_alive(self, log_dir: Path) -> None:
@@ -198,8 +217,11 @@ def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: 
             settings = settings.model_copy(
                 update={"kafka": settings.kafka.model_copy(update={"bootstrap": broker.start()})}
             )
+        key_dir = make_agent_keys(settings.home, plan.agent_ids)
         settings = settings.model_copy(
             update={
+                # The demo's agents sign with keys made for this run; the hive holds them as its key directory.
+                "ingest": settings.ingest.model_copy(update={"agent_keys": {}, "agent_key_dir": key_dir}),
                 "schedule": settings.schedule.model_copy(update={"min_new": plan.expected_learnings}),
                 "skills": [*settings.skills, *(s for s in plan.skills if ":" in s)],
                 "distill": settings.distill.model_copy(update={"steps": plan.distill_steps}),
@@ -214,7 +236,7 @@ def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: 
             f"starting {len(plan.skills)} agents: "
             + ", ".join(f"{a} ({s})" for a, s in zip(plan.agent_ids, plan.skills, strict=True))
         )
-        fleet = AgentFleet(settings, plan, demo_dir)
+        fleet = AgentFleet(settings, plan, demo_dir, key_dir)
         total_steps = len(plan.skills) * plan.learn_steps
         live_hive, live_fleet = hive, fleet
 

@@ -13,61 +13,123 @@ from typing import Any
 from kafka import TopicPartition
 from kafka import errors as kafka_errors
 
+from hive.auth import SenderPolicy
+from hive.config import HiveSettings
 from streams import topics
 from streams.codec import DecodeError, decode
 from streams.config import KafkaSettings
 from streams.events import Heartbeat
 from streams.follow import TopicFollower
 from streams.kafka import make_consumer
+from streams.signing import KeyRingError
 
 log = logging.getLogger(__name__)
 
+# Why a heartbeat is not counted, besides the sender policy's reasons (hive.auth) and the codec's.
+FUTURE = "future"
+KEY_FILE = "key_file"
+MAX_NOTED = 1000
+
 
 def _utc(moment: datetime) -> datetime:
-    # A client in another language may send a time without a zone; read it as UTC, so that it compares
-    # with the others instead of raising TypeError.
+    # Heartbeats carry zoned times (the schema refuses others); a zone-less time can still come from a caller
+    # in Python, and is read as UTC so that it compares instead of raising TypeError.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass
 class FleetView:
-    """What the hive knows of each agent: its newest heartbeat and its self-evaluation per core version."""
+    """What the hive knows of each agent: its newest heartbeat and its self-evaluation per core version.
+
+    "Newest" is the one received last: heartbeats are read from ``hive.fleet`` partition 0, in order, so a
+    heartbeat whose ``sent_at`` lies in the future cannot pin an agent's entry against later ones.
+    """
 
     latest: dict[str, Heartbeat] = field(default_factory=dict)
     # (agent id, core version) -> the newest non-empty evaluation the agent reported on that core.
     evaluations: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     rejected: int = 0
+    # Heartbeats not counted, per reason: the codec's, the sender policy's (hive.auth), ``future`` or ``key_file``.
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    # (reason, agent id) pairs already logged at WARNING: an agent heartbeats every few seconds.
+    _noted: set[tuple[str, str | None]] = field(default_factory=set, repr=False)
 
     def offer(self, beat: Heartbeat) -> None:
-        current = self.latest.get(beat.agent_id)
-        if current is None or _utc(beat.sent_at) >= _utc(current.sent_at):
-            self.latest[beat.agent_id] = beat
+        """Counts an already checked heartbeat: it replaces the agent's entry, since it arrived last."""
+        self.latest[beat.agent_id] = beat
         if beat.evaluation:
             self.evaluations[(beat.agent_id, beat.core_version)] = dict(beat.evaluation)
 
-    def offer_raw(self, raw: bytes, max_message_bytes: int) -> None:
-        """Offers a record's value; one that is not a valid heartbeat is logged and counted in ``rejected``."""
+    def offer_raw(
+        self,
+        raw: bytes | None,
+        max_message_bytes: int,
+        policy: SenderPolicy,
+        max_skew_s: float,
+        now: datetime | None = None,
+    ) -> None:
+        """Offers a record's value, counted only when it is a valid heartbeat, its sender passes ``policy``
+        (signature, revocation, allow-list) and its ``sent_at`` is at most ``max_skew_s`` ahead of ``now``;
+        anything else is logged and counted in ``rejected``. A heartbeat whose agent's key file is unusable
+        is not counted either (reason ``key_file``): heartbeats are sent every few seconds, so the next one
+        is checked again, and the follower must not stop over a file the operator has to fix.
+        """
         try:
             beat = decode(raw, Heartbeat, max_message_bytes)
         except DecodeError as err:
-            log.warning("ignoring an invalid heartbeat: %s", err)
-            self.rejected += 1
+            self._reject(err.reason, None, f"ignoring an invalid heartbeat: {err}")
+            return
+        agent = beat.agent_id
+        try:
+            rejection = policy.check(beat)
+        except KeyRingError as err:
+            self._reject(KEY_FILE, agent, f"cannot check a heartbeat from {agent!r}: {err}")
+            return
+        if rejection is not None:
+            self._reject(rejection.reason, agent, f"ignoring heartbeats from {agent!r}: {rejection.detail}")
+            return
+        ahead = (_utc(beat.sent_at) - _utc(now or datetime.now(UTC))).total_seconds()
+        if ahead > max_skew_s:
+            detail = f"sent {ahead:.0f} s in the future (allowed clock skew {max_skew_s:g} s)"
+            self._reject(FUTURE, agent, f"ignoring a heartbeat from {agent!r}: {detail}")
             return
         self.offer(beat)
 
+    def _reject(self, reason: str, agent: str | None, message: str) -> None:
+        self.rejected += 1
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+        # At WARNING once per reason and agent (bounded: any sender can make up agent ids), then at DEBUG.
+        key = (reason, agent)
+        if key in self._noted or len(self._noted) >= MAX_NOTED:
+            log.debug("%s", message)
+            return
+        self._noted.add(key)
+        log.warning("%s (further ones like it are logged at DEBUG)", message)
+
     def heartbeat_times(self) -> dict[str, datetime]:
         """Each agent's newest heartbeat time: what the schedule's per-agent trigger reads as activity."""
-        return {agent: beat.sent_at for agent, beat in self.latest.items()}
+        return {agent: _utc(beat.sent_at) for agent, beat in self.latest.items()}
 
 
 class FleetTracker:
-    """Follows ``hive.fleet`` in the background; every hive process sees every heartbeat."""
+    """Follows ``hive.fleet`` in the background; every hive process sees every heartbeat.
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    ``policy`` is the hive's sender policy (``SenderPolicy.from_settings(settings.ingest)``): a heartbeat
+    counts only once its sender passes it, as a learning must.
+    """
+
+    def __init__(self, kafka: KafkaSettings, policy: SenderPolicy, max_skew_s: float) -> None:
         self._kafka = kafka
+        self._policy = policy
+        self._max_skew_s = max_skew_s
         self._view = FleetView()
         self._lock = threading.Lock()
         self._follower = TopicFollower(kafka, topics.FLEET, self._offer)
+
+    @classmethod
+    def from_settings(cls, settings: HiveSettings) -> FleetTracker:
+        """The tracker the hive's settings describe; raises KeyRingError for bad key settings."""
+        return cls(settings.kafka, SenderPolicy.from_settings(settings.ingest), settings.ingest.max_clock_skew_s)
 
     def start(self) -> None:
         self._follower.start()
@@ -82,11 +144,12 @@ class FleetTracker:
 
     def snapshot(self) -> FleetView:
         with self._lock:
-            return FleetView(dict(self._view.latest), dict(self._view.evaluations), self._view.rejected)
+            view = self._view
+            return FleetView(dict(view.latest), dict(view.evaluations), view.rejected, dict(view.rejected_by_reason))
 
     def _offer(self, raw: bytes) -> None:
         with self._lock:
-            self._view.offer_raw(raw, self._kafka.max_message_bytes)
+            self._view.offer_raw(raw, self._kafka.max_message_bytes, self._policy, self._max_skew_s)
 
 
 class FleetReadError(kafka_errors.KafkaError):
@@ -100,8 +163,11 @@ class FleetReadError(kafka_errors.KafkaError):
 _QUIET_POLL_MS = 400
 
 
-def read_fleet(kafka: KafkaSettings, timeout_s: float = 10.0) -> FleetView:
+def read_fleet(settings: HiveSettings, timeout_s: float = 10.0) -> FleetView:
     """Reads ``hive.fleet`` partition 0 once, from its beginning and with no consumer group, until caught up.
+
+    Heartbeats count only when they pass the hive's sender policy and clock-skew limit (``settings.ingest``),
+    as in the service's own fleet view. Raises KeyRingError for bad key settings (a missing key directory).
 
     Tansu 0.6's ListOffsets(latest) can undercount after batched produces (measured), so the end offset is
     only a lower bound: past it, the read stops at the first empty poll, or at the first heartbeat
@@ -109,6 +175,9 @@ def read_fleet(kafka: KafkaSettings, timeout_s: float = 10.0) -> FleetView:
     is bounded by ``timeout_s``; raises FleetReadError when the broker cannot be reached or the lower
     bound is not reached in time. A topic that does not exist yet is an empty fleet.
     """
+    kafka = settings.kafka
+    policy = SenderPolicy.from_settings(settings.ingest)
+    skew = settings.ingest.max_clock_skew_s
     deadline = time.monotonic() + timeout_s
     started_ms = int(time.time() * 1000)
     view = FleetView()
@@ -143,7 +212,7 @@ def read_fleet(kafka: KafkaSettings, timeout_s: float = 10.0) -> FleetView:
             batches = consumer.poll(timeout_ms=min(_QUIET_POLL_MS, left_ms))
             records = [record for batch in batches.values() for record in batch]
             for record in records:
-                view.offer_raw(record.value, kafka.max_message_bytes)
+                view.offer_raw(record.value, kafka.max_message_bytes, policy, skew)
             if consumer.position(partition) < end:
                 continue
             if not records or records[-1].timestamp >= started_ms:
@@ -170,12 +239,13 @@ def fleet_json(
     ``active`` when its last heartbeat is at most ``active_s`` old and it is not stopping; ``versions``
     (version -> agents) and ``max_skew`` (the largest absolute skew, 0 when none) count active agents only.
     """
-    now = now or datetime.now(UTC)
+    now = _utc(now or datetime.now(UTC))
     agents: list[dict[str, Any]] = []
     for agent_id in sorted(view.latest):
         beat = view.latest[agent_id]
         sent_at = _utc(beat.sent_at)
-        age = (now - sent_at).total_seconds()
+        # Never below 0: a heartbeat a little ahead (an agent's clock, within the allowed skew) is "just now".
+        age = max(0.0, (now - sent_at).total_seconds())
         agents.append(
             {
                 "agent_id": agent_id,

@@ -6,20 +6,22 @@ import hashlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from hive.config import HiveSettings, IngestSettings
+from agents.skills import skill_catalog
+from hive import auth
+from hive.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, Rejection, SenderPolicy, keyring
+from hive.config import HiveSettings
 from hive.store import PAYLOAD_HEAD_BYTES, DeadLetter, LearningStore, StoreError
 from streams import codec, topics
 from streams.codec import OVERSIZE, DecodeError, decode
 from streams.events import Learning
 from streams.kafka import make_consumer, make_producer
-from streams.signing import KeyRing, KeyRingError, verify
+from streams.signing import KeyRingError
 
 log = logging.getLogger(__name__)
 
@@ -31,53 +33,30 @@ DLQ_HEADROOM_BYTES = 4096
 # accepted unverified or dead-lettered for a fault that is not the sender's.
 RETRYABLE = (KafkaError, OSError, sqlite3.Error, StoreError, KeyRingError)
 
-# Why ingest refuses a valid learning; with codec.REASONS these are every dead-letter ``reason``.
-SIGNATURE = "signature"
-UNKNOWN_AGENT = "unknown_agent"
-REASONS = (*codec.REASONS, SIGNATURE, UNKNOWN_AGENT)
+# Why ingest refuses a learning that decodes; with codec.REASONS these are every dead-letter ``reason``.
+UNKNOWN_SKILL = "unknown_skill"
+REASONS = (*codec.REASONS, UNKNOWN_AGENT, REVOKED, UNSIGNED, SIGNATURE, UNKNOWN_SKILL)
 DESCRIPTIONS = {
     **codec.DESCRIPTIONS,
-    SIGNATURE: "the agent has a key, and the learning's signature is missing or does not match",
-    UNKNOWN_AGENT: "the agent is not in the allow-list (HIVE_INGEST__ALLOWED_AGENTS)",
+    **auth.DESCRIPTIONS,
+    UNKNOWN_SKILL: "the skill is neither a built-in nor a plugin the hive loads (HIVE_SKILLS)",
 }
+__all__ = ["DESCRIPTIONS", "REASONS", "IngestStats", "Ingestor", "Rejection", "SenderPolicy", "keyring"]
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """Why a record goes to the dead-letter topic: one of ``REASONS``, and what exactly was wrong."""
-
-    reason: str
-    detail: str
-
-
-def check_sender(learning: Learning, keys: KeyRing, allowed: Collection[str] | None) -> Rejection | None:
-    """Refuses a learning whose agent is not allowed, or whose agent has a key and did not sign with it.
-
-    Returns None when the learning may be stored: signed correctly, or from an agent without a key.
-    """
-    if allowed is not None and learning.agent_id not in allowed:
-        return Rejection(UNKNOWN_AGENT, f"agent {learning.agent_id!r} is not in the allow-list")
-    key = keys.get(learning.agent_id)
-    if key is None:
+def check_skill(learning: Learning, skills: frozenset[str]) -> Rejection | None:
+    """Refuses a learning of a skill the hive does not know: no round could load it to evaluate the core."""
+    if learning.skill in skills:
         return None
-    if learning.signature is None:
-        return Rejection(SIGNATURE, f"agent {learning.agent_id!r} has a key, but the learning is not signed")
-    if not verify(learning, key):
-        return Rejection(SIGNATURE, f"the signature does not match agent {learning.agent_id!r}'s key")
-    return None
-
-
-def keyring(settings: IngestSettings) -> KeyRing:
-    """The key ring the settings describe; raises KeyRingError naming a malformed key or a missing directory."""
-    inline = {agent: secret.get_secret_value() for agent, secret in settings.agent_keys.items()}
-    return KeyRing.from_config(inline, settings.agent_key_dir)
+    return Rejection(UNKNOWN_SKILL, f"skill {learning.skill[:128]!r} is not a built-in nor in HIVE_SKILLS")
 
 
 @dataclass
 class IngestStats:
     """Counts of records: polled from Kafka, stored as new, skipped as duplicates, and dead-lettered.
 
-    ``unsigned`` counts the valid learnings accepted from agents that have no key (repeats included).
+    ``unsigned`` counts the valid learnings accepted from agents that have no key (repeats included); only
+    with ``HIVE_INGEST__REQUIRE_SIGNATURES=false``, since otherwise they are refused.
     """
 
     polled: int = 0
@@ -119,9 +98,11 @@ class Ingestor:
     only then commit those offsets to Kafka. A crash anywhere replays the batch; learning ids (and
     dead letters' source offsets) make the replay store nothing twice.
 
-    A record is invalid when it does not decode (``streams.codec``), when its agent is not in
-    ``settings.ingest.allowed_agents`` (if set), or when its agent has a key and the signature is
-    missing or wrong.
+    A record is invalid when it does not decode (``streams.codec``), when its sender is refused
+    (``hive.auth.SenderPolicy``: not allowed, revoked, unsigned, or a bad signature), or when its skill is
+    neither a built-in nor one of ``settings.skills`` (``unknown_skill``). The skills are loaded once, here:
+    loading a plugin imports its code. Raises KeyRingError for bad key settings and SkillLoadError for a
+    plugin that does not load.
     """
 
     def __init__(
@@ -137,9 +118,8 @@ class Ingestor:
         self.store = store
         self.totals = IngestStats()
         self.max_bytes = settings.kafka.max_message_bytes
-        self.keys = keyring(settings.ingest)
-        allowed = settings.ingest.allowed_agents
-        self.allowed: frozenset[str] | None = None if allowed is None else frozenset(allowed)
+        self.policy = SenderPolicy.from_settings(settings.ingest)
+        self.skills = frozenset(skill_catalog(settings.skills))
         self._unsigned_agents: set[str] = set()
         # Filled by the rebalance listener on the consumer's IO thread, drained on the polling thread.
         self._pending: set[TopicPartition] = set()
@@ -192,12 +172,12 @@ class Ingestor:
                 except DecodeError as err:
                     self._refuse(rec, Rejection(err.reason, err.detail), None, dead, letters)
                     continue
-                rejection = check_sender(learning, self.keys, self.allowed)
+                rejection = self.policy.check(learning) or check_skill(learning, self.skills)
                 if rejection is not None:
                     self._refuse(rec, rejection, learning, dead, letters)
                     continue
                 learnings.append(learning)
-                if self.keys.get(learning.agent_id) is None:
+                if not self.policy.require_signatures and self.policy.is_unsigned(learning.agent_id):
                     unsigned += 1
                     self._note_unsigned(learning.agent_id)
             for future in dead:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from hive.sqlite_catalog import IdRow, SqliteCatalog
 from hive.store import DeadLetter, LearningStore, StoreError, TopicPartitionKey
 from streams.codec import encode
-from streams.events import Learning
+from streams.events import STORED, Learning
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class ParquetLearningStore(LearningStore):
                 raise StoreError(f"segment {segment} is in the catalog but missing from {self.segments_dir}") from exc
             for seq, text in zip(table.column("seq").to_pylist(), table.column("json").to_pylist(), strict=True):
                 if seq in seqs:
-                    found[seq] = Learning.model_validate_json(text)
+                    # STORED: a zone-less time that an older hive accepted is read as UTC, not refused.
+                    found[seq] = Learning.model_validate_json(text, context=STORED)
         return [(seq, found[seq]) for seq, _ in located]
 
     def read(

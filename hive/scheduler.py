@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from hive.config import ScheduleSettings
 
@@ -39,14 +39,35 @@ class ScheduleDecision:
         return asdict(self)
 
 
+def aware(moment: datetime) -> datetime:
+    """``moment`` with a zone: a zone-less time is read as UTC.
+
+    Events refuse zone-less times at the door, but the scheduler runs in the service's loop, where a
+    TypeError from comparing a zone-less time with a zoned one would stop the service: it defends itself.
+    """
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _age_s(now: datetime, then: datetime) -> float:
+    """Seconds from ``then`` to ``now``; a time ahead of ``now`` (another host's clock) is 0 s old, not negative."""
+    return max(0.0, (aware(now) - aware(then)).total_seconds())
+
+
 def active_agents(heartbeats: dict[str, datetime], now: datetime, active_s: float) -> list[str]:
-    """Agents whose newest heartbeat is younger than ``active_s`` seconds."""
-    window = timedelta(seconds=active_s)
-    return sorted(agent for agent, sent_at in heartbeats.items() if now - sent_at < window)
+    """Agents whose newest heartbeat is younger than ``active_s`` seconds.
+
+    A heartbeat time ahead of ``now`` counts as now: the fleet view refuses heartbeats further ahead than the
+    allowed clock skew, so such an agent stays active at most that skew plus ``active_s``.
+    """
+    return sorted(agent for agent, sent_at in heartbeats.items() if _age_s(now, sent_at) < active_s)
 
 
 def evaluate(schedule: ScheduleSettings, backlog: Backlog, active: list[str] | None, now: datetime) -> ScheduleDecision:
-    """Reads every enabled trigger against ``backlog``; ``active`` is None when the fleet is unknown."""
+    """Reads every enabled trigger against ``backlog``; ``active`` is None when the fleet is unknown.
+
+    Zone-less times (``now`` or the backlog's) are read as UTC (``aware``), never compared as they are.
+    """
+    now = aware(now)
     if schedule.manual:
         return ScheduleDecision(False, "the schedule is manual: rounds run only through `hive round run`", [])
     triggers: list[Trigger] = []
@@ -59,7 +80,7 @@ def evaluate(schedule: ScheduleSettings, backlog: Backlog, active: list[str] | N
         if since is None:
             triggers.append(Trigger("every", False, "no round and no new learning yet"))
         else:
-            waited = (now - since).total_seconds()
+            waited = _age_s(now, since)
             what = "since the last round opened" if backlog.last_round_at else "since the oldest new learning"
             fired = waited >= schedule.every_s
             triggers.append(Trigger("every", fired, f"{waited:.0f} s {what}, interval {schedule.every_s:g} s"))
@@ -69,7 +90,7 @@ def evaluate(schedule: ScheduleSettings, backlog: Backlog, active: list[str] | N
         if backlog.oldest_new_at is None:
             triggers.append(Trigger("max_staleness", False, "no new learning waits"))
         else:
-            age = (now - backlog.oldest_new_at).total_seconds()
+            age = _age_s(now, backlog.oldest_new_at)
             fired = age > schedule.max_staleness_s
             detail = f"the oldest new learning is {age:.0f} s old, limit {schedule.max_staleness_s:g} s"
             triggers.append(Trigger("max_staleness", fired, detail))

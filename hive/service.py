@@ -36,7 +36,7 @@ class Hive:
         self.producer = make_producer(settings.kafka)
         self.runner = RoundRunner(settings, self.store, self.registry, self._release_round)
         self.ingestor = Ingestor(settings, self.store, self.producer)
-        self.fleet = FleetTracker(settings.kafka)
+        self.fleet = FleetTracker.from_settings(settings)  # heartbeats are checked as learnings are
         self._stop = threading.Event()
         self._ingest_error: BaseException | None = None
         self._ingest_thread = threading.Thread(target=self._ingest, name="ingest", daemon=True)

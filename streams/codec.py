@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from streams.events import SCHEMA_MAJOR, Event, is_known_major
+from streams.events import SCHEMA_MAJOR, TIMESTAMP_FIELDS, Event, is_known_major
 
 E = TypeVar("E", bound=Event)
 
@@ -17,8 +17,9 @@ UNDECODABLE = "undecodable"
 INVALID_JSON = "invalid_json"
 UNKNOWN_VERSION = "unknown_version"
 TEACHER_SIGNAL = "teacher_signal"
+TIMESTAMP = "timestamp"
 SCHEMA = "schema"
-REASONS = (OVERSIZE, UNDECODABLE, INVALID_JSON, UNKNOWN_VERSION, TEACHER_SIGNAL, SCHEMA)
+REASONS = (OVERSIZE, UNDECODABLE, INVALID_JSON, UNKNOWN_VERSION, TEACHER_SIGNAL, TIMESTAMP, SCHEMA)
 
 MAX_DETAIL = 1000
 
@@ -44,6 +45,7 @@ DESCRIPTIONS = {
     INVALID_JSON: "message is not valid JSON",
     UNKNOWN_VERSION: "message has a schema version this reader does not know",
     TEACHER_SIGNAL: "message has an invalid teacher signal",
+    TIMESTAMP: "message has a time without a zone, or one outside years 1-9999 in UTC",
     SCHEMA: "message does not match the event schema",
 }
 
@@ -57,8 +59,8 @@ def decode(raw: bytes | None, cls: type[E], max_bytes: int) -> E:
     """Parses and validates ``raw`` as ``cls``, or raises ``DecodeError``.
 
     Checks run from cheapest to most specific: size first (before any parsing), then UTF-8, JSON,
-    the schema's major version, and finally the schema, where an error inside ``teacher`` is told
-    apart from any other.
+    the schema's major version, and finally the schema, where an error inside ``teacher``, then one in a
+    time field (``timestamp``: no zone, unparsable, or out of range), is told apart from any other.
     """
     if raw is None:
         raise DecodeError(UNDECODABLE, "the record has no value")
@@ -104,4 +106,6 @@ def _classify(exc: ValidationError) -> DecodeError:
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(event)'}: {e['msg']}" for e in errors)
     if any(e["loc"] and e["loc"][0] == "teacher" for e in errors):
         return DecodeError(TEACHER_SIGNAL, detail)
+    if any(e["loc"] and e["loc"][0] in TIMESTAMP_FIELDS for e in errors):
+        return DecodeError(TIMESTAMP, detail)
     return DecodeError(SCHEMA, detail)

@@ -7,7 +7,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # Within a major version, fields are only ever added; a reader refuses an unknown major version.
 SCHEMA_MAJOR = 1
@@ -31,6 +41,43 @@ def is_known_major(version: str) -> bool:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _utc_representable(moment: datetime) -> datetime:
+    # An aware time whose UTC form falls outside years 1-9999 ("0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00")
+    # would raise OverflowError in any reader that compares or converts it; refuse it here instead.
+    try:
+        moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{moment.isoformat()} is outside the range of UTC times (years 1-9999)") from exc
+    return moment
+
+
+# Validation context for events read back from the hive's own store: a zone-less time there was accepted by a
+# hive before zones were required, and is read as UTC rather than making the stored learning unreadable.
+STORED = {"naive_as_utc": True}
+
+
+def _naive_as_utc_if_stored(value: object, info: ValidationInfo) -> object:
+    if not (info.context or {}).get("naive_as_utc"):
+        return value
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value  # not ISO 8601 as Python reads it: the schema's own parser decides, and says why
+    if isinstance(moment, datetime) and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return value  # zoned, or not a time at all: unchanged
+
+
+# A point in time with its zone. A zone-less time is refused, not read as UTC: the signature covers the JSON
+# form as sent, and every reader compares times, which Python cannot do between zone-less and zoned ones.
+# The value is kept as sent (its offset included), so that what is signed is what is stored.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_naive_as_utc_if_stored), AfterValidator(_utc_representable)]
+# The fields that hold a Timestamp: the codec tells an error in one of them apart (reason ``timestamp``).
+TIMESTAMP_FIELDS = frozenset({"created_at", "sent_at", "released_at"})
 
 
 class Event(BaseModel):
@@ -113,7 +160,7 @@ class Learning(Event):
     agent_id: AgentId
     skill: SkillName
     core_version: Annotated[int, Field(ge=0)]
-    created_at: datetime = Field(default_factory=utc_now)
+    created_at: Timestamp = Field(default_factory=utc_now)
     prompt: Annotated[str, Field(max_length=MAX_TEXT)]
     completion: Annotated[str, Field(max_length=MAX_TEXT)]
     feedback: Feedback
@@ -140,11 +187,13 @@ class Heartbeat(Event):
     agent_id: AgentId
     skill: SkillName
     core_version: Annotated[int, Field(ge=0)]
-    sent_at: datetime = Field(default_factory=utc_now)
+    sent_at: Timestamp = Field(default_factory=utc_now)
     counters: dict[str, int] = Field(default_factory=dict)
     state: Literal["starting", "learning", "serving", "stopping"] = "learning"
     # The agent's latest self-evaluation on held-out tasks, per skill: what it can do right now.
     evaluation: dict[str, float] = Field(default_factory=dict)
+    # Added in 1.x: HMAC-SHA256 over the heartbeat's canonical JSON, made as a learning's is (streams.signing).
+    signature: str | None = None
 
 
 class CoreRelease(Event):
@@ -159,7 +208,7 @@ class CoreRelease(Event):
     sha256: Sha256
     round_id: str | None = None
     gate: dict[str, float] = Field(default_factory=dict)
-    released_at: datetime = Field(default_factory=utc_now)
+    released_at: Timestamp = Field(default_factory=utc_now)
     signature: str | None = None
     # Added in 1.x: None is the whole fleet; a list is a canary release for those agents only. A reader that
     # predates the field ignores it and treats a canary as a fleet release.

@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures over a learning's canonical JSON, and the key ring that holds each agent's key."""
+"""HMAC-SHA256 signatures over an event's canonical JSON, and the key ring that holds each agent's keys."""
 
 from __future__ import annotations
 
@@ -6,39 +6,51 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
+import threading
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
-from streams.events import Learning
+from streams.events import Event
 
 # The same shape as events.AgentId: an agent id is also a file name, so nothing else may reach the disk lookup.
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 KEY_SUFFIX = ".key"
+# HMAC-SHA256 with a key this short can be guessed; 32 random bytes (`openssl rand -hex 32`) is the advice.
+MIN_KEY_BYTES = 16
+
+E = TypeVar("E", bound=Event)
 
 
 class KeyRingError(ValueError):
-    """A key that is configured but cannot be used: malformed, empty, or its directory is missing."""
+    """A key that is configured but cannot be used: malformed, empty, too short, or its directory is missing."""
 
 
-def canonical_bytes(learning: Learning) -> bytes:
-    """The learning as canonical JSON, without its signature: the bytes that are signed.
+def canonical_bytes(event: Event) -> bytes:
+    """The event as canonical JSON, without its signature: the bytes that are signed.
 
-    The learning's JSON dump as the hive reads it (defaults filled in, uuids lowercase, times ISO 8601),
+    The event's JSON dump as the hive reads it (defaults filled in, uuids lowercase, times ISO 8601),
     with ``signature`` and every null field left out, so that a reader on a newer minor schema (which
     only adds optional fields) computes the same bytes. Then the JSON Canonicalization Scheme (RFC 8785)
     way: keys sorted, no whitespace, strings as UTF-8 with only the escapes JSON requires, and numbers
     as ECMAScript writes them (``1.0`` -> ``1``, ``1e-7``), so that a JavaScript signer can match it.
+    Any event with a ``signature`` field can be signed: a ``Learning``, a ``Heartbeat``, a ``CoreRelease``.
     """
-    data = learning.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
+    if "signature" not in type(event).model_fields:
+        raise TypeError(f"a {type(event).__name__} has no signature field")
+    data = event.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
     return _canonical(data).encode("utf-8")
 
 
 def _canonical(value: object) -> str:
     if isinstance(value, dict):
-        # Keys of a Learning are ASCII, where RFC 8785's UTF-16 order and code point order agree.
-        items = sorted(value.items())
+        # RFC 8785 orders keys by UTF-16 code units; for the ASCII field names of every event that is the
+        # code point order, but a heartbeat's counters and evaluation are keyed by any string.
+        items = sorted(value.items(), key=lambda item: item[0].encode("utf-16-be"))
         return "{" + ",".join(f"{_string(k)}:{_canonical(v)}" for k, v in items if v is not None) + "}"
     if isinstance(value, list):
         # Flat paths for the teacher signal's rows of ids and log-probabilities, most of a big learning.
@@ -89,30 +101,51 @@ def es_number(value: float) -> str:
     return f"{sign}{mantissa}e{'+' if n - 1 > 0 else '-'}{abs(n - 1)}"
 
 
-def sign(learning: Learning, key: bytes) -> str:
-    """The hex HMAC-SHA256 of ``canonical_bytes(learning)`` under ``key``."""
+def sign(event: Event, key: bytes) -> str:
+    """The hex HMAC-SHA256 of ``canonical_bytes(event)`` under ``key``."""
     if not key:
         raise ValueError("a signing key must not be empty")
-    return hmac.new(key, canonical_bytes(learning), hashlib.sha256).hexdigest()
+    return hmac.new(key, canonical_bytes(event), hashlib.sha256).hexdigest()
 
 
-def verify(learning: Learning, key: bytes) -> bool:
-    """True when the learning carries a signature that ``key`` made over its content."""
-    if learning.signature is None or not key:
+def verify(event: Event, key: bytes) -> bool:
+    """True when the event carries a signature that ``key`` made over its content."""
+    signature = getattr(event, "signature", None)
+    if signature is None or not key:
         return False
     # compare_digest needs ASCII str on both sides; a non-ASCII signature cannot match a hex digest anyway.
-    if not learning.signature.isascii():
+    if not signature.isascii():
         return False
-    return hmac.compare_digest(learning.signature.lower(), sign(learning, key))
+    return hmac.compare_digest(signature.lower(), sign(event, key))
 
 
-def signed(learning: Learning, key: bytes) -> Learning:
-    """A copy of ``learning`` whose ``signature`` is set (any previous one is replaced)."""
-    return learning.model_copy(update={"signature": sign(learning, key)})
+def verify_any(event: Event, keys: Iterable[bytes]) -> bool:
+    """True when any of ``keys`` made the event's signature: during a rotation an agent has an old and a new key."""
+    return any(verify(event, key) for key in keys)
+
+
+def signed(event: E, key: bytes) -> E:
+    """A copy of ``event`` whose ``signature`` is set (any previous one is replaced)."""
+    return event.model_copy(update={"signature": sign(event, key)})
+
+
+def check_key(key: bytes) -> bytes:
+    """``key`` itself, or ValueError when it is empty or shorter than ``MIN_KEY_BYTES``."""
+    if not key:
+        raise ValueError("a signing key must not be empty")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"a signing key must be at least {MIN_KEY_BYTES} bytes, this one has {len(key)} "
+            "(make one with `openssl rand -hex 32`)"
+        )
+    return key
 
 
 def parse_key(text: str) -> bytes:
-    """A key written as text: ``hex:…`` or ``utf8:…`` explicitly, otherwise hex when it is hex, else UTF-8."""
+    """A key written as text: ``hex:…`` or ``utf8:…`` explicitly, otherwise hex when it is hex, else UTF-8.
+
+    Raises ValueError for a key that is malformed, empty or shorter than ``MIN_KEY_BYTES``.
+    """
     value = text.strip()
     if value.startswith("hex:"):
         key = bytes.fromhex(value[4:])
@@ -122,60 +155,106 @@ def parse_key(text: str) -> bytes:
         key = bytes.fromhex(value)
     else:
         key = value.encode("utf-8")
-    if not key:
+    return check_key(key)
+
+
+def parse_keys(text: str) -> tuple[bytes, ...]:
+    """Keys written one per line (as ``parse_key`` reads each), skipping blank lines and ``#`` comments.
+
+    Several keys serve a rotation: the hive accepts any of them, and an agent signs with the first.
+    Raises ValueError when there is none, or when any is unusable (naming its line).
+    """
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip() and line.strip()[0] != "#"]
+    keys = []
+    for number, line in lines:
+        try:
+            keys.append(parse_key(line))
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}" if len(lines) > 1 else str(exc)) from exc
+    if not keys:
         raise ValueError("a signing key must not be empty")
-    return key
+    return tuple(keys)
+
+
+def read_key_file(path: Path) -> tuple[bytes, ...]:
+    """The keys in a key file: text as ``parse_keys`` reads it, or (a file that is not UTF-8) one raw key.
+
+    Raises OSError when the file cannot be read, and ValueError when it holds no usable key.
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return (check_key(raw),)
+    return parse_keys(text)
+
+
+# (inode, size, mtime, ctime) of a key file: a different value means the file was replaced or rewritten.
+_Stamp = tuple[int, int, int, int]
 
 
 class KeyRing:
-    """Each agent's signing key: given inline, or as a file ``<key_dir>/<agent_id>.key``.
+    """Each agent's signing keys: given inline, or as a file ``<key_dir>/<agent_id>.key``.
 
-    An inline key wins over a file. A key file holds the key as text (the same rules as ``parse_key``);
-    a file that is not UTF-8 holds the raw key bytes. Files are read when first asked for, so a key
-    dropped into the directory later is found without a restart.
+    An inline key wins over a file. A key file holds one key per line (several during a rotation; any of
+    them verifies), as text with the same rules as ``parse_key``; a file that is not UTF-8 holds one raw
+    key. Files are looked at on every ``get``: a key dropped into the directory, a changed key and a
+    deleted key file all take effect without a restart (a deleted file leaves the agent without a key).
+    Safe to share between threads.
     """
 
-    def __init__(self, keys: dict[str, bytes] | None = None, key_dir: Path | None = None) -> None:
+    def __init__(self, keys: dict[str, tuple[bytes, ...]] | None = None, key_dir: Path | None = None) -> None:
         self._keys = dict(keys or {})
         self._key_dir = key_dir
-        self._from_files: dict[str, bytes] = {}
+        self._from_files: dict[str, tuple[_Stamp, tuple[bytes, ...]]] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, keys: dict[str, str], key_dir: Path | None) -> KeyRing:
         """Parses inline keys now, so that a malformed one is refused at startup, naming its agent."""
-        parsed: dict[str, bytes] = {}
+        parsed: dict[str, tuple[bytes, ...]] = {}
         for agent_id, text in keys.items():
             try:
-                parsed[agent_id] = parse_key(text)
+                parsed[agent_id] = parse_keys(text)
             except ValueError as exc:
                 raise KeyRingError(f"signing key for agent {agent_id!r} is invalid: {exc}") from exc
         if key_dir is not None and not key_dir.is_dir():
             raise KeyRingError(f"agent key directory {key_dir} does not exist or is not a directory")
         return cls(parsed, key_dir)
 
-    def get(self, agent_id: str) -> bytes | None:
-        """The agent's key, or None when it has none; raises KeyRingError for a key file that is unusable."""
+    def get(self, agent_id: str) -> tuple[bytes, ...] | None:
+        """The agent's keys, or None when it has none; raises KeyRingError for a key file that is unusable."""
         if agent_id in self._keys:
             return self._keys[agent_id]
-        if agent_id in self._from_files:
-            return self._from_files[agent_id]
         if self._key_dir is None or not _AGENT_ID.match(agent_id):
             return None
         path = self._key_dir / f"{agent_id}{KEY_SUFFIX}"
         try:
-            raw = path.read_bytes()
+            info = os.stat(path)
         except FileNotFoundError:
+            with self._lock:
+                self._from_files.pop(agent_id, None)  # deleted: the agent no longer has a key
             return None
+        except OSError as exc:
+            raise KeyRingError(f"key file {path} cannot be read: {exc}") from exc
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        with self._lock:
+            cached = self._from_files.get(agent_id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         try:
-            key = parse_key(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            key = raw
+            keys = read_key_file(path)
+        except FileNotFoundError:
+            with self._lock:
+                self._from_files.pop(agent_id, None)  # deleted between the stat and the read
+            return None
+        except OSError as exc:
+            raise KeyRingError(f"key file {path} cannot be read: {exc}") from exc
         except ValueError as exc:
             raise KeyRingError(f"key file {path} is invalid: {exc}") from exc
-        if not key:
-            raise KeyRingError(f"key file {path} is empty")
-        self._from_files[agent_id] = key
-        return key
+        with self._lock:
+            self._from_files[agent_id] = (stamp, keys)
+        return keys
 
     def __bool__(self) -> bool:
         """True when any key can be found: inline, or a directory to look in."""

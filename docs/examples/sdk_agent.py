@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 import tempfile
 import time
@@ -30,9 +31,21 @@ def release_core(kafka: KafkaSettings, cores: Path, version: int) -> None:
         producer.close()
 
 
-def run_agent(kafka: KafkaSettings, home: Path, cores: Path) -> None:
+def make_key(key_dir: Path, agent_id: str) -> Path:
+    """What an operator does once per agent: a random key (32 bytes; at least 16) in a file only its owner reads.
+    The hive holds the same file in its key directory (HIVE_INGEST__AGENT_KEY_DIR) and, by default, refuses
+    whatever an agent without a key sends."""
+    key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = key_dir / f"{agent_id}.key"
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
+def run_agent(kafka: KafkaSettings, home: Path, cores: Path, key_file: Path) -> None:
     """The part a team writes: its own loop, calling the SDK."""
-    settings = AgentSettings(agent_id="support-7", skill="capital", home=home, signing_key="utf8:demo-key")
+    # Every learning and heartbeat is signed with this key (or set HIVE_AGENT_SIGNING_KEY_FILE).
+    settings = AgentSettings(agent_id="support-7", skill="capital", home=home, signing_key_file=key_file)
     with HiveAgent(settings, kafka) as agent:
         agent.on_new_core(lambda release: print(f"running core v{release.version}", file=sys.stderr))
         agent.wait_for_core(timeout_s=60)
@@ -46,6 +59,7 @@ def run_agent(kafka: KafkaSettings, home: Path, cores: Path) -> None:
         ]
         learnings = agent.learn(learnings)  # one step on the verified answers; adds the teacher signals
         agent.publish(learnings)  # on disk now; sent in the background, kept until the broker acks
+        agent.heartbeat("learning")  # the hive's fleet view: alive, which core, the counters (best effort)
         assert agent.flush(timeout_s=30), "the broker did not ack in time"
         counts = agent.counters()
         print(f"published {counts['published']} of {counts['spooled']} learnings", file=sys.stderr)
@@ -64,7 +78,8 @@ def main() -> None:
         kafka = KafkaSettings(bootstrap=broker.bootstrap)
         create_topics(kafka)
         release_core(kafka, Path(tmp) / "cores", version=0)
-        run_agent(kafka, Path(tmp) / "agents", Path(tmp) / "cores")
+        key_file = make_key(Path(tmp) / "keys", "support-7")
+        run_agent(kafka, Path(tmp) / "agents", Path(tmp) / "cores", key_file)
     print("ok")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import hashlib
 import io
 import math
 import os
@@ -32,6 +33,7 @@ from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.events import Feedback, Learning, TeacherSignal
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_consumer, make_producer
+from streams.signing import signed
 
 Say = Callable[[str], None]
 Payload = tuple[bytes, bytes]  # (key, value), as an agent's publisher sends them
@@ -41,6 +43,20 @@ VOCAB = 260
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
 POLL_MS = 500
 CREATED_AT = datetime(2026, 11, 22, tzinfo=UTC)
+# A built-in: the hive dead-letters a skill it does not know (unknown_skill).
+SKILL = "add"
+
+
+def agent_key(agent_id: str) -> bytes:
+    """The bench agent's signing key: the hive verifies every learning, as in service. Derived from the id (for
+    benchmarks only), not random, so that the same plan gives the same bytes, run after run."""
+    return hashlib.sha256(f"hive bench ingest:{agent_id}".encode()).digest()
+
+
+def bench_ingest_settings() -> IngestSettings:
+    """The hive's default rules (signatures required) with every bench agent's key."""
+    keys = {f"agent-{n + 1}": "hex:" + agent_key(f"agent-{n + 1}").hex() for n in range(AGENTS)}
+    return IngestSettings(agent_keys=keys)  # type: ignore[arg-type]
 
 
 class BenchError(RuntimeError):
@@ -80,27 +96,28 @@ def _signal(rng: random.Random, k: int, positions: int) -> TeacherSignal:
 
 
 def build_learnings(plan: IngestBenchPlan) -> list[Learning]:
-    """``plan.count`` valid learnings with unique ids, each with a top-k signal of ``plan.positions`` positions."""
+    """``plan.count`` valid learnings with unique ids, each with a top-k signal of ``plan.positions`` positions,
+    signed with their agent's key (``agent_key``)."""
     rng = random.Random(plan.seed)
     learnings = []
     for n in range(plan.count):
         words = rng.sample(WORDS, 3)
         prompt = f"reverse the words: {' '.join(words)}"
         completion = " ".join(reversed(words))
-        learnings.append(
-            Learning(
-                id=uuid.UUID(int=rng.getrandbits(128)),
-                agent_id=f"agent-{n % AGENTS + 1}",
-                skill="reverse",
-                core_version=0,
-                # Fixed, not "now": the same plan gives the same bytes, run after run.
-                created_at=CREATED_AT + timedelta(seconds=n),
-                prompt=prompt,
-                completion=completion,
-                feedback=Feedback(reward=1.0),
-                teacher=_signal(rng, plan.k, plan.positions),
-            )
+        agent_id = f"agent-{n % AGENTS + 1}"
+        learning = Learning(
+            id=uuid.UUID(int=rng.getrandbits(128)),
+            agent_id=agent_id,
+            skill=SKILL,
+            core_version=0,
+            # Fixed, not "now": the same plan gives the same bytes, run after run.
+            created_at=CREATED_AT + timedelta(seconds=n),
+            prompt=prompt,
+            completion=completion,
+            feedback=Feedback(reward=1.0),
+            teacher=_signal(rng, plan.k, plan.positions),
         )
+        learnings.append(signed(learning, agent_key(agent_id)))
     return learnings
 
 
@@ -267,9 +284,10 @@ def run_hive_arm(
 ) -> dict[str, Any]:
     """Learnings/s from the first send until ``store.count()`` reaches the count: decode, checks, Parquet, commit.
 
-    The ingest settings are the defaults (no keys, no allow-list), so no learning is signature-checked.
+    The ingest settings are the hive's defaults plus the bench agents' keys: every learning's signature is
+    verified, as in service.
     """
-    settings = HiveSettings(home=store_dir, kafka=kafka, ingest=IngestSettings())
+    settings = HiveSettings(home=store_dir, kafka=kafka, ingest=bench_ingest_settings())
     store = ParquetLearningStore(store_dir / "store")
     arm = _HiveArm(settings, topic, group, store, len(payloads), profiler)
     started = _produce_while(arm, kafka, topic, payloads, timeout_s)

@@ -13,6 +13,7 @@ from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, settings_or_exit
 from hive.config import HiveSettings
 from hive.fleet import ACTIVE_S, FleetReadError, fleet_json, read_fleet
 from hive.registry import RegistryError
+from streams.signing import KeyRingError
 
 
 def fleet(
@@ -31,19 +32,25 @@ def fleet(
 
     Lag is the learnings the agent holds in its spool, waiting for the broker. Skew is the agent's core
     version minus the champion's. The summary counts the active agents per version, and the largest skew.
+    A heartbeat counts only when its agent passes the hive's HIVE_INGEST__* rules (signed with its key,
+    not revoked) and it was not sent further in the future than HIVE_INGEST__MAX_CLOCK_SKEW_S.
     """
     settings = settings_or_exit()
     if not settings.kafka.bootstrap:
         typer.echo("the fleet is read from the broker: set HIVE_KAFKA_BOOTSTRAP", err=True)
         raise typer.Exit(EXIT_USAGE)
     try:
-        view = read_fleet(settings.kafka, timeout)
+        view = read_fleet(settings, timeout)
     except FleetReadError as err:
         typer.echo(err.args[0] if err.args else repr(err), err=True)
         raise typer.Exit(EXIT_FAILURE) from err
+    except KeyRingError as err:
+        typer.echo(f"invalid HIVE_INGEST__* settings: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
     report = fleet_json(view, _champion(settings), active_s=active_s)
     if view.rejected:
-        typer.echo(f"{view.rejected} invalid heartbeats were ignored", err=True)
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(view.rejected_by_reason.items()))
+        typer.echo(f"{view.rejected} heartbeats were not counted ({reasons}); the log says why", err=True)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

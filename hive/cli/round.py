@@ -290,10 +290,11 @@ def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
     from kafka.errors import KafkaError
 
     from hive.fleet import read_fleet
+    from streams.signing import KeyRingError
 
     try:
-        view = read_fleet(settings.kafka)
-    except KafkaError as err:
+        view = read_fleet(settings)
+    except (KafkaError, KeyRingError) as err:
         typer.echo(f"cannot read the fleet from {settings.kafka.bootstrap}: {err!r}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
     return view.heartbeat_times()

@@ -47,7 +47,7 @@ def create_app(
     loopback); None accepts any. With ``action_token``, every write must carry it (``hive.ui.actions``).
     """
     if tracker is None and settings.kafka.bootstrap:
-        tracker = FleetTracker(settings.kafka)
+        tracker = FleetTracker.from_settings(settings)
     reader = HiveReader(settings, tracker)
 
     @asynccontextmanager

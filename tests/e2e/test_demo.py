@@ -53,6 +53,11 @@ def test_small_demo_spreads_every_skill_to_every_agent(tmp_path: Path) -> None:
     expected_learnings = 3 * 120 * 8
     assert report["round"]["learnings"] == expected_learnings
     assert report["round"]["per_agent"] == {"agent-1": 960, "agent-2": 960, "agent-3": 960}
+    # Every learning was signed with the agent's own key, made by the demo and readable by its owner only: the
+    # hive requires signatures, so an unsigned one would be dead-lettered and missing from the round.
+    keys = sorted((home / "keys").iterdir())
+    assert [k.name for k in keys] == ["agent-1.key", "agent-2.key", "agent-3.key"]
+    assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys) and len({k.read_text() for k in keys}) == 3
 
     summary = report["summary"]
     # An agent knows nothing of the skills it was not deployed to until the round spreads them.

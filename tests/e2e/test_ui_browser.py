@@ -167,7 +167,7 @@ def _register_cores(settings: HiveSettings) -> None:
     registry.set_alias(CHAMPION, 1)
 
 
-def _publish_heartbeats(bootstrap: str) -> None:
+def _publish_heartbeats(bootstrap: str, agent_keys: Any) -> None:
     kafka = KafkaSettings(bootstrap=bootstrap)
     create_topics(kafka)
     producer = make_producer(kafka)
@@ -175,7 +175,8 @@ def _publish_heartbeats(bootstrap: str) -> None:
         now = datetime.now(UTC)
         for agent, skill, version in (("agent-1", "reverse", 1), ("agent-2", "sort", 0)):
             beat = Heartbeat(agent_id=agent, skill=skill, core_version=version, sent_at=now, state="serving")
-            send_and_wait(producer, topics.FLEET, agent.encode(), encode(beat))
+            # Signed: the dashboard, as `hive fleet`, counts a heartbeat only once it verifies.
+            send_and_wait(producer, topics.FLEET, agent.encode(), encode(agent_keys.sign(beat)))
     finally:
         producer.close()
 
@@ -238,7 +239,7 @@ def _wait_for_fleet(base: str, agents: int, timeout_s: float = 30.0) -> None:
 
 
 @pytest.fixture
-def hive_ui(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def hive_ui(tmp_path: Path, agent_keys: Any) -> Iterator[tuple[str, dict[str, str]]]:
     """A hive with learnings, dead letters, rounds, two cores and two agents' heartbeats, and ``hive ui``
     serving it; yields the dashboard's URL and the environment the CLI reads the same hive with."""
     home = tmp_path / ".hive"
@@ -250,8 +251,8 @@ def hive_ui(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         _fill_store(settings)
         _record_rounds(settings)
         _register_cores(settings)
-        _publish_heartbeats(broker.bootstrap)
-        env = _env(home, broker.bootstrap)
+        _publish_heartbeats(broker.bootstrap, agent_keys)
+        env = _env(home, broker.bootstrap) | agent_keys.env
         log = tmp_path / "ui.log"
         with open(log, "wb") as out:
             ui = subprocess.Popen(

@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,8 +111,12 @@ class HiveServe:
 
 
 @pytest.fixture
-def hive_serve(tmp_path: Path) -> Iterator[Callable[..., HiveServe]]:
-    """Makes ``HiveServe`` runners for the test; any still running at the end is killed by its pid."""
+def hive_serve(tmp_path: Path, agent_keys: Any) -> Iterator[Callable[..., HiveServe]]:
+    """Makes ``HiveServe`` runners for the test; any still running at the end is killed by its pid.
+
+    Each hive reads the test's ``agent_keys`` directory (signatures are required by default): sign what the
+    test publishes with ``agent_keys.sign``. ``extra_env`` may override it.
+    """
     made: list[HiveServe] = []
 
     def make(
@@ -119,6 +124,7 @@ def hive_serve(tmp_path: Path) -> Iterator[Callable[..., HiveServe]]:
     ) -> HiveServe:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
         env |= {"HIVE_KAFKA_BOOTSTRAP": bootstrap, "HIVE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        env |= agent_keys.env
         env |= extra_env or {}
         runner = HiveServe(env, tmp_path / f"serve-{len(made)}.log", args)
         made.append(runner)
@@ -130,25 +136,25 @@ def hive_serve(tmp_path: Path) -> Iterator[Callable[..., HiveServe]]:
 
 
 @pytest.fixture
-def add_learnings() -> Callable[[int], list[Learning]]:
-    """Makes ``n`` learnings of the built-in ``add`` skill from two agents, each with its correction."""
+def add_learnings(agent_keys: Any) -> Callable[[int], list[Learning]]:
+    """Makes ``n`` learnings of the built-in ``add`` skill from two agents, each with its correction, signed
+    with the agents' keys from ``agent_keys`` (give the hive ``agent_keys.env``)."""
 
     def make(n: int) -> list[Learning]:
         rng, add = random.Random(3), BUILTIN_SKILLS["add"]
         items = []
         for i in range(n):
             prompt, answer = add.sample(rng)
-            items.append(
-                Learning(
-                    id=uuid.uuid4(),
-                    agent_id=f"agent-{i % 2}",
-                    skill="add",
-                    core_version=0,
-                    prompt=prompt,
-                    completion="0",
-                    feedback=Feedback(reward=0.0, correction=answer),
-                )
+            learning = Learning(
+                id=uuid.uuid4(),
+                agent_id=f"agent-{i % 2}",
+                skill="add",
+                core_version=0,
+                prompt=prompt,
+                completion="0",
+                feedback=Feedback(reward=0.0, correction=answer),
             )
+            items.append(agent_keys.sign(learning))
         return items
 
     return make

@@ -6,10 +6,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agents.config import AgentSettings
 from agents.model import build_core, save_core
 from agents.runtime import AgentRuntime
+from hive.auth import SenderPolicy
 from hive.fleet import FleetTracker
 from streams import topics
 from streams.codec import decode, encode
@@ -30,7 +32,9 @@ def _release(producer, version: int, directory: Path, sha256: str) -> None:
     send_and_wait(producer, topics.CORE, b"core", encode(release))
 
 
-def test_agent_learns_publishes_and_swaps_only_verified_cores(fresh_broker: str, tmp_path: Path) -> None:
+def test_agent_learns_publishes_and_swaps_only_verified_cores(
+    fresh_broker: str, tmp_path: Path, agent_keys: Any
+) -> None:
     kafka = KafkaSettings(bootstrap=fresh_broker)
     create_topics(kafka, DEFAULT_PARTITIONS)
     producer = make_producer(kafka)
@@ -47,11 +51,13 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(fresh_broker: str,
         publish_per_step=2,
         eval_tasks=5,
         heartbeat_s=0.5,
+        signing_key_file=agent_keys.agent_env("agent-t")["HIVE_AGENT_SIGNING_KEY_FILE"],
     )
     runtime = AgentRuntime(settings, kafka)
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    fleet = FleetTracker(kafka)
+    # The hive's own view: a heartbeat counts only once its signature verifies.
+    fleet = FleetTracker(kafka, SenderPolicy.from_settings(agent_keys.ingest()), max_skew_s=300)
     fleet.start()
     thread.start()
     try:

@@ -49,7 +49,9 @@ def test_record_learn_publish_arrives_signed_with_the_ids_it_was_given(fresh_bro
     send_and_wait(producer, topics.CORE, b"core", encode(release))
     producer.close()
 
-    settings = AgentSettings(agent_id="sdk-1", skill="reverse", home=tmp_path / "agents", signing_key="hex:00ff")
+    settings = AgentSettings(
+        agent_id="sdk-1", skill="reverse", home=tmp_path / "agents", signing_key="hex:" + "00ff" * 16
+    )
     with HiveAgent(settings, kafka) as agent:
         with pytest.raises(NoCoreError):
             agent.generate(["abc"])
@@ -76,7 +78,7 @@ def test_record_learn_publish_arrives_signed_with_the_ids_it_was_given(fresh_bro
 
     arrived = _read_learnings(kafka, 3)
     assert sorted(str(lr.id) for lr in arrived) == sorted(str(lr.id) for lr in learned)
-    assert all(verify(lr, bytes.fromhex("00ff")) for lr in arrived)
+    assert all(verify(lr, bytes.fromhex("00ff" * 16)) for lr in arrived)
 
 
 def test_the_documented_example_runs() -> None:

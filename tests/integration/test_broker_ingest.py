@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
@@ -35,7 +36,7 @@ def make_learning(rng: random.Random, agent: str, n: int) -> Learning:
     return Learning(
         id=uuid.UUID(int=rng.getrandbits(128)),
         agent_id=agent,
-        skill="reverse",
+        skill="add",
         core_version=0,
         prompt=word,
         completion=word[::-1] if n % 3 else word,
@@ -109,12 +110,14 @@ def read_dlq(settings: KafkaSettings, expected: int) -> list:
     return records
 
 
-def test_ingest_stores_each_learning_once_and_dead_letters_the_rest(fresh_broker: str, tmp_path: Path) -> None:
+def test_ingest_stores_each_learning_once_and_dead_letters_the_rest(
+    fresh_broker: str, tmp_path: Path, agent_keys: Any
+) -> None:
     kafka = kafka_settings(fresh_broker)
-    settings = HiveSettings(home=tmp_path / "hive", kafka=kafka)
+    settings = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=agent_keys.ingest())
     create_topics(kafka)
     rng = random.Random(0)
-    valid = [make_learning(rng, AGENTS[i % len(AGENTS)], i) for i in range(N_VALID)]
+    valid = [agent_keys.sign(make_learning(rng, AGENTS[i % len(AGENTS)], i)) for i in range(N_VALID)]
     first, second = valid[: N_VALID // 2], valid[N_VALID // 2 :]
     bad = malformed(kafka.max_message_bytes)
 

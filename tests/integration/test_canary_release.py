@@ -37,11 +37,12 @@ def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
         time.sleep(0.3)
 
 
-def test_canary_then_promotion_then_rollback(fresh_broker: str, tmp_path: Path) -> None:
+def test_canary_then_promotion_then_rollback(fresh_broker: str, tmp_path: Path, agent_keys: Any) -> None:
     home = tmp_path / "hive"
     kafka = KafkaSettings(bootstrap=fresh_broker)
-    settings = HiveSettings(home=home, kafka=kafka)
-    env = {"HIVE_HOME": str(home), "HIVE_KAFKA_BOOTSTRAP": fresh_broker}
+    settings = HiveSettings(home=home, kafka=kafka, ingest=agent_keys.ingest())
+    # `hive fleet` counts only heartbeats signed with the agents' keys.
+    env = {"HIVE_HOME": str(home), "HIVE_KAFKA_BOOTSTRAP": fresh_broker, **agent_keys.env}
     create_topics(kafka, DEFAULT_PARTITIONS)
     registry = CoreRegistry.from_settings(settings)
     for version in (0, 1):
@@ -74,6 +75,7 @@ def test_canary_then_promotion_then_rollback(fresh_broker: str, tmp_path: Path) 
                 learn_steps=0,  # serve only: the test is about which core each agent runs
                 heartbeat_s=0.3,
                 drain_timeout_s=1.0,
+                signing_key_file=agent_keys.agent_env(agent_id)["HIVE_AGENT_SIGNING_KEY_FILE"],
             ),
             kafka,
         )

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import TopicPartition
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 
 from agents.model import build_core, save_core
 from agents.spool import SPOOL_FILE, SpoolSnapshot, snapshot
-from hive.config import HiveSettings, IngestSettings
+from hive.config import HiveSettings
 from hive.ingest import Ingestor
 from hive.parquet_store import ParquetLearningStore
 from streams import topics
@@ -27,8 +28,9 @@ from streams.config import KafkaSettings
 from streams.events import CoreRelease, Heartbeat
 from streams.kafka import create_topics, make_consumer, make_producer, send_and_wait
 
-SIGNED, UNSIGNED = "agent-a", "agent-b"
-KEY = "utf8:outage-test-key"
+# agent-a's key is given to the hive inline; agent-b's is a file in the test's key directory (agent_keys).
+AGENT_A, AGENT_B = "agent-a", "agent-b"
+KEY = "utf8:outage-test-key-of-agent-a"
 # agent-b's spool is small, so that the outage fills it: it must wait (backpressure), never drop.
 SMALL_SPOOL = 40
 # Long enough for the agents' sends to time out (3 s) and their reconnects to fail (3 s) at least once.
@@ -45,10 +47,10 @@ def _until(condition: Callable[[], bool], timeout_s: float, what: Callable[[], s
 class Fleet:
     """Two `hive agent run` processes, each stopped by its pid whatever happens."""
 
-    def __init__(self, root: Path, bootstrap: str) -> None:
+    def __init__(self, root: Path, bootstrap: str, agent_b_key: dict[str, str]) -> None:
         self.root = root
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        for agent_id in (SIGNED, UNSIGNED):
+        for agent_id in (AGENT_A, AGENT_B):
             env = dict(os.environ)
             env.update(
                 HIVE_KAFKA_BOOTSTRAP=bootstrap,
@@ -58,10 +60,11 @@ class Fleet:
                 HIVE_AGENT_RETRY_BACKOFF_MAX_S="1",
                 HIVE_AGENT_DRAIN_TIMEOUT_S="20",
             )
-            if agent_id == SIGNED:
+            if agent_id == AGENT_A:
                 env["HIVE_AGENT_SIGNING_KEY"] = KEY
             else:
                 env["HIVE_AGENT_SPOOL_MAX"] = str(SMALL_SPOOL)
+                env.update(agent_b_key)
             cmd = [sys.executable, "-m", "hive", "agent", "run", "--id", agent_id, "--skill", "capital"]
             cmd += ["--learn-steps", "100000", "--batch-size", "4", "--publish-per-step", "4", "--eval-tasks", "2"]
             cmd += ["--home", str(root / "agents")]
@@ -126,7 +129,7 @@ def _last_heartbeats(kafka: KafkaSettings) -> dict[str, Heartbeat]:
     latest: dict[str, Heartbeat] = {}
     deadline = time.monotonic() + 15
     try:
-        while not all(a in latest and latest[a].state == "stopping" for a in (SIGNED, UNSIGNED)):
+        while not all(a in latest and latest[a].state == "stopping" for a in (AGENT_A, AGENT_B)):
             assert time.monotonic() < deadline, f"no final heartbeats; have {latest}"
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
@@ -147,7 +150,7 @@ def cleanup() -> Iterator[list[Callable[[], None]]]:
 
 @pytest.mark.timeout(120)
 def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
-    tmp_path: Path, cleanup: list[Callable[[], None]]
+    tmp_path: Path, cleanup: list[Callable[[], None]], agent_keys: Any
 ) -> None:
     port = free_port()
     first = EmbeddedBroker(port=port, log_path=tmp_path / "broker-1.log")
@@ -160,12 +163,13 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     send_and_wait(producer, topics.CORE, b"core", encode(release))
     producer.close()
 
-    hive = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=IngestSettings(agent_keys={SIGNED: SecretStr(KEY)}))
+    ingest = agent_keys.ingest(agent_keys={AGENT_A: SecretStr(KEY)})
+    hive = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=ingest)
     store = ParquetLearningStore(tmp_path / "hive" / "store")
     cleanup.append(store.close)
     ingest1 = Ingest(hive, store)
     cleanup.append(ingest1.close)
-    fleet = Fleet(tmp_path, kafka.bootstrap)
+    fleet = Fleet(tmp_path, kafka.bootstrap, agent_keys.agent_env(AGENT_B))
     cleanup.append(fleet.kill)
 
     def created() -> int:
@@ -200,20 +204,20 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     outage = time.monotonic()
     _until(
         lambda: (
-            len(fleet.spool(SIGNED).ids) >= len(before[SIGNED].ids) + 20
-            and len(fleet.spool(UNSIGNED).ids) >= SMALL_SPOOL
+            len(fleet.spool(AGENT_A).ids) >= len(before[AGENT_A].ids) + 20
+            and len(fleet.spool(AGENT_B).ids) >= SMALL_SPOOL
         ),
         40,
         lambda: f"the spools to grow during the outage; {progress()}",
     )
     time.sleep(max(0.0, outage + MIN_OUTAGE_S - time.monotonic()))
     assert fleet.alive(), fleet.logs()
-    assert fleet.spool(SIGNED).appended > before[SIGNED].appended
-    assert len(fleet.spool(UNSIGNED).ids) == SMALL_SPOOL  # the bound holds
+    assert fleet.spool(AGENT_A).appended > before[AGENT_A].appended
+    assert len(fleet.spool(AGENT_B).ids) == SMALL_SPOOL  # the bound holds
     for agent_id in fleet.procs:
         log = (tmp_path / f"{agent_id}.log").read_text()
         assert "cannot publish" in log, f"{agent_id} did not report the outage:\n{log[-3000:]}"
-    assert "is full" in (tmp_path / f"{UNSIGNED}.log").read_text()
+    assert "is full" in (tmp_path / f"{AGENT_B}.log").read_text()
 
     # 4. A fresh broker on the same port: it has nothing, so the topics are made again.
     second = EmbeddedBroker(port=port, log_path=tmp_path / "broker-2.log")
@@ -249,5 +253,5 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
         assert beats[agent_id].state == "stopping"
         assert counters["send_errors"] > 0 and counters["spool_size"] == 0
         assert counters["spooled"] == counters["published"] == spooled.appended
-    assert beats[UNSIGNED].counters["spool_full_waits"] > 0
-    assert beats[SIGNED].counters["spool_full_waits"] == 0
+    assert beats[AGENT_B].counters["spool_full_waits"] > 0
+    assert beats[AGENT_A].counters["spool_full_waits"] == 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from hive.ingest import SIGNATURE, UNKNOWN_AGENT
+from hive.ingest import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNKNOWN_SKILL, UNSIGNED
 from hive.parquet_store import ParquetLearningStore
 from hive.store import PAYLOAD_HEAD_BYTES, StoreError
 from streams import codec, topics
@@ -24,7 +24,7 @@ from streams.kafka import create_topics, make_consumer, make_producer
 from streams.signing import signed
 
 DEADLINE_S = 60.0
-KEY_A = b"alpha-key"  # given inline
+KEY_A = b"alpha-key-given-inline"  # given inline
 KEY_B = bytes(range(32))  # given as a file in the key directory
 N_PER_AGENT = 30
 
@@ -40,7 +40,7 @@ def learning(rng: random.Random, agent: str, n: int) -> Learning:
     return Learning(
         id=uuid.UUID(int=rng.getrandbits(128)),
         agent_id=agent,
-        skill="reverse",
+        skill="add",
         core_version=0,
         prompt=word,
         completion=word[::-1],
@@ -88,6 +88,17 @@ def hostile(rng: random.Random, max_bytes: int) -> list[tuple[str, bytes, bytes 
         (SIGNATURE, b"signer-b", encode(b.model_copy(update={"signature": "not hex at all"}))),
         (UNKNOWN_AGENT, b"stranger", encode(learning(rng, "stranger", 3))),
         (UNKNOWN_AGENT, b"stranger", encode(signed(learning(rng, "stranger", 4), KEY_A))),
+        # plain-1 has no key, and signatures are required by default.
+        (UNSIGNED, b"plain-1", encode(learning(rng, "plain-1", 5))),
+        (UNSIGNED, b"plain-1", encode(signed(learning(rng, "plain-1", 6), KEY_A))),
+        (REVOKED, b"revoked-1", encode(signed(learning(rng, "revoked-1", 7), KEY_B))),
+        (
+            UNKNOWN_SKILL,
+            b"signer-b",
+            encode(signed(learning(rng, "signer-b", 8).model_copy(update={"skill": "x"}), KEY_B)),
+        ),
+        (codec.TIMESTAMP, b"plain-1", variant(created_at="2026-11-22T12:00:00")),
+        (codec.TIMESTAMP, b"plain-1", variant(created_at="9999-12-31T23:59:59-01:00")),
     ]
 
 
@@ -124,20 +135,20 @@ def test_hostile_input_is_dead_lettered_and_the_service_survives(
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "signer-b.key").write_text(KEY_B.hex() + "\n")
+    (keys / "revoked-1.key").write_text(KEY_B.hex() + "\n")
     env = {
         "HIVE_INGEST__AGENT_KEYS": json.dumps({"signer-a": "utf8:" + KEY_A.decode()}),
         "HIVE_INGEST__AGENT_KEY_DIR": str(keys),
-        "HIVE_INGEST__ALLOWED_AGENTS": json.dumps(["signer-a", "signer-b", "plain-1"]),
+        "HIVE_INGEST__ALLOWED_AGENTS": json.dumps(["signer-a", "signer-b", "plain-1", "revoked-1"]),
+        "HIVE_INGEST__REVOKED_AGENTS": json.dumps(["revoked-1"]),
     }
     home = tmp_path / "hive"
     serve = hive_serve(fresh_broker, home, env)
     serve.start()
 
-    valid = (
-        [signed(learning(rng, "signer-a", i), KEY_A) for i in range(N_PER_AGENT)]
-        + [signed(learning(rng, "signer-b", i), KEY_B) for i in range(N_PER_AGENT)]
-        + [learning(rng, "plain-1", i) for i in range(N_PER_AGENT)]  # no key: accepted, counted unsigned
-    )
+    valid = [signed(learning(rng, "signer-a", i), KEY_A) for i in range(N_PER_AGENT)] + [
+        signed(learning(rng, "signer-b", i), KEY_B) for i in range(N_PER_AGENT)
+    ]
     bad = hostile(rng, kafka.max_message_bytes)
     messages: list[tuple[str | None, bytes, bytes | None]] = [(None, x.agent_id.encode(), encode(x)) for x in valid]
     messages += bad
@@ -176,10 +187,12 @@ def test_hostile_input_is_dead_lettered_and_the_service_survives(
     assert all(d.source_topic == topics.LEARNINGS and d.detail for d in letters)
     (oversize,) = [d for d in letters if d.reason == codec.OVERSIZE]
     assert oversize.size > kafka.max_message_bytes and len(oversize.payload_head) == PAYLOAD_HEAD_BYTES
-    assert {d.agent_id for d in letters if d.reason in (SIGNATURE, UNKNOWN_AGENT)} == {
+    assert {d.agent_id for d in letters if d.reason in (SIGNATURE, UNKNOWN_AGENT, UNSIGNED, REVOKED)} == {
         "signer-a",
         "signer-b",
         "stranger",
+        "plain-1",
+        "revoked-1",
     }
 
     dead = read_dlq(kafka, len(bad))
@@ -191,7 +204,7 @@ def test_hostile_input_is_dead_lettered_and_the_service_survives(
     assert on_topic == expected
     assert Counter(expected.values()) == Counter(reason for reason, _, _ in bad)
 
-    # Still serving after all that: a clean stop, with the unsigned learnings counted.
+    # Still serving after all that: a clean stop, and nothing accepted unsigned.
     assert serve.alive
     assert serve.terminate() == 0, serve.log_tail()
-    assert f"{len(valid)} stored, 0 duplicates, {len(bad)} dead-lettered, {N_PER_AGENT} unsigned" in serve.log_tail()
+    assert f"{len(valid)} stored, 0 duplicates, {len(bad)} dead-lettered, 0 unsigned" in serve.log_tail()

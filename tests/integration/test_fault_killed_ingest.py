@@ -85,7 +85,7 @@ def kill_and_restart(serve: Any, rng: random.Random, store_dir: Path, started: f
 
 
 def test_killed_ingest_stores_every_learning_exactly_once(
-    fresh_broker: str, tmp_path: Path, hive_serve: Callable[..., Any]
+    fresh_broker: str, tmp_path: Path, hive_serve: Callable[..., Any], agent_keys: Any
 ) -> None:
     started = time.monotonic()
     rng = random.Random(4)
@@ -94,14 +94,16 @@ def test_killed_ingest_stores_every_learning_exactly_once(
     home = tmp_path / "hive"
     store_dir = home / "store"
     learnings = [
-        Learning(
-            id=uuid.UUID(int=rng.getrandbits(128)),
-            agent_id=f"agent-{i % (PRODUCERS * AGENTS_PER_PRODUCER)}",
-            skill="reverse",
-            core_version=0,
-            prompt=f"prompt {i}",
-            completion=f"answer {i}",
-            feedback=Feedback(reward=1.0),
+        agent_keys.sign(
+            Learning(
+                id=uuid.UUID(int=rng.getrandbits(128)),
+                agent_id=f"agent-{i % (PRODUCERS * AGENTS_PER_PRODUCER)}",
+                skill="add",
+                core_version=0,
+                prompt=f"prompt {i}",
+                completion=f"answer {i}",
+                feedback=Feedback(reward=1.0),
+            )
         )
         for i in range(TOTAL)
     ]

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from kafka import TopicPartition
 
@@ -46,10 +47,10 @@ def test_an_ingestor_joins_with_settings_that_bound_the_join_to_5_s(fresh_broker
             ingestor.close()
 
 
-def test_two_ingestors_in_one_group_share_the_partitions(fresh_broker: str, tmp_path: Path) -> None:
+def test_two_ingestors_in_one_group_share_the_partitions(fresh_broker: str, tmp_path: Path, agent_keys: Any) -> None:
     kafka = KafkaSettings(bootstrap=fresh_broker)
     create_topics(kafka)
-    settings = HiveSettings(home=tmp_path / "hive", kafka=kafka)
+    settings = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=agent_keys.ingest())
     rng = random.Random(1)
     with ParquetLearningStore(settings.store_dir) as store:
         first, second = Ingestor(settings, store), Ingestor(settings, store)
@@ -70,14 +71,16 @@ def test_two_ingestors_in_one_group_share_the_partitions(fresh_broker: str, tmp_
             producer = make_producer(kafka)
             try:
                 for i in range(N):
-                    item = Learning(
-                        id=uuid.UUID(int=rng.getrandbits(128)),
-                        agent_id=f"agent-{i % 8}",
-                        skill="reverse",
-                        core_version=0,
-                        prompt="p",
-                        completion="c",
-                        feedback=Feedback(reward=1.0),
+                    item = agent_keys.sign(
+                        Learning(
+                            id=uuid.UUID(int=rng.getrandbits(128)),
+                            agent_id=f"agent-{i % 8}",
+                            skill="add",
+                            core_version=0,
+                            prompt="p",
+                            completion="c",
+                            feedback=Feedback(reward=1.0),
+                        )
                     )
                     producer.send(topics.LEARNINGS, key=item.agent_id.encode(), value=encode(item), partition=i % 4)
                 producer.flush(timeout=30)

@@ -37,6 +37,7 @@ def test_kafkajs_learning_from_the_example_is_stored(fresh_broker: str, tmp_path
     create_topics(kafka)
     # The example's agent has a key: its learning is stored only if the JavaScript signature verifies.
     ingest = IngestSettings(agent_keys={"agent-7": KEY.hex()}, allowed_agents=["agent-7"])  # type: ignore[dict-item]
+    assert ingest.require_signatures  # the default: an unsigned learning would be dead-lettered
     settings = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=ingest)
     with ParquetLearningStore(settings.store_dir) as store:
         ingestor = Ingestor(settings, store)

@@ -292,8 +292,6 @@ def test_fleet_json_reports_skew_lag_and_the_active_summary() -> None:
     view.offer(_beat("agent-1", 3, 1.0, now, counters={"spool_size": 0}, state="serving"))
     view.offer(_beat("agent-3", 1, 500.0, now))  # gone: listed, not counted
     view.offer(_beat("agent-4", 0, 2.0, now, state="stopping"))
-    # An older heartbeat arriving late does not replace the newer one.
-    view.offer(_beat("agent-2", 0, 9.0, now))
 
     report = fleet_json(view, champion=1, now=now, active_s=60.0)
     agents = {a["agent_id"]: a for a in report["agents"]}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streams import codec
 from streams.codec import DecodeError, decode, encode
-from streams.events import Feedback, Learning, TeacherSignal
+from streams.events import CoreRelease, Feedback, Heartbeat, Learning, TeacherSignal
 
 MAX = 10_000
 
@@ -95,6 +95,45 @@ def test_schema(data: object) -> None:
     err = reason_of(raw(data))
     assert err.reason == codec.SCHEMA
     assert err.detail
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-11-22T12:00:00",  # no zone: a reader could not compare it with the others
+        "2026-11-22 12:00:00.123",
+        "0001-01-01T00:00:00+01:00",  # zoned, but before year 1 in UTC: converting it would overflow
+        "9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+        "not a time",
+        1e300,
+        None,
+    ],
+)
+@pytest.mark.parametrize(
+    ("cls", "field", "base"),
+    [
+        (Learning, "created_at", valid()),
+        (Heartbeat, "sent_at", {"agent_id": "a1", "skill": "add", "core_version": 0}),
+        (CoreRelease, "released_at", {"version": 1, "model_uri": "file:///x", "sha256": "0" * 64}),
+    ],
+)
+def test_a_zone_less_or_out_of_range_time_is_refused_as_timestamp(
+    moment: object, cls: type, field: str, base: dict
+) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode(raw(base | {field: moment}), cls, MAX)
+    assert info.value.reason == codec.TIMESTAMP and field in info.value.detail
+    assert "zone" in codec.DESCRIPTIONS[codec.TIMESTAMP]
+
+
+@pytest.mark.parametrize(
+    "moment", ["2026-11-22T12:00:00Z", "2026-11-22T13:00:00+01:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
+)
+def test_zoned_times_in_range_decode_and_keep_their_offset(moment: str) -> None:
+    event = decode(raw(valid() | {"created_at": moment}), Learning, MAX)
+    assert event.created_at.tzinfo is not None
+    # Kept as sent: the signature covers the JSON form, so the hive must not rewrite it.
+    assert json.loads(encode(event))["created_at"].replace("+00:00", "Z") == moment
 
 
 def test_decode_error_refuses_unknown_reasons() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from streams.events import SCHEMA_VERSION, CoreRelease, Feedback, Heartbeat, Learning, TeacherSignal
+from streams.events import SCHEMA_VERSION, STORED, CoreRelease, Feedback, Heartbeat, Learning, TeacherSignal
 
 
 def learning_dict(**over: object) -> dict:
@@ -128,3 +130,16 @@ def test_other_events_validate() -> None:
     with pytest.raises(ValidationError):
         CoreRelease(version=2, model_uri="file:///x", sha256="not-a-hash")
     assert TeacherSignal.model_validate(teacher_dict()).k == 2
+
+
+def test_a_zone_less_time_is_refused_except_when_read_back_from_the_store() -> None:
+    naive = learning_dict() | {"created_at": "2026-11-22T12:00:00"}
+    with pytest.raises(ValidationError, match="timezone"):
+        Learning.model_validate(naive)
+    with pytest.raises(ValidationError, match="timezone"):
+        Heartbeat(agent_id="a1", skill="s", core_version=0, sent_at=datetime(2026, 11, 22))
+    # A store written by a hive that accepted zone-less times stays readable: they are read as UTC.
+    stored = Learning.model_validate_json(json.dumps(naive), context=STORED)
+    assert stored.created_at == datetime(2026, 11, 22, 12, tzinfo=UTC)
+    zoned = learning_dict() | {"created_at": "2026-11-22T13:00:00+01:00"}
+    assert Learning.model_validate(zoned, context=STORED).created_at.utcoffset() == timedelta(hours=1)

@@ -1,8 +1,9 @@
-"""Signatures: canonical bytes, sign/verify under tampering, and the key ring's inline and file keys."""
+"""Signatures: canonical bytes, sign/verify under tampering (learnings and heartbeats), and the key ring."""
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 
 from streams import signing
 from streams.codec import decode, encode
-from streams.events import Feedback, Learning, TeacherSignal
-from streams.signing import KeyRing, KeyRingError, canonical_bytes, parse_key, sign, signed, verify
+from streams.events import CoreRelease, Feedback, Heartbeat, Learning, TeacherSignal
+from streams.signing import KeyRing, KeyRingError, canonical_bytes, parse_key, parse_keys, sign, signed, verify
 
 KEY = b"k" * 32
 
@@ -72,7 +73,7 @@ def test_any_change_breaks_the_signature(change: dict) -> None:
 
 
 def test_wrong_key_missing_or_garbage_signature_do_not_verify() -> None:
-    assert not verify(signed(learning(), KEY), b"other key")
+    assert not verify(signed(learning(), KEY), b"other key of 16 bytes")
     assert not verify(learning(), KEY)
     assert not verify(learning(signature="zz"), KEY)
     assert not verify(learning(signature="é" * 64), KEY)  # non-ASCII: refused, not an exception
@@ -88,39 +89,103 @@ def test_empty_key_is_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("00ff", b"\x00\xff"),
-        ("hex:00FF", b"\x00\xff"),
-        ("utf8:00ff", b"00ff"),
-        ("correct horse", b"correct horse"),
-        ("abc", b"abc"),  # odd length: not hex
-        ("  00ff\n", b"\x00\xff"),
+        ("00ff" * 8, b"\x00\xff" * 8),
+        ("hex:" + "00FF" * 8, b"\x00\xff" * 8),
+        ("utf8:" + "00ff" * 8, b"00ff" * 8),
+        ("correct horse battery staple", b"correct horse battery staple"),
+        ("abc" * 11, b"abc" * 11),  # odd length: not hex
+        ("  " + "00ff" * 8 + "\n", b"\x00\xff" * 8),
     ],
 )
 def test_parse_key(text: str, key: bytes) -> None:
     assert parse_key(text) == key
 
 
+@pytest.mark.parametrize("text", ["00ff", "utf8:fifteen-bytes", "hex:" + "ab" * 15, "", "hex:", "hex:zz"])
+def test_a_key_shorter_than_16_bytes_or_malformed_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"16 bytes|empty|non-hexadecimal"):
+        parse_key(text)
+
+
+def test_several_keys_one_per_line_for_a_rotation() -> None:
+    text = "# new first\n" + "11" * 16 + "\n\n" + "utf8:the-old-key-of-the-agent\n"
+    assert parse_keys(text) == (b"\x11" * 16, b"the-old-key-of-the-agent")
+    with pytest.raises(ValueError, match=r"line 2: .*16 bytes"):
+        parse_keys("11" * 16 + "\nutf8:short")
+
+
 def test_key_ring_inline_wins_over_files_and_reads_files_lazily(tmp_path: Path) -> None:
-    (tmp_path / "agent-1.key").write_text("hex:0101\n")
-    (tmp_path / "agent-2.key").write_text("2222\n")
-    ring = KeyRing.from_config({"agent-1": "utf8:inline"}, tmp_path)
-    assert ring.get("agent-1") == b"inline"
-    assert ring.get("agent-2") == b"\x22\x22"
+    (tmp_path / "agent-1.key").write_text("hex:" + "01" * 16 + "\n")
+    (tmp_path / "agent-2.key").write_text("22" * 16 + "\n")
+    ring = KeyRing.from_config({"agent-1": "utf8:inline-key-of-agent-1"}, tmp_path)
+    assert ring.get("agent-1") == (b"inline-key-of-agent-1",)
+    assert ring.get("agent-2") == (b"\x22" * 16,)
     assert ring.get("agent-3") is None
-    (tmp_path / "agent-3.key").write_bytes(b"\xff\xfe raw")  # not UTF-8: the raw bytes are the key
-    assert ring.get("agent-3") == b"\xff\xfe raw"
+    (tmp_path / "agent-3.key").write_bytes(b"\xff\xfe raw key bytes here")  # not UTF-8: the raw bytes are the key
+    assert ring.get("agent-3") == (b"\xff\xfe raw key bytes here",)
     assert ring.get("../agent-1") is None  # not an agent id: never a path
     assert KeyRing.from_config({}, None).get("agent-1") is None
+
+
+def test_key_ring_picks_up_a_changed_or_deleted_key_file_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "agent-1.key"
+    path.write_text("11" * 16 + "\n")
+    ring = KeyRing.from_config({}, tmp_path)
+    assert ring.get("agent-1") == (b"\x11" * 16,)
+    # Rewritten in place with a key of the same length, and the same mtime: the change time still differs.
+    stat = path.stat()
+    path.write_text("22" * 16 + "\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ring.get("agent-1") == (b"\x22" * 16,)
+    # Replaced by a new file (a rename, as editors and `mv` do): a new inode.
+    (tmp_path / "new").write_text("33" * 16 + "\n" + "22" * 16 + "\n")
+    os.replace(tmp_path / "new", path)
+    assert ring.get("agent-1") == (b"\x33" * 16, b"\x22" * 16)
+    path.unlink()  # deleted: the agent no longer has a key
+    assert ring.get("agent-1") is None
+    path.write_text("utf8:short\n")  # back, but too short: refused, never used
+    with pytest.raises(KeyRingError, match="16 bytes"):
+        ring.get("agent-1")
 
 
 def test_key_ring_refuses_bad_configuration(tmp_path: Path) -> None:
     with pytest.raises(KeyRingError, match="agent 'a'"):
         KeyRing.from_config({"a": "hex:zz"}, None)
+    with pytest.raises(KeyRingError, match=r"agent 'a'.*16 bytes"):
+        KeyRing.from_config({"a": "utf8:short"}, None)
     with pytest.raises(KeyRingError, match="does not exist"):
         KeyRing.from_config({}, tmp_path / "missing")
     (tmp_path / "empty.key").write_text("\n")
     with pytest.raises(KeyRingError, match="empty"):
         KeyRing.from_config({}, tmp_path).get("empty")
+    (tmp_path / "raw.key").write_bytes(b"\xff" * 15)
+    with pytest.raises(KeyRingError, match="16 bytes"):
+        KeyRing.from_config({}, tmp_path).get("raw")
+
+
+def test_a_heartbeat_is_signed_and_verified_like_a_learning() -> None:
+    beat = Heartbeat(
+        agent_id="agent-1",
+        skill="add",
+        core_version=2,
+        sent_at=datetime(2026, 11, 22, 9, 30, tzinfo=UTC),
+        counters={"published": 3, "spool_size": 0},
+        evaluation={"add": 0.5, "morse": 1.0},
+    )
+    sent = signed(beat, KEY)
+    received = decode(encode(sent), Heartbeat, 100_000)
+    assert verify(received, KEY)
+    for change in ({"core_version": 3}, {"counters": {"published": 4, "spool_size": 0}}, {"state": "stopping"}):
+        assert not verify(received.model_copy(update=change), KEY)
+    assert not verify(beat, KEY)  # unsigned
+    assert b"signature" not in canonical_bytes(sent) and b'"evaluation":{"add":0.5,"morse":1}' in canonical_bytes(sent)
+
+
+def test_only_events_with_a_signature_field_can_be_signed() -> None:
+    release = CoreRelease(version=1, model_uri="file:///x", sha256="0" * 64)
+    assert verify(signed(release, KEY), KEY)
+    with pytest.raises(TypeError, match="no signature field"):
+        canonical_bytes(Feedback(reward=1.0))  # type: ignore[arg-type]
 
 
 def test_module_exports_the_agreed_api() -> None:
