@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Why a heartbeat is not counted, besides the sender policy's reasons (hive.auth) and the codec's.
 FUTURE = "future"
 KEY_FILE = "key_file"
+UNPROCESSABLE = "unprocessable"
 MAX_NOTED = 1000
 
 
@@ -49,7 +50,8 @@ class FleetView:
     # (agent id, core version) -> the newest non-empty evaluation the agent reported on that core.
     evaluations: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     rejected: int = 0
-    # Heartbeats not counted, per reason: the codec's, the sender policy's (hive.auth), ``future`` or ``key_file``.
+    # Heartbeats not counted, per reason: the codec's, the sender policy's (hive.auth), ``future``, ``key_file``
+    # or ``unprocessable`` (a check that failed unforeseen, logged with its traceback).
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     # (reason, agent id) pairs already logged at WARNING: an agent heartbeats every few seconds.
     _noted: set[tuple[str, str | None]] = field(default_factory=set, repr=False)
@@ -74,6 +76,15 @@ class FleetView:
         is not counted either (reason ``key_file``): heartbeats are sent every few seconds, so the next one
         is checked again, and the follower must not stop over a file the operator has to fix.
         """
+        try:
+            self._check_and_offer(raw, max_message_bytes, policy, max_skew_s, now)
+        except Exception as err:  # one heartbeat's unforeseen failure must not stop the follower (issue #9)
+            log.exception("a heartbeat could not be checked")
+            self._reject(UNPROCESSABLE, None, f"ignoring a heartbeat that could not be checked: {err!r}")
+
+    def _check_and_offer(
+        self, raw: bytes | None, max_message_bytes: int, policy: SenderPolicy, max_skew_s: float, now: datetime | None
+    ) -> None:
         try:
             beat = decode(raw, Heartbeat, max_message_bytes)
         except DecodeError as err:

@@ -35,11 +35,13 @@ RETRYABLE = (KafkaError, OSError, sqlite3.Error, StoreError, KeyRingError)
 
 # Why ingest refuses a learning that decodes; with codec.REASONS these are every dead-letter ``reason``.
 UNKNOWN_SKILL = "unknown_skill"
-REASONS = (*codec.REASONS, UNKNOWN_AGENT, REVOKED, UNSIGNED, SIGNATURE, UNKNOWN_SKILL)
+UNPROCESSABLE = "unprocessable"
+REASONS = (*codec.REASONS, UNKNOWN_AGENT, REVOKED, UNSIGNED, SIGNATURE, UNKNOWN_SKILL, UNPROCESSABLE)
 DESCRIPTIONS = {
     **codec.DESCRIPTIONS,
     **auth.DESCRIPTIONS,
     UNKNOWN_SKILL: "the skill is neither a built-in nor a plugin the hive loads (HIVE_SKILLS)",
+    UNPROCESSABLE: "checking the record failed in a way the hive did not foresee (a bug: see the hive's log)",
 }
 __all__ = ["DESCRIPTIONS", "REASONS", "IngestStats", "Ingestor", "Rejection", "SenderPolicy", "keyring"]
 
@@ -49,6 +51,29 @@ def check_skill(learning: Learning, skills: frozenset[str]) -> Rejection | None:
     if learning.skill in skills:
         return None
     return Rejection(UNKNOWN_SKILL, f"skill {learning.skill[:128]!r} is not a built-in nor in HIVE_SKILLS")
+
+
+def admit(
+    value: bytes | None, max_bytes: int, policy: SenderPolicy, skills: frozenset[str]
+) -> tuple[Learning | None, Rejection | None]:
+    """Checks one record's value at the door: (the learning, None) when it may be stored, else (the learning
+    if it decoded, why it is refused). Raises only KeyRingError (a key file the operator must fix; the batch
+    is retried).
+
+    No value may stop ingest: a check that fails in a way nobody foresaw refuses that record alone, as
+    ``unprocessable`` with the error, logged with its traceback, and the batch goes on.
+    """
+    learning: Learning | None = None
+    try:
+        learning = decode(value, Learning, max_bytes)
+        return learning, policy.check(learning) or check_skill(learning, skills)
+    except DecodeError as err:
+        return None, Rejection(err.reason, err.detail)
+    except KeyRingError:
+        raise
+    except Exception as err:  # one record's unforeseen failure must not stop the service (issue #9)
+        log.exception("a record could not be checked; dead-lettering it as %s", UNPROCESSABLE)
+        return learning, Rejection(UNPROCESSABLE, f"the hive could not check this record: {err!r}"[:1000])
 
 
 @dataclass
@@ -167,15 +192,11 @@ class Ingestor:
             first_offsets[tp] = min(first_offsets.get(tp, rec.offset), rec.offset)
         try:
             for rec in records:
-                try:
-                    learning = decode(rec.value, Learning, self.max_bytes)
-                except DecodeError as err:
-                    self._refuse(rec, Rejection(err.reason, err.detail), None, dead, letters)
-                    continue
-                rejection = self.policy.check(learning) or check_skill(learning, self.skills)
+                learning, rejection = admit(rec.value, self.max_bytes, self.policy, self.skills)
                 if rejection is not None:
                     self._refuse(rec, rejection, learning, dead, letters)
                     continue
+                assert learning is not None
                 learnings.append(learning)
                 if not self.policy.require_signatures and self.policy.is_unsigned(learning.agent_id):
                     unsigned += 1

@@ -40,10 +40,13 @@ class FuzzError(RuntimeError):
     """The hive did not take the traffic as it must: it stopped, lost a message, or the round failed."""
 
 
+REVOKED = "revoked-1"
+
+
 def _write_keys(directory: Path) -> dict[str, bytes]:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = {}
-    for agent in AGENTS:
+    for agent in (*AGENTS, REVOKED):
         key = secrets.token_bytes(32)
         path = directory / f"{agent}.key"
         path.write_text(key.hex() + "\n")
@@ -185,7 +188,8 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
     home.mkdir(parents=True)
     keys = _write_keys(workdir / "keys")
     claim_checks = poisoned_adapters(workdir / "adapters", workdir / "outside")
-    messages = build_traffic(plan, keys, claim_checks)
+    revoked = (REVOKED, keys.pop(REVOKED))
+    messages = build_traffic(plan, keys, claim_checks, revoked)
     try:
         broker = EmbeddedBroker(log_path=workdir / "tansu.log")
         broker.start()
@@ -196,6 +200,7 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
         "HIVE_HOME": str(home),
         "HIVE_KAFKA_BOOTSTRAP": broker.bootstrap,
         "HIVE_INGEST__AGENT_KEY_DIR": str(workdir / "keys"),
+        "HIVE_INGEST__REVOKED_AGENTS": json.dumps([REVOKED]),
         "HIVE_ADAPTERS__ROOTS": json.dumps([str((workdir / "adapters").resolve())]),
         "PYTHONUNBUFFERED": "1",
         **ROUND_ENV,
