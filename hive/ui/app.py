@@ -116,7 +116,8 @@ def _pages(app: FastAPI, reader: HiveReader, actions: bool) -> None:
 
     @app.get("/rounds", response_class=HTMLResponse)
     def rounds() -> str:
-        return page("rounds.html", title="Rounds", rounds=list(reversed(reader.rounds())))
+        rows = list(reversed(reader.rounds()))
+        return page("rounds.html", title="Rounds", rounds=rows, notices=reader.schedule_notices())
 
     @app.get("/rounds/{round_id}", response_class=HTMLResponse)
     def round_page(round_id: str) -> str:
@@ -138,6 +139,7 @@ def _pages(app: FastAPI, reader: HiveReader, actions: bool) -> None:
             "learnings.html",
             title="Learnings",
             rows=list(reversed(rows)),
+            quarantine=reader.quarantined(limit),
             agents=sorted(counts["per_agent"]),
             total=counts["count"],
             agent=agent or "",
@@ -186,6 +188,10 @@ def _api(app: FastAPI, reader: HiveReader) -> None:
         agent: str | None = None, skill: str | None = None, limit: int = Query(20, ge=1, le=MAX_LIMIT)
     ) -> list[dict[str, Any]]:
         return reader.learnings(limit, _blank(agent), _blank(skill))
+
+    @app.get("/api/learnings/quarantined")
+    def quarantined(limit: int = Query(20, ge=0, le=MAX_LIMIT)) -> dict[str, Any]:
+        return reader.quarantined(limit)
 
     @app.get("/api/dlq")
     def dlq(reason: str | None = None, limit: int = Query(20, ge=0, le=MAX_LIMIT)) -> dict[str, Any]:
