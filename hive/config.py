@@ -107,6 +107,9 @@ class ScheduleSettings(BaseModel):
     active_s: float = Field(default=300.0, gt=0)
     # How often an interrupted round may be resumed before it is failed for good.
     max_resumes: int = Field(default=2, ge=0)
+    # After this many failed rounds in a row over the same learnings, no round opens over them by itself
+    # until `hive round skip` moves past them (0: never stop trying).
+    max_failed_rounds: int = Field(default=3, ge=0)
 
 
 class GateSettings(BaseModel):

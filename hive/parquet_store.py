@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from hive.sqlite_catalog import IdRow, SqliteCatalog
-from hive.store import DeadLetter, LearningStore, StoreError, TopicPartitionKey
+from hive.store import DeadLetter, LearningStore, Quarantined, StoreError, TopicPartitionKey
 from streams.codec import encode
 from streams.events import STORED, Learning
 
@@ -143,6 +144,33 @@ class ParquetLearningStore(LearningStore):
         os.replace(tmp, path)
         _fsync_dir(self.segments_dir)
 
+    def _rows(
+        self,
+        after_seq: int,
+        upto_seq: int | None,
+        agent_id: str | None,
+        skill: str | None,
+        limit: int | None,
+        skip_quarantined: bool,
+    ) -> list[tuple[int, str, str, str, str]]:
+        """(seq, id, agent_id, skill, json) of the matching rows, ordered by seq, unparsed."""
+        located = self._catalog.locate(after_seq, upto_seq, agent_id, skill, limit, skip_quarantined)
+        wanted: dict[str, set[int]] = defaultdict(set)
+        for seq, segment in located:
+            wanted[segment].add(seq)
+        found: dict[int, tuple[int, str, str, str, str]] = {}
+        for segment, seqs in wanted.items():
+            path = self.segments_dir / segment
+            try:
+                table = pq.read_table(path, columns=["seq", "id", "agent_id", "skill", "json"])
+            except FileNotFoundError as exc:
+                raise StoreError(f"segment {segment} is in the catalog but missing from {self.segments_dir}") from exc
+            columns = [table.column(name).to_pylist() for name in ("seq", "id", "agent_id", "skill", "json")]
+            for row in zip(*columns, strict=True):
+                if row[0] in seqs:
+                    found[row[0]] = row
+        return [found[seq] for seq, _ in located]
+
     def read_with_seq(
         self,
         after_seq: int = 0,
@@ -150,23 +178,34 @@ class ParquetLearningStore(LearningStore):
         agent_id: str | None = None,
         skill: str | None = None,
         limit: int | None = None,
+        skip_quarantined: bool = False,
     ) -> list[tuple[int, Learning]]:
-        located = self._catalog.locate(after_seq, upto_seq, agent_id, skill, limit)
-        wanted: dict[str, set[int]] = defaultdict(set)
-        for seq, segment in located:
-            wanted[segment].add(seq)
-        found: dict[int, Learning] = {}
-        for segment, seqs in wanted.items():
-            path = self.segments_dir / segment
+        learnings = []
+        for seq, _, _, _, text in self._rows(after_seq, upto_seq, agent_id, skill, limit, skip_quarantined):
             try:
-                table = pq.read_table(path, columns=["seq", "json"])
-            except FileNotFoundError as exc:
-                raise StoreError(f"segment {segment} is in the catalog but missing from {self.segments_dir}") from exc
-            for seq, text in zip(table.column("seq").to_pylist(), table.column("json").to_pylist(), strict=True):
-                if seq in seqs:
-                    # STORED: a zone-less time that an older hive accepted is read as UTC, not refused.
-                    found[seq] = Learning.model_validate_json(text, context=STORED)
-        return [(seq, found[seq]) for seq, _ in located]
+                # STORED: a zone-less time that an older hive accepted is read as UTC, not refused.
+                learnings.append((seq, Learning.model_validate_json(text, context=STORED)))
+            except ValidationError as err:
+                raise StoreError(
+                    f"stored learning seq {seq} no longer parses as a Learning ({err.error_count()} errors, first: "
+                    f"{err.errors()[0]['msg']}); a round quarantines it as unreadable"
+                ) from err
+        return learnings
+
+    def read_checked(
+        self, after_seq: int = 0, upto_seq: int | None = None, limit: int | None = None
+    ) -> tuple[list[tuple[int, Learning]], list[Quarantined]]:
+        good: list[tuple[int, Learning]] = []
+        bad: list[Quarantined] = []
+        for seq, learning_id, agent, skill, text in self._rows(after_seq, upto_seq, None, None, limit, True):
+            try:
+                good.append((seq, Learning.model_validate_json(text, context=STORED)))
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(map(str, first["loc"])) or "the event"
+                detail = f"its stored JSON no longer parses as a Learning: {where}: {first['msg']}"
+                bad.append(Quarantined(learning_id, seq, agent, skill, "unreadable", detail))
+        return good, bad
 
     def read(
         self,
@@ -175,8 +214,23 @@ class ParquetLearningStore(LearningStore):
         agent_id: str | None = None,
         skill: str | None = None,
         limit: int | None = None,
+        skip_quarantined: bool = False,
     ) -> list[Learning]:
-        return [x for _, x in self.read_with_seq(after_seq, upto_seq, agent_id, skill, limit)]
+        return [x for _, x in self.read_with_seq(after_seq, upto_seq, agent_id, skill, limit, skip_quarantined)]
+
+    def quarantine(self, entries: Sequence[Quarantined]) -> int:
+        return self._catalog.quarantine(entries)
+
+    def quarantined(
+        self, limit: int | None = None, after_seq: int = 0, upto_seq: int | None = None
+    ) -> list[Quarantined]:
+        return self._catalog.quarantined(limit, after_seq, upto_seq)
+
+    def quarantine_counts(self) -> dict[str, int]:
+        return self._catalog.quarantine_counts()
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        return self._catalog.lookup(ids)
 
     def count(self, agent_id: str | None = None, skill: str | None = None) -> int:
         return self._catalog.count(agent_id, skill)
@@ -203,8 +257,10 @@ class ParquetLearningStore(LearningStore):
     def offsets(self) -> dict[TopicPartitionKey, int]:
         return self._catalog.offsets()
 
-    def per_agent_counts(self, after_seq: int = 0, upto_seq: int | None = None) -> dict[str, int]:
-        return self._catalog.per_agent_counts(after_seq, upto_seq)
+    def per_agent_counts(
+        self, after_seq: int = 0, upto_seq: int | None = None, skip_quarantined: bool = False
+    ) -> dict[str, int]:
+        return self._catalog.per_agent_counts(after_seq, upto_seq, skip_quarantined)
 
     def close(self) -> None:
         self._catalog.close()

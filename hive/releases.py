@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -13,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from hive.cores import existing_core
 from hive.registry import CHAMPION, CoreRegistry, verify_core
 from hive.rounds import RoundBook
-from streams import topics
+from streams import durable, topics
 from streams.codec import encode
 from streams.events import AgentId, CoreRelease
 from streams.kafka import send_and_wait
@@ -36,6 +37,8 @@ CANARY_KEY = b"canary"
 
 Action = Literal["round", "promote", "rollback", "canary"]
 ACTIONS: tuple[str, ...] = ("round", "promote", "rollback", "canary")
+# The lines that close a release entry: it went out (with its offset), or it never did.
+OUTCOMES: tuple[str, ...] = ("published", "failed")
 _AGENT_ID: TypeAdapter[str] = TypeAdapter(AgentId)
 
 
@@ -93,12 +96,20 @@ def history_path(settings: HiveSettings) -> Path:
 
 
 def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
-    """Every recorded release, oldest first. A line that is not a JSON object (a write cut short by a
-    crash) is skipped with a warning: the rest of the history stays usable."""
+    """Every recorded release, oldest first, as it stands after its outcome lines.
+
+    A release is written as an entry (with an ``id``, ``offset`` None) *before* it is published; then a
+    line ``{"action": "published", "of": id, "offset": N}`` fills in its offset, or a line
+    ``{"action": "failed", "of": id, "error": ...}`` withdraws it, since it never went out. An entry whose
+    outcome never came (the hive died while publishing) stays, with ``offset`` None: `hive core promote`
+    of its version publishes it for sure. A line that is not a JSON object (a write cut short by a crash)
+    is skipped with a warning: the rest of the history stays usable.
+    """
     path = history_path(settings)
     if not path.is_file():
         return []
-    entries = []
+    entries: list[dict[str, Any]] = []
+    by_id: dict[str, dict[str, Any]] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -107,8 +118,18 @@ def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             log.warning("%s line %d is not JSON (%s); skipped", path, number, err)
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("version"), int) and entry.get("action") in ACTIONS:
+        if isinstance(entry, dict) and entry.get("action") in OUTCOMES and isinstance(entry.get("of"), str):
+            target = by_id.pop(entry["of"], None)
+            if target is None:
+                log.warning("%s line %d is the outcome of a release it does not hold; skipped", path, number)
+            elif entry["action"] == "published":
+                target["offset"] = entry.get("offset")
+            else:
+                entries.remove(target)
+        elif isinstance(entry, dict) and isinstance(entry.get("version"), int) and entry.get("action") in ACTIONS:
             entries.append(entry)
+            if isinstance(entry.get("id"), str):
+                by_id[entry["id"]] = entry
         else:
             log.warning("%s line %d is not a release entry; skipped", path, number)
     return entries
@@ -117,10 +138,9 @@ def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
 def _append_history(settings: HiveSettings, entry: dict[str, Any]) -> None:
     path = history_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # One write of one line in append mode: the service and the CLI may both append, and O_APPEND keeps
-    # each small write whole.
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    # One fsynced write of one line in append mode: the service and the CLI may both append, and O_APPEND
+    # keeps each small write whole.
+    durable.append_line(path, json.dumps(entry, sort_keys=True))
 
 
 def champion_stack(history: list[dict[str, Any]]) -> list[int]:
@@ -187,14 +207,15 @@ def release_core(
     ``version`` itself), the ``canary`` alias is removed, and a CoreRelease with no targets is published
     with key ``core``. A canary publishes a CoreRelease naming the agents with key ``canary`` and points
     the ``canary`` alias at ``version``; the champion stays. Either way the release goes to partition 0 of
-    ``hive.core`` and is appended to ``HIVE_HOME/releases.jsonl``.
+    ``hive.core``, after its entry in ``HIVE_HOME/releases.jsonl`` (see ``read_history``).
 
     Idempotent: releasing the champion again publishes it again and changes no alias, which is how a
     release whose publish failed is retried. The core's files (``hive.cores.existing_core``) MUST match the
-    sha256 it was registered with. Publishing comes first, so a failed send changes nothing in the registry.
-    Raises UnknownVersionError for an unregistered version, CoreIntegrityError for a sha256 mismatch,
-    ReleaseError when the core's files are missing (or, after the release went out, when the history
-    cannot be written), ValueError for a bad agent id, and the Kafka error when the broker does not ack.
+    sha256 it was registered with. The aliases change only after the broker acked, so a failed send changes
+    nothing in the registry, and its history entry is withdrawn. Raises UnknownVersionError for an
+    unregistered version, CoreIntegrityError for a sha256 mismatch, ReleaseError when the core's files are
+    missing or the history cannot be written (nothing is published then), ValueError for a bad agent id,
+    and the Kafka error when the broker does not ack.
     ``producer`` may be None only for a dry run.
     """
     targets = parse_agent_ids(canary) if canary is not None else None
@@ -281,7 +302,7 @@ def _execute(
     plan: ReleasePlan,
     gate: dict[str, float] | None,
 ) -> ReleasePlan:
-    """Publishes the plan's release, then sets the aliases and records it; a dry run only returns the plan."""
+    """Records the plan's release, publishes it, then sets the aliases; a dry run only returns the plan."""
     if plan.dry_run:
         return plan
     if producer is None:
@@ -296,7 +317,32 @@ def _execute(
         targets=targets,
     )
     key = FLEET_KEY if targets is None else CANARY_KEY
-    metadata = send_and_wait(producer, topics.CORE, key, encode(release), partition=RELEASE_PARTITION)
+    entry = {
+        "id": uuid.uuid4().hex,
+        "time": release.released_at.isoformat(),
+        "action": plan.action,
+        "version": version,
+        "targets": targets,
+        "previous_champion": plan.champion_before,
+        "round_id": plan.round_id,
+        "sha256": plan.sha256,
+        "offset": None,
+    }
+    # Written before the release goes out: a hive that dies while publishing leaves a history that names
+    # the release (an operator re-runs `hive core promote`), never agents on a core the history does not know.
+    try:
+        _append_history(settings, entry)
+    except OSError as err:
+        raise ReleaseError(
+            f"core v{version} was not released: the release history {history_path(settings)} cannot be written: {err}"
+        ) from err
+    try:
+        metadata = send_and_wait(producer, topics.CORE, key, encode(release), partition=RELEASE_PARTITION)
+    except Exception as err:
+        # The broker did not ack it: withdraw the entry, so that the history does not count it.
+        _close_entry(settings, entry, {"action": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+    _close_entry(settings, entry, {"action": "published", "offset": metadata.offset})
     plan.published = {
         "topic": topics.CORE,
         "partition": metadata.partition,
@@ -314,25 +360,17 @@ def _execute(
         registry.delete_alias(CANARY)
     else:
         registry.set_alias(CANARY, version)
-    entry = {
-        "time": release.released_at.isoformat(),
-        "action": plan.action,
-        "version": version,
-        "targets": targets,
-        "previous_champion": plan.champion_before,
-        "round_id": plan.round_id,
-        "sha256": plan.sha256,
-        "offset": metadata.offset,
-    }
-    try:
-        _append_history(settings, entry)
-    except OSError as err:
-        raise ReleaseError(
-            f"core v{version} was released and the aliases are set, but the release history "
-            f"{history_path(settings)} could not be written: {err}"
-        ) from err
     log.info("%s", plan.describe())
     return plan
+
+
+def _close_entry(settings: HiveSettings, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
+    """Appends the outcome line of history ``entry``; one that cannot be written is logged: the entry
+    stands as released with an unknown offset, which `hive core promote` of its version settles."""
+    try:
+        _append_history(settings, {"of": entry["id"], "time": entry["time"], **outcome})
+    except OSError:
+        log.exception("cannot record the outcome (%s) of the release of core v%s", outcome["action"], entry["version"])
 
 
 # --- reading --------------------------------------------------------------------------------------------

@@ -8,17 +8,20 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from agents.skills import skill_catalog
 from distill.launch import remove_shm_buffers
 from hive.config import HiveSettings
 from hive.cores import CoreFiles, build_core_v0, existing_core
+from hive.quarantine import take_unusable
 from hive.registry import CHAMPION, CoreRegistry
 from hive.rounds import (
     UNFINISHED,
@@ -29,11 +32,12 @@ from hive.rounds import (
     RoundRecord,
     RoundState,
     end_round,
+    failing_round,
     open_round,
     run_round,
 )
 from hive.scheduler import Backlog, ScheduleDecision, active_agents, evaluate
-from hive.store import LearningStore
+from hive.store import LearningStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ PROGRESS_FILE = "progress.json"
 # How often a running round looks for a cancel request, and how often its progress file is rewritten.
 CANCEL_POLL_S = 0.5
 PROGRESS_EVERY_S = 1.0
+# How many unreadable learnings the scheduler looks past to find the oldest new one's time.
+OLDEST_TRIES = 10
 
 
 class RoundBusy(RuntimeError):
@@ -228,6 +234,34 @@ def request_cancel(settings: HiveSettings, round_id: str) -> RoundRecord:
     return record
 
 
+def skip_round(settings: HiveSettings, round_id: str, dry_run: bool = False) -> RoundRecord:
+    """Marks failed round ``round_id`` ``skipped``: its learnings count as taken (like a released or
+    rejected round's), so the next round starts after them, and no later round replays them. Returns the
+    record as it is (dry run) or as saved. Raises RoundNotFound, or RoundStateError for a round that is
+    not failed.
+
+    It takes no lock: a failed round is never written by the process running rounds, and the file is
+    replaced atomically.
+    """
+    book = RoundBook(settings.rounds_dir)
+    record = get_round(book, round_id)
+    if record.state != "failed":
+        raise RoundStateError(
+            f"round {round_id} is {record.state}; only a failed round can be skipped"
+            + (" (cancel an unfinished one first)" if record.state in UNFINISHED else "")
+        )
+    record.state = "skipped"
+    if not dry_run:
+        book.save(record)
+        log.warning(
+            "round %s skipped: learnings seq %d..%d will not be distilled",
+            round_id,
+            record.after_seq + 1,
+            record.upto_seq,
+        )
+    return record
+
+
 def kill_leftovers(manifest: Path) -> list[int]:
     """SIGKILLs every process whose command line names ``manifest``: the launcher and ranks that a hive
     killed mid-round left running. Returns their pids. Linux only (reads /proc)."""
@@ -355,6 +389,10 @@ class RoundPlan:
     replay: int
     distill: dict[str, Any]
     schedule: dict[str, Any]
+    # Learnings in the range that earlier rounds quarantined (left out), and, per reason, those that
+    # opening the round would quarantine now (a skill the hive cannot load, a stored JSON that no longer parses).
+    quarantined: int = 0
+    would_quarantine: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -380,17 +418,43 @@ class RoundRunner:
         return [r for r in self.book.all() if r.state in UNFINISHED]
 
     def backlog(self) -> Backlog:
+        """The learnings no round has taken yet, quarantined ones left out, and whether failed rounds block them."""
         after = self.book.covered_seq()
         upto = self.store.max_seq()
-        first = self.store.read(after_seq=after, upto_seq=upto, limit=1)
+        per_agent = self.store.per_agent_counts(after_seq=after, upto_seq=upto, skip_quarantined=True)
         rounds = self.book.all()
         return Backlog(
-            new_learnings=upto - after,
-            per_agent=self.store.per_agent_counts(after_seq=after, upto_seq=upto),
+            new_learnings=sum(per_agent.values()),
+            per_agent=per_agent,
             after_seq=after,
             upto_seq=upto,
-            oldest_new_at=first[0].created_at if first else None,
+            oldest_new_at=self._oldest_new_at(after, upto),
             last_round_at=datetime.fromtimestamp(max(r.created_at for r in rounds), UTC) if rounds else None,
+            blocked=self.blocked(after),
+        )
+
+    def _oldest_new_at(self, after: int, upto: int) -> datetime | None:
+        """created_at of the oldest new learning that still parses (the next round quarantines the others)."""
+        for _ in range(OLDEST_TRIES):
+            rows, unreadable = self.store.read_checked(after_seq=after, upto_seq=upto, limit=1)
+            if rows:
+                return rows[0][1].created_at
+            if not unreadable:
+                return None
+            after = unreadable[0].seq
+        return None
+
+    def blocked(self, after: int) -> str | None:
+        """Why the schedule opens no round over the learnings after seq ``after``: they failed
+        ``max_failed_rounds`` rounds in a row (HIVE_SCHEDULE__MAX_FAILED_ROUNDS; 0 never blocks); else None."""
+        limit = self.settings.schedule.max_failed_rounds
+        streak = self.book.failed_streak(after)
+        if limit == 0 or len(streak) < limit:
+            return None
+        newest = streak[0].id
+        return (
+            f"rounds {', '.join(r.id for r in reversed(streak))} failed over the learnings after seq {after}; "
+            f"see `hive round show {newest}`; `hive round skip {newest}` moves past them"
         )
 
     def decide(
@@ -409,7 +473,10 @@ class RoundRunner:
         decision = self.decide(heartbeats, now, backlog)
         resume = [r.id for r in self.unfinished()]
         after, upto = backlog.after_seq, backlog.upto_seq
-        learnings = self.store.read(after_seq=after, upto_seq=upto)
+        rows, unreadable = self.store.read_checked(after_seq=after, upto_seq=upto)
+        catalog = skill_catalog(self.settings.skills)
+        learnings = [learning for _, learning in rows if learning.skill in catalog]
+        would_quarantine = {"unreadable": len(unreadable), "unknown_skill": len(rows) - len(learnings)}
         per_skill: dict[str, int] = {}
         for learning in learnings:
             per_skill[learning.skill] = per_skill.get(learning.skill, 0) + 1
@@ -437,32 +504,42 @@ class RoundRunner:
             replay=replay,
             distill={k: params[k] for k in ("nproc", "steps", "batch_size", "lr", "ds_config")},
             schedule=decision.to_json(),
+            quarantined=len(self.store.quarantined(after_seq=after, upto_seq=upto)),
+            would_quarantine={reason: n for reason, n in would_quarantine.items() if n},
         )
 
     def resume_unfinished(self, lock: RoundLock, on_progress: ProgressFn | None = None) -> list[RoundRecord]:
-        """Ends every unfinished round: cancelled if asked, failed if it cannot resume, else resumed to its end."""
+        """Ends every unfinished round: cancelled if asked, failed if it cannot resume, else resumed to its end.
+
+        First it records every unreadable round.json as the failed round it reads as. Any error while it
+        ends a round fails that round (RoundError, the reason in its round.json).
+        """
+        self.book.repair()
         done = []
         for record in self.unfinished():
-            directory = self.book.path(record.id)
-            manifest = directory / "manifest.json"
-            killed = kill_leftovers(manifest)
-            if killed:
-                log.warning("round %s: killed %d processes a crashed hive left running", record.id, len(killed))
-            if (directory / CANCEL_FILE).exists():
-                done.append(self._end(record, "cancelled", "cancelled by `hive round cancel` while interrupted"))
-            elif record.resumes >= self.settings.schedule.max_resumes:
-                error = (
-                    f"interrupted {record.resumes + 1} times; gave up after {record.resumes} resumes "
-                    "(HIVE_SCHEDULE__MAX_RESUMES); its learnings go to the next round"
-                )
-                done.append(self._end(record, "failed", error))
-            elif not manifest.is_file():
-                done.append(self._end(record, "failed", f"interrupted, and cannot resume: {manifest} is missing"))
-            else:
-                record.resumes += 1
-                log.info("round %s was interrupted; resuming it (resume %d)", record.id, record.resumes)
-                done.append(self._run(record, lock, on_progress))
+            with failing_round(self.book, record):
+                done.append(self._resume(record, lock, on_progress))
         return done
+
+    def _resume(self, record: RoundRecord, lock: RoundLock, on_progress: ProgressFn | None) -> RoundRecord:
+        directory = self.book.path(record.id)
+        manifest = directory / "manifest.json"
+        killed = kill_leftovers(manifest)
+        if killed:
+            log.warning("round %s: killed %d processes a crashed hive left running", record.id, len(killed))
+        if (directory / CANCEL_FILE).exists():
+            return self._end(record, "cancelled", "cancelled by `hive round cancel` while interrupted")
+        if record.resumes >= self.settings.schedule.max_resumes:
+            error = (
+                f"interrupted {record.resumes + 1} times; gave up after {record.resumes} resumes "
+                "(HIVE_SCHEDULE__MAX_RESUMES); its learnings go to the next round"
+            )
+            return self._end(record, "failed", error)
+        if not manifest.is_file():
+            return self._end(record, "failed", f"interrupted, and cannot resume: {manifest} is missing")
+        record.resumes += 1
+        log.info("round %s was interrupted; resuming it (resume %d)", record.id, record.resumes)
+        return self._run(record, lock, on_progress)
 
     def _end(self, record: RoundRecord, state: RoundState, error: str) -> RoundRecord:
         return _end_unfinished(self.book, record, state, error)
@@ -472,9 +549,7 @@ class RoundRunner:
         base = champion_core(self.settings, self.registry)
         experiment = self.registry.experiment  # created below, with its artifacts under HIVE_HOME
         self.registry.experiment_id()
-        record = open_round(self.settings, self.store, self.book, base, experiment)
-        record.trigger = trigger
-        self.book.save(record)
+        record = open_round(self.settings, self.store, self.book, base, experiment, trigger)
         return self._run(record, lock, on_progress)
 
     def _run(self, record: RoundRecord, lock: RoundLock, on_progress: ProgressFn | None) -> RoundRecord:
@@ -486,15 +561,25 @@ class RoundRunner:
         )
         watcher.start()
         try:
-            return run_round(
-                self.settings,
-                self.book,
-                self.registry,
-                record,
-                on_progress=ProgressLog(directory / PROGRESS_FILE, on_progress),
-                release=self.release,
-                cancel=cancel,
-            )
+            with failing_round(self.book, record):
+                return run_round(
+                    self.settings,
+                    self.book,
+                    self.registry,
+                    record,
+                    on_progress=ProgressLog(directory / PROGRESS_FILE, on_progress),
+                    release=self.release,
+                    cancel=cancel,
+                    after_job=self._take_unusable,
+                )
         finally:
             done.set()
             lock.set_round(None)
+
+    def _take_unusable(self, record: RoundRecord) -> None:
+        """Quarantines what the round's distill job could not use (``out/unusable.jsonl``), so that the next
+        round runs without it; a store that cannot record it now is logged, and the file stays for the next try."""
+        try:
+            record.quarantined += take_unusable(self.store, self.book.path(record.id), record.id)
+        except (StoreError, sqlite3.Error, OSError):
+            log.exception("round %s: cannot quarantine the learnings its distill job could not use", record.id)

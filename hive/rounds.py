@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from agents.evaluation import evaluate_skills
 from agents.model import load_core
@@ -19,20 +24,34 @@ from agents.skills import SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
 from hive.cores import CoreFiles, core_dir, existing_core
 from hive.gate import decide
+from hive.quarantine import quarantine
 from hive.registry import CoreRegistry
-from hive.store import LearningStore
+from hive.store import LearningStore, Quarantined
+from streams import durable
 from streams.events import Learning
 
 log = logging.getLogger(__name__)
 
-RoundState = Literal["open", "distilling", "released", "rejected", "failed", "cancelled"]
+RoundState = Literal["open", "distilling", "released", "rejected", "failed", "cancelled", "skipped"]
 # A round in one of these states is unfinished: running, or interrupted and waiting to resume.
 UNFINISHED: tuple[RoundState, ...] = ("open", "distilling")
+# A round in one of these states took its learnings for good: the next round starts after its range.
+# ``skipped`` is a failed round that an operator moved past (`hive round skip`).
+COVERING: tuple[RoundState, ...] = ("released", "rejected", "skipped")
+ROUND_FILE = "round.json"
+# Where the bytes of a round.json that could not be read are kept when the book rewrites it.
+TORN_SUFFIX = ".torn"
+UNREADABLE = "unreadable round.json"
+_ROUND_ID = re.compile(r"r\d{4,}")
 ProgressFn = Callable[[int, int, float], None]
 
 
 class RoundError(RuntimeError):
     """A round that cannot be opened or run, with the reason."""
+
+
+class RoundFailed(RoundError):
+    """A round that ran and failed: its round.json holds the reason (state ``failed``, ``error``)."""
 
 
 class NoNewLearnings(RoundError):
@@ -64,13 +83,37 @@ class RoundRecord:
     # How often a restarted hive resumed it after an interruption.
     resumes: int = 0
     ended_at: float | None = None
+    # How many learnings this round quarantined (a skill the hive cannot load, one the distill job could
+    # not use): they are left out of every later round.
+    quarantined: int = 0
 
 
-_RECORD_FIELDS = frozenset(f.name for f in fields(RoundRecord))
+_RECORD: TypeAdapter[RoundRecord] = TypeAdapter(RoundRecord)
+
+
+def parse_record(data: bytes, round_id: str) -> RoundRecord:
+    """Round ``round_id``'s record from the bytes of its round.json; ValueError says what is wrong with them.
+
+    A field this hive does not know (one a later version added, or dropped since) is ignored; a field of
+    the wrong type, a missing one or an unknown state is an error.
+    """
+    try:
+        record = _RECORD.validate_json(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in err.errors()[:3])
+        raise ValueError(problems) from err
+    if record.id != round_id:
+        raise ValueError(f"it names round {record.id!r}, not {round_id!r}")
+    return record
 
 
 class RoundBook:
-    """The rounds of one hive, one directory each under ``HIVE_HOME/rounds``."""
+    """The rounds of one hive, one directory each under ``HIVE_HOME/rounds``.
+
+    Reading never raises for one round's bad file: a round.json that is missing, torn or of the wrong
+    shape reads as a ``failed`` round whose error starts with "unreadable round.json", so that every
+    reader (the scheduler, ``hive round list``, the dashboard) goes on.
+    """
 
     def __init__(self, directory: Path) -> None:
         # Not created here: readers (`hive round list`, the dashboard) must not leave folders behind.
@@ -80,15 +123,33 @@ class RoundBook:
         return self.directory / round_id
 
     def save(self, record: RoundRecord) -> None:
-        target = self.path(record.id) / "round.json"
+        """Replaces the round's round.json atomically and durably; an unreadable one is kept aside first."""
+        target = self.path(record.id) / ROUND_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=2))
-        tmp.replace(target)
+        self._keep_torn(record.id)
+        durable.write_text(target, json.dumps(asdict(record), indent=2))
+
+    def _keep_torn(self, round_id: str) -> None:
+        target = self.path(round_id) / ROUND_FILE
+        torn = target.with_name(ROUND_FILE + TORN_SUFFIX)
+        try:
+            data = target.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            parse_record(data, round_id)
+        except ValueError:
+            if not torn.exists():
+                # The first bad bytes are the evidence of what happened; a later rewrite must not lose them.
+                durable.write_bytes(torn, data)
 
     def ids(self) -> list[str]:
-        """The ids of the rounds on record, oldest first."""
-        return [p.parent.name for p in sorted(self.directory.glob("r*/round.json"))]
+        """The ids of the rounds on record, oldest first: every ``rNNNN`` directory, with or without a
+        readable round.json."""
+        if not self.directory.is_dir():
+            return []
+        found = [p.name for p in self.directory.iterdir() if _ROUND_ID.fullmatch(p.name) and p.is_dir()]
+        return sorted(found, key=lambda round_id: int(round_id[1:]))
 
     def all(self) -> list[RoundRecord]:
         return [self._load(round_id) for round_id in self.ids()]
@@ -98,21 +159,88 @@ class RoundBook:
         return self._load(round_id) if round_id in self.ids() else None
 
     def _load(self, round_id: str) -> RoundRecord:
-        saved = json.loads((self.path(round_id) / "round.json").read_text())
-        # A field this hive does not know (one a later version added, or dropped since) is left out.
-        return RoundRecord(**{k: v for k, v in saved.items() if k in _RECORD_FIELDS})
+        path = self.path(round_id) / ROUND_FILE
+        try:
+            return parse_record(path.read_bytes(), round_id)
+        except FileNotFoundError:
+            problem = "the file is missing"
+        except OSError as err:
+            problem = f"cannot read it: {err}"
+        except ValueError as err:
+            problem = str(err)
+        return self._unreadable(round_id, problem)
+
+    def _unreadable(self, round_id: str, problem: str) -> RoundRecord:
+        """A failed record for a round whose round.json cannot be read, its learnings' range taken from its
+        manifest when that can be read (else 0..0, a range that covers and blocks nothing)."""
+        directory = self.path(round_id)
+        after = upto = 0
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+            seqs = manifest.get("store_range") or manifest.get("lineage") or {}
+            after, upto = int(seqs["after_seq"]), int(seqs["upto_seq"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            after = upto = 0  # the manifest cannot tell either: the range stays unknown
+        try:
+            created = (directory / ROUND_FILE).stat().st_mtime
+        except OSError:
+            created = directory.stat().st_mtime if directory.exists() else time.time()
+        return RoundRecord(
+            id=round_id,
+            state="failed",
+            base_version=0,
+            after_seq=after,
+            upto_seq=upto,
+            learnings=0,
+            per_agent={},
+            skills=[],
+            created_at=created,
+            error=f"{UNREADABLE}: {problem}; its learnings go to the next round",
+        )
+
+    def repair(self) -> list[RoundRecord]:
+        """Rewrites every unreadable round.json as the failed record it reads as (its bytes kept in
+        ``round.json.torn``), so that it stays failed with a time it ended. Only the round lock's holder
+        may call it; returns the rounds rewritten."""
+        repaired = []
+        for record in self.all():
+            if record.error is not None and record.error.startswith(UNREADABLE) and record.ended_at is None:
+                record.ended_at = time.time()
+                self.save(record)
+                log.warning("round %s: %s; recorded it as failed", record.id, record.error)
+                repaired.append(record)
+        return repaired
 
     def next_id(self) -> str:
-        return f"r{len(self.ids()) + 1:04d}"
+        """One above the highest round id: an id is never given twice, even when a round's file is lost."""
+        numbers = [int(round_id[1:]) for round_id in self.ids()]
+        return f"r{max(numbers, default=0) + 1:04d}"
 
     def covered_seq(self) -> int:
-        """The highest learning seq that a round has already taken in (released or rejected)."""
-        done = [r.upto_seq for r in self.all() if r.state in ("released", "rejected")]
+        """The highest learning seq that a round has already taken in (released, rejected or skipped)."""
+        done = [r.upto_seq for r in self.all() if r.state in COVERING]
         return max(done, default=0)
 
     def taught_skills(self) -> list[str]:
         """Every skill a released core was ever taught: the gate checks all of them."""
         return sorted({s for r in self.all() if r.state == "released" for s in r.skills})
+
+    def failed_streak(self, after_seq: int) -> list[RoundRecord]:
+        """The failed rounds, newest first, that tried the learnings after ``after_seq`` since a round last
+        took any in: a streak that only a round ending otherwise (or a skip) breaks.
+
+        A failed round that quarantined learnings does not count: the next one runs without them, so it
+        is not the same try again. Cancelled rounds are an operator's choice and count neither way.
+        """
+        streak = []
+        for record in reversed(self.all()):
+            if record.state in ("cancelled", *UNFINISHED):
+                continue
+            if record.state != "failed" or record.after_seq != after_seq:
+                break
+            if record.upto_seq > record.after_seq and not record.quarantined:
+                streak.append(record)
+        return streak
 
 
 def sample_replay(earlier: list[Learning], size: int, seed: str) -> list[Learning]:
@@ -141,60 +269,120 @@ def sample_replay(earlier: list[Learning], size: int, seed: str) -> list[Learnin
 
 
 def open_round(
-    settings: HiveSettings, store: LearningStore, book: RoundBook, base: CoreFiles, experiment: str
+    settings: HiveSettings,
+    store: LearningStore,
+    book: RoundBook,
+    base: CoreFiles,
+    experiment: str,
+    trigger: str = "",
 ) -> RoundRecord:
     """Takes every learning stored since the last round into a new round, with its manifest.
+
+    Learnings no round can use are quarantined first, never failing the round: a skill the hive cannot
+    load (``unknown_skill``) or a stored JSON that no longer parses (``unreadable``). Raises
+    NoNewLearnings when none is left; learnings quarantined before are left out of the round and its replay.
 
     ``experiment`` must already exist with its artifact location under HIVE_HOME: a job that had
     to create it would put its artifacts in ``./mlruns`` of the round directory.
     """
     after = book.covered_seq()
     upto = store.max_seq()
-    learnings = store.read(after_seq=after, upto_seq=upto)
-    if not learnings:
-        raise NoNewLearnings(f"no new learnings after seq {after}")
-    skills = sorted({lr.skill for lr in learnings} | set(book.taught_skills()))
+    rows, unreadable = store.read_checked(after_seq=after, upto_seq=upto)
+    taught = book.taught_skills()
     catalog = skill_catalog(settings.skills)
-    unknown = [s for s in skills if s not in catalog]
-    if unknown:
+    lost = [s for s in taught if s not in catalog]
+    if lost:
+        # Not the learnings' fault: the gate must check every skill a released core was taught.
         raise RoundError(
-            f"learnings name skills the hive cannot load: {', '.join(unknown)}; "
+            f"earlier rounds taught skills the hive cannot load now: {', '.join(lost)}; "
             "add their module:attr to HIVE_SKILLS so rounds can evaluate them"
         )
+    unknown = [
+        Quarantined(
+            str(learning.id),
+            seq,
+            learning.agent_id,
+            learning.skill,
+            "unknown_skill",
+            f"the hive cannot load skill {learning.skill!r}: add its module:attr to HIVE_SKILLS",
+        )
+        for seq, learning in rows
+        if learning.skill not in catalog
+    ]
+    taken = [(seq, learning) for seq, learning in rows if learning.skill in catalog]
+    round_id = book.next_id() if taken else None
+    quarantined = quarantine(store, [*unreadable, *unknown], round_id)
+    if not taken:
+        held = f" ({quarantined} quarantined now)" if quarantined else ""
+        raise NoNewLearnings(f"no new learnings after seq {after}{held}")
+    learnings = [learning for _, learning in taken]
+    assert round_id is not None
     record = RoundRecord(
-        id=book.next_id(),
+        id=round_id,
         state="open",
         base_version=base.version,
         after_seq=after,
         upto_seq=upto,
         learnings=len(learnings),
-        per_agent=store.per_agent_counts(after_seq=after, upto_seq=upto),
-        skills=skills,
+        per_agent=dict(sorted(Counter(learning.agent_id for learning in learnings).items())),
+        skills=sorted({learning.skill for learning in learnings} | set(taught)),
+        trigger=trigger,
+        quarantined=quarantined,
     )
-    directory = book.path(record.id)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_learnings(directory / "learnings.jsonl", learnings)
-    replay = None
-    if after > 0 and settings.distill.replay_size > 0:
-        # Earlier rounds' learnings, so the core keeps being taught what it already knows.
-        earlier = store.read(after_seq=0, upto_seq=after)
-        sample = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
-        if sample:
-            replay = directory / "replay.jsonl"
-            write_learnings(replay, sample)
-    write_manifest(
-        directory,
-        record.id,
-        base.directory,
-        replay,
-        [catalog[s] for s in record.skills],
-        settings.distill.for_round(first=base.version == 0),
-        eval_={"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
-        mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
-        lineage={"after_seq": after, "upto_seq": upto},
-    )
+    # round.json first: a crash while the files below are written leaves a round that the next start
+    # fails with a reason ("manifest.json is missing"), never a directory that no record names.
     book.save(record)
+    with failing_round(book, record):
+        directory = book.path(record.id)
+        write_learnings(directory / "learnings.jsonl", learnings)
+        replay = None
+        if after > 0 and settings.distill.replay_size > 0:
+            # Earlier rounds' learnings, so the core keeps being taught what it already knows.
+            earlier = _replayable(store, book, after, record.id)
+            sample = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
+            if sample:
+                replay = directory / "replay.jsonl"
+                write_learnings(replay, sample)
+        # The distill job reads the file's n-th line as seq after+n: only a whole range has that lineage.
+        whole = [seq for seq, _ in taken] == list(range(after + 1, upto + 1))
+        write_manifest(
+            directory,
+            record.id,
+            base.directory,
+            replay,
+            [catalog[s] for s in record.skills],
+            settings.distill.for_round(first=base.version == 0),
+            eval_={"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
+            mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
+            lineage={"after_seq": after, "upto_seq": upto} if whole else None,
+            store_range={"after_seq": after, "upto_seq": upto},
+        )
     return record
+
+
+def _replayable(store: LearningStore, book: RoundBook, after: int, round_id: str) -> list[Learning]:
+    """The learnings up to seq ``after`` a replay may sample: none quarantined, none of a skipped round
+    (an operator skipped it because its learnings could not be distilled). An unreadable one is quarantined."""
+    rows, unreadable = store.read_checked(after_seq=0, upto_seq=after)
+    quarantine(store, unreadable, round_id)
+    skipped = [(r.after_seq, r.upto_seq) for r in book.all() if r.state == "skipped"]
+    return [learning for seq, learning in rows if not any(lo < seq <= hi for lo, hi in skipped)]
+
+
+@contextlib.contextmanager
+def failing_round(book: RoundBook, record: RoundRecord, started: float | None = None) -> Iterator[None]:
+    """Isolates one round: any unexpected exception in the block (a bug, bad data: TypeError, KeyError,
+    ValueError, ...) ends ``record`` failed with that error, is logged with its traceback, and comes out as
+    RoundFailed, so that the service goes on. A RoundError passes as it is."""
+    try:
+        yield
+    except RoundError:
+        raise
+    except Exception as err:
+        log.exception("round %s failed", record.id)
+        error = f"unexpected {type(err).__name__}: {err} (the traceback is in the hive's log)"
+        end_round(book, record, "failed", error, started)
+        raise RoundFailed(f"round {record.id} failed: {error}") from err
 
 
 def write_manifest(
@@ -207,8 +395,13 @@ def write_manifest(
     eval_: dict[str, Any],
     mlflow: dict[str, Any] | None = None,
     lineage: dict[str, int] | None = None,
+    store_range: dict[str, int] | None = None,
 ) -> Path:
-    """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``."""
+    """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``, durably.
+
+    ``store_range`` is the hive's own record of the seqs the round took (the job ignores it): a round.json
+    lost to a crash is rebuilt as failed with that range.
+    """
     manifest = {
         "round_id": round_id,
         "base_core": str(base_core.resolve()),
@@ -221,18 +414,20 @@ def write_manifest(
         "mlflow": mlflow,
         "lineage": lineage,
     }
+    if store_range is not None:
+        manifest["store_range"] = store_range
     path = directory / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2))
+    durable.write_text(path, json.dumps(manifest, indent=2))
     return path
 
 
 def write_learnings(path: Path, learnings: list[Learning]) -> None:
-    with path.open("w") as fh:
-        for learning in learnings:
-            fh.write(learning.model_dump_json() + "\n")
+    """Writes one Learning per line, atomically and durably."""
+    durable.write_lines(path, [learning.model_dump_json() for learning in learnings])
 
 
 ReleaseFn = Callable[[int, "RoundRecord"], None]
+JobEndFn = Callable[["RoundRecord"], None]
 
 
 def next_core_version(settings: HiveSettings, registry: CoreRegistry) -> int:
@@ -251,6 +446,7 @@ def run_round(
     on_progress: ProgressFn | None = None,
     release: ReleaseFn | None = None,
     cancel: threading.Event | None = None,
+    after_job: JobEndFn | None = None,
 ) -> RoundRecord:
     """Distills, evaluates the champion on the same held-out tasks, gates, registers and releases a passing core.
 
@@ -259,6 +455,8 @@ def run_round(
     makes the registered core champion and publishes it; without it the core is only registered.
     The record ends ``released`` (registered, and released when ``release`` is given), ``rejected``
     (with the gate's reasons), ``cancelled`` (``cancel`` was set) or ``failed`` (with the error).
+    ``after_job(record)`` runs once the distill job has ended, whether it succeeded or not, before the
+    record is saved (the round runner quarantines what the job could not use).
     """
     # The launcher is a subprocess: the hive never imports the distill job's training code.
     from distill.launch import DistillCancelled, DistillError
@@ -281,8 +479,12 @@ def run_round(
         except DistillCancelled:
             return end_round(book, record, "cancelled", "cancelled by `hive round cancel`", started)
         except DistillError as err:
+            if after_job is not None:
+                after_job(record)
             end_round(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
-            raise RoundError(f"round {record.id} failed: {err}") from err
+            raise RoundFailed(f"round {record.id} failed: {err}") from err
+        if after_job is not None:
+            after_job(record)
         record.distill = {
             k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
         }
@@ -291,7 +493,7 @@ def run_round(
             skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
         except (SkillLoadError, KeyError) as err:
             end_round(book, record, "failed", f"cannot load the round's skills: {err}", started)
-            raise RoundError(f"round {record.id} failed: {record.error}") from err
+            raise RoundFailed(f"round {record.id} failed: {record.error}") from err
         champion = load_core(core_dir(settings, record.base_version))
         record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
         decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)
@@ -329,7 +531,7 @@ def run_round(
                 f"{err!r}; release it with `hive core promote {record.candidate_version}`"
             )
             end_round(book, record, "failed", error, started)
-            raise RoundError(f"round {record.id}: {error}") from err
+            raise RoundFailed(f"round {record.id}: {error}") from err
     return end_round(book, record, "released", None, started)
 
 

@@ -18,6 +18,8 @@ class Backlog:
     upto_seq: int = 0
     oldest_new_at: datetime | None = None  # created_at of the oldest new learning
     last_round_at: datetime | None = None  # when the newest round opened, if any
+    # Why no round may open over these learnings (failed rounds in a row over them); None: nothing blocks.
+    blocked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def evaluate(schedule: ScheduleSettings, backlog: Backlog, active: list[str] | N
         return ScheduleDecision(False, "every trigger is off (0): set one, or use `hive round run`", [])
     if backlog.new_learnings == 0:
         return ScheduleDecision(False, "no new learnings", triggers)
+    if backlog.blocked is not None:
+        return ScheduleDecision(False, f"blocked: {backlog.blocked}", triggers)
     fired_names = [t.name for t in triggers if t.fired]
     if fired_names:
         return ScheduleDecision(True, "fired: " + ", ".join(fired_names), triggers)

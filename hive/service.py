@@ -13,7 +13,7 @@ from hive.ingest import Ingestor
 from hive.parquet_store import ParquetLearningStore
 from hive.registry import CoreRegistry
 from hive.round_control import RoundBusy, RoundRunner, champion_core, round_lock
-from hive.rounds import ProgressFn, RoundBook, RoundRecord
+from hive.rounds import NoNewLearnings, ProgressFn, RoundBook, RoundRecord
 from hive.scheduler import Backlog, ScheduleDecision
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 
@@ -112,8 +112,10 @@ class Hive:
     def round_tick(self, on_progress: ProgressFn | None = None) -> RoundRecord | None:
         """One look at the rounds, under the round lock: resume an interrupted round, else run one if due.
 
-        Returns the round that ran, or None when none was due or another process (``hive round run``)
-        holds the lock.
+        Returns the round that ran, or None when none was due, when every new learning was quarantined,
+        or when another process (``hive round run``) holds the lock. A round that fails, for whatever
+        reason, is recorded as failed and raises RoundFailed; anything else it raises came from the check
+        around the rounds (the caller records it with ``hive.schedule_check``).
         """
         try:
             with round_lock(self.settings.home, wait_s=0.5) as lock:
@@ -128,6 +130,10 @@ class Hive:
                 return self.runner.open_and_run(lock, decision.reason, on_progress)
         except RoundBusy as err:
             log.info("not running rounds now: %s", err)
+            return None
+        except NoNewLearnings as err:
+            # The due learnings were all quarantined as the round opened: nothing is left to retry.
+            log.info("no round: %s", err)
             return None
 
     def run_round(self, on_progress: ProgressFn | None = None, trigger: str = "manual") -> RoundRecord:

@@ -1,4 +1,5 @@
-"""The learning store's catalog in SQLite: segments, where each learning id lives, dead letters, and offsets."""
+"""The learning store's catalog in SQLite: segments, where each learning id lives, dead letters, offsets and
+the quarantine."""
 
 from __future__ import annotations
 
@@ -8,9 +9,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from hive.store import DeadLetter, StoreError, TopicPartitionKey
+from hive.store import DeadLetter, Quarantined, StoreError, TopicPartitionKey
 
-SCHEMA = """
+QUARANTINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    learning_id TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    agent_id    TEXT NOT NULL,
+    skill       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    round_id    TEXT,
+    recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS quarantine_seq ON quarantine(seq);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS segments (
     name       TEXT PRIMARY KEY,
     first_seq  INTEGER NOT NULL,
@@ -51,6 +67,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason, id);
 """
+    + QUARANTINE_SCHEMA
+)
+_QUARANTINE_COLUMNS = "learning_id, seq, agent_id, skill, reason, detail, round_id"
+# A reason or detail that the distill job wrote is kept, but bounded.
+REASON_CHARS = 64
+DETAIL_CHARS = 2000
 
 _DEAD_LETTER_COLUMNS = (
     "reason, detail, source_topic, source_partition, source_offset, size, payload_sha256, payload_head, "
@@ -84,7 +106,10 @@ class SqliteCatalog:
                 raise StoreError(f"the catalog at {path} has no tables yet: its writer is creating it")
             # A catalog written before dead letters were kept locally has no such table until its writer opens it.
             self._has_dead_letters = "dead_letters" in tables
+            self._has_quarantine = "quarantine" in tables
+            self.read_only = True
             return
+        self.read_only = False
         # The lock, not sqlite's thread check, serializes use of the one connection across threads.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         with self._lock:
@@ -93,6 +118,7 @@ class SqliteCatalog:
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
         self._has_dead_letters = True
+        self._has_quarantine = True
 
     def close(self) -> None:
         with self._lock:
@@ -239,9 +265,10 @@ class SqliteCatalog:
         agent_id: str | None = None,
         skill: str | None = None,
         limit: int | None = None,
+        skip_quarantined: bool = False,
     ) -> list[tuple[int, str]]:
         """(seq, segment) of the matching learnings, ordered by seq."""
-        where, params = _where(after_seq, upto_seq, agent_id, skill)
+        where, params = _where(after_seq, upto_seq, agent_id, skill, skip_quarantined and self._quarantine_exists())
         sql = f"SELECT seq, segment FROM learnings {where} ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
@@ -254,18 +281,135 @@ class SqliteCatalog:
             rows = self._conn.execute("SELECT topic, partition, next_offset FROM offsets")
             return {(str(t), int(p)): int(o) for t, p, o in rows}
 
-    def per_agent_counts(self, after_seq: int = 0, upto_seq: int | None = None) -> dict[str, int]:
-        where, params = _where(after_seq, upto_seq, None, None)
+    def per_agent_counts(
+        self, after_seq: int = 0, upto_seq: int | None = None, skip_quarantined: bool = False
+    ) -> dict[str, int]:
+        where, params = _where(after_seq, upto_seq, None, None, skip_quarantined and self._quarantine_exists())
         sql = f"SELECT agent_id, COUNT(*) FROM learnings {where} GROUP BY agent_id ORDER BY agent_id"
         with self._lock:
             return {str(a): int(n) for a, n in self._conn.execute(sql, params)}
 
+    # -- the quarantine ----------------------------------------------------------------------------------
 
-def _where(after_seq: int, upto_seq: int | None, agent_id: str | None, skill: str | None) -> tuple[str, list[object]]:
+    def _quarantine_exists(self) -> bool:
+        if not self._has_quarantine:
+            # A read-only catalog of an older hive: the round runner may create the table meanwhile.
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quarantine'"
+                ).fetchone()
+            self._has_quarantine = row is not None
+        return self._has_quarantine
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """``{id: (seq, agent_id, skill)}`` of the stored ids among ``ids``."""
+        found: dict[str, tuple[int, str, str]] = {}
+        with self._lock:
+            for start in range(0, len(ids), 900):
+                chunk = list(ids[start : start + 900])
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT id, seq, agent_id, skill FROM learnings WHERE id IN ({marks})"
+                for learning_id, seq, agent, skill in self._conn.execute(sql, chunk):
+                    found[str(learning_id)] = (int(seq), str(agent), str(skill))
+        return found
+
+    def quarantine(self, entries: Sequence[Quarantined]) -> int:
+        """Records the entries in one transaction; a learning already quarantined keeps its first entry.
+
+        On a read-only catalog it writes through a connection of its own: the round runner (``hive round
+        run``) holds the store read-only while ``hive serve`` appends, and the quarantine is the one table
+        it writes. SQLite serialises the two writers (each waits up to 5 s for the other's lock).
+        """
+        rows = [
+            (
+                e.learning_id,
+                e.seq,
+                e.agent_id,
+                e.skill,
+                e.reason[:REASON_CHARS],
+                e.detail[:DETAIL_CHARS],
+                e.round_id,
+            )
+            for e in entries
+        ]
+        if not rows:
+            return 0
+        sql = (
+            f"INSERT INTO quarantine({_QUARANTINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(learning_id) DO NOTHING"
+        )
+        if self.read_only:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            try:
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(QUARANTINE_SCHEMA)
+                return _insert(conn, sql, rows)
+            finally:
+                conn.close()
+        with self._lock:
+            return _insert(self._conn, sql, rows)
+
+    def quarantined(
+        self, limit: int | None = None, after_seq: int = 0, upto_seq: int | None = None
+    ) -> list[Quarantined]:
+        if not self._quarantine_exists():
+            return []
+        sql = f"SELECT {_QUARANTINE_COLUMNS}, recorded_at FROM quarantine WHERE seq > ?"
+        params: list[object] = [int(after_seq)]
+        if upto_seq is not None:
+            sql += " AND seq <= ?"
+            params.append(int(upto_seq))
+        sql += " ORDER BY recorded_at DESC, seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [
+            Quarantined(
+                learning_id=r[0],
+                seq=int(r[1]),
+                agent_id=r[2],
+                skill=r[3],
+                reason=r[4],
+                detail=r[5],
+                round_id=r[6],
+                recorded_at=r[7],
+            )
+            for r in rows
+        ]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        if not self._quarantine_exists():
+            return {}
+        sql = "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason"
+        with self._lock:
+            return {str(r): int(n) for r, n in self._conn.execute(sql)}
+
+
+def _insert(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
+    cur = conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        before = conn.total_changes
+        cur.executemany(sql, rows)
+        added = conn.total_changes - before
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return added
+
+
+def _where(
+    after_seq: int, upto_seq: int | None, agent_id: str | None, skill: str | None, skip_quarantined: bool = False
+) -> tuple[str, list[object]]:
     clauses: list[str] = ["seq > ?"]
     params: list[object] = [int(after_seq)]
     for clause, value in (("seq <= ?", upto_seq), ("agent_id = ?", agent_id), ("skill = ?", skill)):
         if value is not None:
             clauses.append(clause)
             params.append(value)
+    if skip_quarantined:
+        clauses.append("id NOT IN (SELECT learning_id FROM quarantine)")
     return "WHERE " + " AND ".join(clauses), params

@@ -1,4 +1,5 @@
-"""The learning store interface: a durable, deduplicated, ordered log of learnings, dead letters and offsets."""
+"""The learning store interface: a durable, deduplicated, ordered log of learnings, dead letters, offsets and
+the quarantine."""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ class DeadLetter:
     recorded_at: str | None = None  # ISO 8601 UTC, set by the store
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    """A stored learning that no later round may take in (nor replay), and why.
+
+    Reasons: ``unknown_skill`` (a skill the hive cannot load), ``unreadable`` (its stored JSON no longer
+    parses as a Learning), or the short reason the distill job gave in its ``out/unusable.jsonl``.
+    """
+
+    learning_id: str
+    seq: int
+    agent_id: str
+    skill: str
+    reason: str
+    detail: str
+    round_id: str | None = None  # the round that quarantined it
+    recorded_at: str | None = None  # ISO 8601 UTC, set by the store
+
+
 class LearningStore(ABC):
     """Where the hive keeps every learning it has accepted.
 
@@ -58,6 +77,11 @@ class LearningStore(ABC):
     - A dead letter is recorded at most once (see ``DeadLetter``); a repeat is silently skipped.
     - One process writes a store at a time; readers in that process may call from other threads. A
       store opened read-only may be read by other processes while the writer runs.
+    - The quarantine is the exception: it is written by the process that holds the round lock (the
+      one that runs rounds), which may hold the store read-only (``hive round run`` beside ``hive serve``).
+      ``quarantine`` MUST work on such a store; it writes nothing else.
+    - A quarantined learning stays stored (``count``, ``read`` and ``tail`` still see it); readers that
+      pass ``skip_quarantined=True`` (every round's read) do not.
     """
 
     @abstractmethod
@@ -90,8 +114,12 @@ class LearningStore(ABC):
         agent_id: str | None = None,
         skill: str | None = None,
         limit: int | None = None,
+        skip_quarantined: bool = False,
     ) -> list[Learning]:
-        """Learnings with ``after_seq < seq <= upto_seq`` (no upper bound when None), ordered by seq."""
+        """Learnings with ``after_seq < seq <= upto_seq`` (no upper bound when None), ordered by seq.
+
+        Raises StoreError naming the seq when a stored learning no longer parses (``read_checked`` does not).
+        """
 
     @abstractmethod
     def read_with_seq(
@@ -101,8 +129,36 @@ class LearningStore(ABC):
         agent_id: str | None = None,
         skill: str | None = None,
         limit: int | None = None,
+        skip_quarantined: bool = False,
     ) -> list[tuple[int, Learning]]:
         """Like ``read``, with each learning's ``seq``."""
+
+    @abstractmethod
+    def read_checked(
+        self, after_seq: int = 0, upto_seq: int | None = None, limit: int | None = None
+    ) -> tuple[list[tuple[int, Learning]], list[Quarantined]]:
+        """The learnings in the range that are not quarantined, with their seq, as a round takes them; a
+        stored learning whose JSON no longer parses comes back in the second list (reason ``unreadable``,
+        ``round_id`` None) instead of raising. Records nothing."""
+
+    @abstractmethod
+    def quarantine(self, entries: Sequence[Quarantined]) -> int:
+        """Records the entries durably; returns how many were new. A learning already quarantined keeps
+        its first entry. See the class contract for who may call it."""
+
+    @abstractmethod
+    def quarantined(
+        self, limit: int | None = None, after_seq: int = 0, upto_seq: int | None = None
+    ) -> list[Quarantined]:
+        """The quarantined learnings with ``after_seq < seq <= upto_seq``, newest quarantine first."""
+
+    @abstractmethod
+    def quarantine_counts(self) -> dict[str, int]:
+        """How many learnings are quarantined, per reason."""
+
+    @abstractmethod
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """``{id: (seq, agent_id, skill)}`` of the stored learnings among ``ids``."""
 
     @abstractmethod
     def tail(self, n: int, agent_id: str | None = None, skill: str | None = None) -> list[tuple[int, Learning]]:
@@ -121,7 +177,9 @@ class LearningStore(ABC):
         """The next offset to read per (topic, partition), as of the last ``append``."""
 
     @abstractmethod
-    def per_agent_counts(self, after_seq: int = 0, upto_seq: int | None = None) -> dict[str, int]:
+    def per_agent_counts(
+        self, after_seq: int = 0, upto_seq: int | None = None, skip_quarantined: bool = False
+    ) -> dict[str, int]:
         """How many learnings each agent has in ``after_seq < seq <= upto_seq``."""
 
     def close(self) -> None:  # noqa: B027 - stores without resources need not override it

@@ -29,7 +29,8 @@ def ls(
     """Count the dead letters per reason and list the latest ones (newest first).
 
     Read from the hive's own record under HIVE_HOME, which outlives the broker; the same records are
-    on the topic hive.learnings.dlq with the original value.
+    on the topic hive.learnings.dlq with the original value. The count of quarantined learnings (stored,
+    then left out of rounds) follows; `hive learnings ls --quarantined` lists them.
     """
     if reason is not None and reason not in REASONS:
         typer.echo(f"unknown reason {reason!r}; the reasons are: {', '.join(REASONS)}", err=True)
@@ -38,23 +39,39 @@ def ls(
     try:
         counts = store.dead_letter_counts()
         latest = store.dead_letters(limit, reason) if limit else []
+        quarantined = store.quarantine_counts()
     except (StoreError, sqlite3.Error) as err:
         typer.echo(f"cannot read the learning store: {err}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps(dlq_json(counts, latest), indent=2))
+        typer.echo(json.dumps(dlq_json(counts, latest, quarantined), indent=2))
         return
     console = Console(soft_wrap=False)
     console.print(_counts_table(counts))
     if latest:
         console.print(_latest_table(latest))
+    if quarantined:
+        by_reason = ", ".join(f"{r} {n}" for r, n in quarantined.items())
+        console.print(
+            f"quarantined learnings: {sum(quarantined.values())} ({by_reason}); "
+            "`hive learnings ls --quarantined` lists them",
+            markup=False,
+        )
 
 
-def dlq_json(counts: dict[str, int], latest: list[DeadLetter]) -> dict[str, Any]:
-    """The report ``hive dlq ls --json`` prints (and the dashboard serves): counts per reason and the latest."""
-    return {"total": sum(counts.values()), "by_reason": counts, "latest": [dead_letter_json(d) for d in latest]}
+def dlq_json(
+    counts: dict[str, int], latest: list[DeadLetter], quarantined: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The report ``hive dlq ls --json`` prints (and the dashboard serves): counts per reason, the latest,
+    and the quarantined learnings counted per reason."""
+    return {
+        "total": sum(counts.values()),
+        "by_reason": counts,
+        "latest": [dead_letter_json(d) for d in latest],
+        "quarantined": {"total": sum((quarantined or {}).values()), "by_reason": quarantined or {}},
+    }
 
 
 def _preview(payload: bytes, size: int) -> str:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hive.cli.common import EXIT_FAILURE, cell, open_store, settings_or_exit
-from hive.store import StoreError
+from hive.store import Quarantined, StoreError
 from streams.events import Learning
 
 app = typer.Typer(help="Inspect the learnings the hive has stored.", no_args_is_help=True)
@@ -49,9 +49,19 @@ def ls(
     after_seq: int | None = typer.Option(
         None, "--after-seq", min=0, help="List from this seq onwards (oldest first) instead of the newest ones."
     ),
+    quarantined: bool = typer.Option(
+        False, "--quarantined", help="List the quarantined learnings instead: those no round takes in, and why."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """List stored learnings: the newest ones by default, oldest of them first; each with its seq."""
+    """List stored learnings: the newest ones by default, oldest of them first; each with its seq.
+
+    With --quarantined: the learnings that rounds leave out (a skill the hive cannot load, a stored JSON
+    that no longer parses, one the distill job could not use), newest quarantine first, with the reason.
+    """
+    if quarantined:
+        _ls_quarantined(limit, agent, skill, after_seq, as_json)
+        return
     store = open_store(settings_or_exit())
     try:
         if after_seq is None:
@@ -70,6 +80,62 @@ def ls(
         typer.echo("no learnings match", err=True)
         return
     Console(soft_wrap=False).print(_table(rows))
+
+
+def _ls_quarantined(limit: int, agent: str | None, skill: str | None, after_seq: int | None, as_json: bool) -> None:
+    store = open_store(settings_or_exit())
+    try:
+        # Filtered here: the quarantine is small, and a filter must not cut the limit short.
+        rows = [
+            q
+            for q in store.quarantined(after_seq=after_seq or 0)
+            if (agent is None or q.agent_id == agent) and (skill is None or q.skill == skill)
+        ][:limit]
+        counts = store.quarantine_counts()
+    except (StoreError, sqlite3.Error) as err:
+        typer.echo(f"cannot read the learning store: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps([quarantined_json(q) for q in rows], indent=2))
+        return
+    total = sum(counts.values())
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in counts.items())
+    typer.echo(f"{total} quarantined learnings" + (f" ({by_reason})" if by_reason else ""), err=True)
+    if rows:
+        Console(soft_wrap=False).print(_quarantine_table(rows))
+
+
+def quarantined_json(q: Quarantined) -> dict[str, Any]:
+    """One quarantined learning as ``hive learnings ls --quarantined --json`` prints it (the dashboard too)."""
+    return {
+        "id": q.learning_id,
+        "seq": q.seq,
+        "agent_id": q.agent_id,
+        "skill": q.skill,
+        "reason": q.reason,
+        "detail": q.detail,
+        "round_id": q.round_id,
+        "recorded_at": q.recorded_at,
+    }
+
+
+def _quarantine_table(rows: list[Quarantined]) -> Table:
+    table = Table()
+    for name in ("seq", "agent", "skill", "reason", "round", "recorded (UTC)", "detail"):
+        table.add_column(name, justify="right" if name == "seq" else "left", overflow="fold")
+    for q in rows:
+        table.add_row(
+            str(q.seq),
+            q.agent_id,
+            cell(q.skill),
+            cell(q.reason),
+            q.round_id or "",
+            q.recorded_at or "",
+            cell(q.detail),
+        )
+    return table
 
 
 def learning_json(seq: int, learning: Learning) -> dict[str, Any]:

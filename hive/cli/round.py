@@ -1,4 +1,4 @@
-"""``hive round``: list, show, run (or dry-run) and cancel distillation rounds."""
+"""``hive round``: list, show, run (or dry-run), cancel and skip distillation rounds."""
 
 from __future__ import annotations
 
@@ -17,18 +17,24 @@ from hive.cli.schedule import describe, with_schedule
 from hive.config import HiveSettings
 from hive.round_control import RoundNotFound, RoundStateError
 
-app = typer.Typer(help="Distillation rounds: list, show, run (or dry-run) and cancel them.", no_args_is_help=True)
+app = typer.Typer(help="Distillation rounds: list, show, run (or dry-run), cancel and skip them.", no_args_is_help=True)
 
 JsonOption = typer.Option(False, "--json", help="Print JSON on stdout.")
-TERMINAL = ("released", "rejected", "failed", "cancelled")
+TERMINAL = ("released", "rejected", "failed", "cancelled", "skipped")
 
 
 @app.command("list")
 def list_rounds(as_json: bool = JsonOption) -> None:
-    """Every round, oldest first: its state, why it opened, its core versions, learnings and loss."""
+    """Every round, oldest first: its state, why it opened, its core versions, learnings and loss.
+
+    A failed round shows its error; when the schedule is blocked by failed rounds, or the hive's last round
+    check failed, a line on stderr says so.
+    """
     from hive.round_control import rounds_json
 
-    rows = rounds_json(_hive_or_exit())
+    settings = _hive_or_exit()
+    rows = rounds_json(settings)
+    _warn_about_schedule(settings)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -36,7 +42,19 @@ def list_rounds(as_json: bool = JsonOption) -> None:
         typer.echo("no rounds yet", err=True)
         return
     table = Table()
-    for name in ("round", "state", "trigger", "core", "learnings", "agents", "steps", "loss", "wall", "opened"):
+    for name in (
+        "round",
+        "state",
+        "trigger",
+        "core",
+        "learnings",
+        "agents",
+        "steps",
+        "loss",
+        "wall",
+        "opened",
+        "error",
+    ):
         table.add_column(name, justify="right" if name in ("learnings", "agents", "steps", "loss", "wall") else "left")
     for row in rows:
         table.add_row(
@@ -52,6 +70,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
             "" if row["distill"].get("final_loss") is None else f"{row['distill']['final_loss']:.4f}",
             f"{row['wall_s']:.0f} s" if row["wall_s"] else "",
             _when(row["created_at"]),
+            cell((row["error"] or "").split("\n", 1)[0], 60),
         )
     Console(soft_wrap=False).print(table)
 
@@ -75,7 +94,8 @@ def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_
         f"base core v{row['base_version']}, candidate "
         f"{'v' + str(row['candidate_version']) if row['candidate_version'] is not None else 'none'}; "
         f"learnings seq {row['after_seq'] + 1}..{row['upto_seq']} ({row['learnings']}); "
-        f"trigger: {row['trigger'] or '-'}; resumed {row['resumes']} times",
+        f"trigger: {row['trigger'] or '-'}; resumed {row['resumes']} times"
+        + (f"; quarantined {row['quarantined']} learnings" if row.get("quarantined") else ""),
         markup=False,
     )
     console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in sorted(row["per_agent"].items())), markup=False)
@@ -163,7 +183,65 @@ def cancel(
         raise typer.Exit(EXIT_FAILURE)
 
 
+@app.command("skip")
+def skip(
+    round_id: str = typer.Argument(..., help="The failed round to move past."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what skipping would do; change nothing."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Skip a failed round: its learnings count as taken, so the next round starts after them.
+
+    For a round that keeps failing over the same learnings (the schedule then says "blocked"). The skipped
+    learnings are never distilled, nor replayed. Exits 2 for an unknown round or one that is not failed.
+    """
+    from hive.round_control import round_view, skip_round
+    from hive.rounds import RoundBook
+
+    settings = _hive_or_exit()
+    book = RoundBook(settings.rounds_dir)
+    covered_before = book.covered_seq()
+    try:
+        record = skip_round(settings, round_id, dry_run=dry_run)
+    except (RoundNotFound, RoundStateError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    covered_after = max(covered_before, record.upto_seq)
+    if as_json:
+        payload = {
+            "round": round_view(book, record, None),
+            "dry_run": dry_run,
+            "covered_seq_before": covered_before,
+            "covered_seq_after": covered_after,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    verb = "would skip" if dry_run else "skipped"
+    typer.echo(
+        f"{verb} {round_id}: its learnings seq {record.after_seq + 1}..{record.upto_seq} will not be distilled; "
+        f"the next round starts after seq {covered_after}"
+    )
+
+
 # -- helpers -------------------------------------------------------------------------------------------
+
+
+def _warn_about_schedule(settings: HiveSettings) -> None:
+    """Says on stderr what keeps rounds from running by themselves: a failed check, or failed rounds in a row."""
+    from hive.rounds import RoundBook
+    from hive.schedule_check import describe_check, read_check
+
+    line = describe_check(read_check(settings.home))
+    if line is not None:
+        typer.echo(line, err=True)
+    book = RoundBook(settings.rounds_dir)
+    limit = settings.schedule.max_failed_rounds
+    streak = book.failed_streak(book.covered_seq())
+    if limit and len(streak) >= limit:
+        typer.echo(
+            f"the schedule is blocked: {len(streak)} rounds in a row failed over the same learnings; "
+            f"see `hive round show {streak[0].id}`, and `hive round skip {streak[0].id}` moves past them",
+            err=True,
+        )
 
 
 def _hive_or_exit() -> HiveSettings:
@@ -257,7 +335,10 @@ def _dry_run(settings: HiveSettings, as_json: bool) -> None:
         plan = RoundRunner(settings, store, CoreRegistry.from_settings(settings), None).plan(heartbeats)
     finally:
         store.close()
-    payload = {**plan.to_json(), "schedule_settings": describe(settings.schedule)}
+    from hive.schedule_check import describe_check, read_check
+
+    last_check = read_check(settings.home)
+    payload = {**plan.to_json(), "schedule_settings": describe(settings.schedule), "last_check": last_check}
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -272,6 +353,13 @@ def _dry_run(settings: HiveSettings, as_json: bool) -> None:
         console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in plan.per_agent.items()), markup=False)
         console.print("per skill: " + ", ".join(f"{s} {n}" for s, n in plan.per_skill.items()), markup=False)
         console.print("distill: " + ", ".join(f"{k} {v}" for k, v in plan.distill.items()), markup=False)
+    if plan.quarantined:
+        console.print(f"left out: {plan.quarantined} quarantined learnings (`hive learnings ls --quarantined`)")
+    for reason, n in plan.would_quarantine.items():
+        console.print(f"would quarantine: {n} learnings ({reason})", markup=False)
+    check = describe_check(last_check)
+    if check is not None:
+        console.print(check, markup=False)
     decision = plan.schedule
     console.print(
         f"schedule ({payload['schedule_settings']}): {'due' if decision['due'] else 'not due'}: {decision['reason']}",

@@ -18,6 +18,7 @@ import typer
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
 from hive.cli.schedule import describe, with_schedule
+from hive.schedule_check import record_check
 
 if TYPE_CHECKING:
     from hive.service import Hive
@@ -180,12 +181,12 @@ def serve(
 def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_retry_s: float) -> str | None:
     """Watches the background threads and looks at the rounds every ``round_check_s``; returns a failure, or None.
 
-    Each look resumes a round that a crash interrupted, or runs one that the schedule says is due.
+    Each look resumes a round that a crash interrupted, or runs one that the schedule says is due. One look
+    never ends the service: a round that fails is recorded in its round.json, and anything else that goes
+    wrong (a bug, bad data, the registry or the broker) is logged with its traceback and recorded in
+    ``HIVE_HOME/schedule.json``; either way the next look comes after ``round_retry_s``.
     """
-    from kafka.errors import KafkaError
-
-    from hive.registry import RegistryError
-    from hive.rounds import RoundError
+    from hive.rounds import RoundFailed
 
     next_round_at = time.monotonic()  # the first look comes at once: an interrupted round resumes at start
     announced = False
@@ -206,15 +207,31 @@ def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_ret
         except KeyboardInterrupt:
             log.warning("the round in progress was interrupted; it resumes when the hive starts again")
             return None
-        except (RoundError, RegistryError, KafkaError, OSError) as err:
-            log.error("round failed: %s; the next try is in %g s", err, round_retry_s)
+        except RoundFailed as err:
+            log.error("%s; the next try is in %g s (`hive round show` has the reason)", err, round_retry_s)
             next_round_at = time.monotonic() + round_retry_s
+            _record(hive, None)  # the check itself went through
+            continue
+        except Exception as err:
+            # Isolates one look at the rounds: whatever it raised, the service stays up and says why.
+            log.exception("the round check failed; the next try is in %g s", round_retry_s)
+            next_round_at = time.monotonic() + round_retry_s
+            _record(hive, f"{type(err).__name__}: {err}")
             continue
         finally:
             stop.in_round = False
+        _record(hive, None)
         if record is not None:
             log.info("round %s: %s (candidate core v%s)", record.id, record.state, record.candidate_version)
     return None
+
+
+def _record(hive: Hive, error: str | None) -> None:
+    """Records the check's outcome for operators; a HIVE_HOME that cannot be written is logged, not fatal."""
+    try:
+        record_check(hive.settings.home, error)
+    except OSError:
+        log.exception("cannot record the round check's outcome under %s", hive.settings.home)
 
 
 class _ProgressLogger:

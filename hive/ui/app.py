@@ -117,7 +117,8 @@ def _pages(app: FastAPI, reader: HiveReader, actions: bool, token_required: bool
 
     @app.get("/rounds", response_class=HTMLResponse)
     def rounds() -> str:
-        return page("rounds.html", title="Rounds", rounds=list(reversed(reader.rounds())))
+        rows = list(reversed(reader.rounds()))
+        return page("rounds.html", title="Rounds", rounds=rows, notices=reader.schedule_notices())
 
     @app.get("/rounds/{round_id}", response_class=HTMLResponse)
     def round_page(round_id: str) -> str:
@@ -139,6 +140,7 @@ def _pages(app: FastAPI, reader: HiveReader, actions: bool, token_required: bool
             "learnings.html",
             title="Learnings",
             rows=list(reversed(rows)),
+            quarantine=reader.quarantined(limit),
             agents=sorted(counts["per_agent"]),
             total=counts["count"],
             agent=agent or "",
@@ -187,6 +189,10 @@ def _api(app: FastAPI, reader: HiveReader) -> None:
         agent: str | None = None, skill: str | None = None, limit: int = Query(20, ge=1, le=MAX_LIMIT)
     ) -> list[dict[str, Any]]:
         return reader.learnings(limit, _blank(agent), _blank(skill))
+
+    @app.get("/api/learnings/quarantined")
+    def quarantined(limit: int = Query(20, ge=0, le=MAX_LIMIT)) -> dict[str, Any]:
+        return reader.quarantined(limit)
 
     @app.get("/api/dlq")
     def dlq(reason: str | None = None, limit: int = Query(20, ge=0, le=MAX_LIMIT)) -> dict[str, Any]:

@@ -23,6 +23,7 @@ STATE_COLOURS = {
     "rejected": "#d08a1e",
     "failed": "#c0392b",
     "cancelled": "#7f8c8d",
+    "skipped": "#95a5a6",
     "interrupted": "#8e44ad",
 }
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hive.cli.dlq import dlq_json
-from hive.cli.learnings import learning_json
+from hive.cli.learnings import learning_json, quarantined_json
 from hive.config import HiveSettings
 from hive.fleet import FleetTracker, fleet_json
 from hive.ingest import REASONS
@@ -17,6 +17,8 @@ from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
 from hive.registry import CoreRegistry, RegistryError
 from hive.releases import cores_json
 from hive.round_control import round_json, rounds_json
+from hive.rounds import RoundBook
+from hive.schedule_check import describe_check, read_check
 from hive.store import StoreError
 
 
@@ -80,13 +82,43 @@ class HiveReader:
         with read_store(self.settings) as store:
             counts = store.dead_letter_counts()
             latest = store.dead_letters(limit, reason) if limit else []
-        return dlq_json(counts, latest)
+            quarantined = store.quarantine_counts()
+        return dlq_json(counts, latest, quarantined)
+
+    def quarantined(self, limit: int) -> dict[str, Any]:
+        """The quarantined learnings counted per reason, and the latest ``limit`` (newest first), as
+        ``hive learnings ls --quarantined --json`` lists them."""
+        with read_store(self.settings) as store:
+            counts = store.quarantine_counts()
+            latest = store.quarantined(limit)
+        return {
+            "total": sum(counts.values()),
+            "by_reason": counts,
+            "latest": [quarantined_json(q) for q in latest],
+        }
 
     # -- rounds ----------------------------------------------------------------------------------------
 
     def rounds(self) -> list[dict[str, Any]]:
         """Every round, oldest first, as ``hive round list --json``."""
         return rounds_json(self.settings)
+
+    def schedule_notices(self) -> list[str]:
+        """What keeps rounds from running by themselves, for a person: the last round check failed, or
+        failed rounds in a row block the learnings (``hive round list`` says the same on stderr)."""
+        notices = []
+        line = describe_check(read_check(self.settings.home))
+        if line is not None:
+            notices.append(line)
+        book = RoundBook(self.settings.rounds_dir)
+        streak = book.failed_streak(book.covered_seq())
+        limit = self.settings.schedule.max_failed_rounds
+        if limit and len(streak) >= limit:
+            notices.append(
+                f"the schedule is blocked: {len(streak)} rounds in a row failed over the same learnings; "
+                f"see {streak[0].id}, and `hive round skip {streak[0].id}` moves past them"
+            )
+        return notices
 
     def round(self, round_id: str) -> dict[str, Any]:
         """One round as ``hive round show R --json``; raises RoundNotFound."""

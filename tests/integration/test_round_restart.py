@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from distill.launch import LOG_HEADER
 from hive.cli.app import app
+from hive.config import HiveSettings
+from hive.releases import read_history
 from hive.round_control import kill_leftovers
 from streams import topics
 from streams.codec import encode
@@ -113,8 +115,9 @@ def resume_after_kill(
     resumed_at = int(log.split("distill: resumed from ")[1].split(" at step ")[1].split()[0])
     assert resumed_at >= CHECKPOINT_EVERY and resumed_at % CHECKPOINT_EVERY == 0
     # The new hive released core v0 at its first start, once; the resumed round released v1.
-    history = [json.loads(line) for line in (round_dir.parent.parent / "releases.jsonl").read_text().splitlines()]
+    history = read_history(HiveSettings(home=round_dir.parent.parent))
     assert [(h["action"], h["version"], h["targets"]) for h in history] == [("promote", 0, None), ("round", 1, None)]
+    assert all(h["offset"] is not None for h in history)  # both went out
     # No rank of the killed hive's launcher is left: the restart killed them before resuming.
     assert kill_leftovers(round_dir / "manifest.json") == []
     assert serve.terminate() == 0

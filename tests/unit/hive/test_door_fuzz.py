@@ -62,7 +62,7 @@ timestamps = st.datetimes(min_value=datetime.min, max_value=datetime.max, timezo
 # JSON escape that ensure_ascii writes) lone surrogates.
 odd_text = st.text(alphabet=st.characters(codec=None, categories=None), max_size=200)
 field_values = json_values | odd_text | timestamps | st.text(min_size=4000, max_size=9000)
-fields = st.sampled_from(sorted(GOOD) + ["teacher", "adapter", "schema_version", "unknown"])
+fields = st.sampled_from([*sorted(GOOD), "teacher", "adapter", "schema_version", "unknown"])
 
 
 def _resigned(data: dict[str, Any], key: bytes) -> dict[str, Any]:

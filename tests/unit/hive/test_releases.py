@@ -386,3 +386,87 @@ def test_fleet_with_an_unreachable_broker_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["fleet", "--timeout", "1"], env=_env(tmp_path, "127.0.0.1:1"))
     assert result.exit_code == 1, result.output
     assert "cannot reach the broker at 127.0.0.1:1" in result.stderr
+
+
+class FailingProducer(FakeProducer):
+    """A broker that never acks; it checks, when asked to send, that the history already holds the release."""
+
+    def __init__(self, settings: HiveSettings, error: BaseException) -> None:
+        super().__init__()
+        self.settings = settings
+        self.error = error
+        self.history_at_send: list[dict[str, Any]] = []
+
+    def send(self, topic: str, key=None, value=None, headers=None, partition=None) -> _Future:
+        self.history_at_send = read_history(self.settings)
+        raise self.error
+
+
+def test_the_history_entry_is_written_before_the_publish_and_withdrawn_when_it_fails(
+    hive: tuple[HiveSettings, CoreRegistry],
+) -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    settings, registry = hive
+    release_core(settings, registry, FakeProducer(), 0)
+    producer = FailingProducer(settings, KafkaTimeoutError("no ack"))
+    with pytest.raises(KafkaTimeoutError):
+        release_core(settings, registry, producer, 1, round_id="r0001", action="round")
+    # At the moment of the send, the history named the release already (offset not known yet).
+    assert [(e["version"], e["offset"]) for e in producer.history_at_send] == [(0, 0), (1, None)]
+    # It never went out: the history withdraws it and the aliases did not move.
+    assert [e["version"] for e in read_history(settings)] == [0]
+    assert champion_stack(read_history(settings)) == [0]
+    assert _aliases(registry) == {"champion": 0, "previous": None, "canary": None}
+    lines = [json.loads(line) for line in history_path(settings).read_text().splitlines()]
+    assert [line["action"] for line in lines] == ["promote", "published", "round", "failed"]
+    assert lines[3]["of"] == lines[2]["id"] and "no ack" in lines[3]["error"]
+    # The retry goes out and is counted once.
+    release_core(settings, registry, FakeProducer(), 1, round_id="r0001", action="round")
+    assert [(e["version"], e["offset"]) for e in read_history(settings)] == [(0, 0), (1, 0)]
+    assert _aliases(registry) == {"champion": 1, "previous": 0, "canary": None}
+
+
+def test_a_crash_before_the_publish_leaves_a_history_that_promote_settles(
+    hive: tuple[HiveSettings, CoreRegistry],
+) -> None:
+    settings, registry = hive
+    release_core(settings, registry, FakeProducer(), 0)
+    # The process dies while it publishes: no outcome line, nothing on the topic, no alias moved.
+    with pytest.raises(SystemExit):
+        release_core(settings, registry, FailingProducer(settings, SystemExit(137)), 1)
+    history = read_history(settings)
+    assert [(e["version"], e["offset"]) for e in history] == [(0, 0), (1, None)]  # offset None: unconfirmed
+    assert registry.champion_version() == 0
+    # `hive core promote 1`, as the operator guide says: it goes out, and the history stays one step per core.
+    producer = FakeProducer()
+    release_core(settings, registry, producer, 1)
+    assert [r.version for r in producer.releases()] == [1]
+    assert _aliases(registry) == {"champion": 1, "previous": 0, "canary": None}
+    assert champion_stack(read_history(settings)) == [0, 1]
+    assert rollback(settings, registry, FakeProducer()).version == 0
+
+
+def test_a_crash_after_the_publish_leaves_the_release_in_the_history(
+    hive: tuple[HiveSettings, CoreRegistry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hive.releases as releases
+
+    settings, registry = hive
+    release_core(settings, registry, FakeProducer(), 0)
+
+    def die(*args: object) -> None:
+        raise SystemExit(137)
+
+    monkeypatch.setattr(releases, "_close_entry", die)
+    producer = FakeProducer()
+    with pytest.raises(SystemExit):
+        release_core(settings, registry, producer, 1)
+    monkeypatch.undo()
+    # Agents got v1 and the history knows it, though the hive died before it set the aliases.
+    assert [r.version for r in producer.releases()] == [1]
+    assert [e["version"] for e in read_history(settings)] == [0, 1]
+    assert registry.champion_version() == 0
+    release_core(settings, registry, FakeProducer(), 1)
+    assert _aliases(registry) == {"champion": 1, "previous": 0, "canary": None}
+    assert champion_stack(read_history(settings)) == [0, 1]

@@ -130,3 +130,92 @@ def test_reading_a_missing_hive_exits_1_and_creates_nothing(tmp_path: Path) -> N
     result = runner.invoke(app, ["round", "list", "--json"], env=env(home))
     assert result.exit_code == 1 and "no hive at HIVE_HOME" in result.output
     assert not home.exists()
+
+
+def failed(round_id: str, after_seq: int, upto_seq: int) -> RoundRecord:
+    return RoundRecord(
+        id=round_id,
+        state="failed",
+        base_version=1,
+        after_seq=after_seq,
+        upto_seq=upto_seq,
+        learnings=upto_seq - after_seq,
+        per_agent={"a2": upto_seq - after_seq},
+        skills=["add", "mul"],
+        error="distill job exited with 1",
+    )
+
+
+def test_failed_rounds_in_a_row_block_the_schedule_until_one_is_skipped(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    book = RoundBook(home / "rounds")
+    for round_id in ("r0002", "r0003", "r0004"):
+        book.save(failed(round_id, 2, 4))
+    plan = json.loads(
+        runner.invoke(app, ["round", "run", "--dry-run", "--json", "--min-new", "1"], env=env(home)).stdout
+    )
+    reason = plan["schedule"]["reason"]
+    assert plan["schedule"]["due"] is False
+    assert reason.startswith("blocked: rounds r0002, r0003, r0004 failed over the learnings after seq 2")
+    assert "`hive round skip r0004`" in reason
+    listed = runner.invoke(app, ["round", "list"], env=env(home))
+    assert listed.exit_code == 0 and "the schedule is blocked" in listed.stderr
+    assert "distill job exited with 1" in listed.stdout
+
+    would = runner.invoke(app, ["round", "skip", "r0004", "--dry-run", "--json"], env=env(home))
+    assert would.exit_code == 0, would.output
+    payload = json.loads(would.stdout)
+    assert (payload["round"]["state"], payload["dry_run"], payload["covered_seq_after"]) == ("skipped", True, 4)
+    assert book.get("r0004").state == "failed"  # a dry run changes nothing
+
+    done = runner.invoke(app, ["round", "skip", "r0004"], env=env(home))
+    assert done.exit_code == 0, done.output
+    assert "skipped r0004: its learnings seq 3..4 will not be distilled" in done.stdout
+    assert [(r.id, r.state) for r in book.all()][-1] == ("r0004", "skipped")
+    assert book.covered_seq() == 4
+    plan = json.loads(
+        runner.invoke(app, ["round", "run", "--dry-run", "--json", "--min-new", "1"], env=env(home)).stdout
+    )
+    assert (plan["after_seq"], plan["new_learnings"], plan["schedule"]["reason"]) == (4, 0, "no new learnings")
+    assert "blocked" not in runner.invoke(app, ["round", "list"], env=env(home)).stderr
+
+
+def test_skip_refuses_a_round_that_is_not_failed(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    released = runner.invoke(app, ["round", "skip", "r0001"], env=env(home))
+    assert released.exit_code == 2 and "round r0001 is released; only a failed round can be skipped" in released.output
+    unfinished = runner.invoke(app, ["round", "skip", "r0002", "--json"], env=env(home))
+    assert unfinished.exit_code == 2 and "cancel an unfinished one first" in unfinished.output
+    missing = runner.invoke(app, ["round", "skip", "r0042"], env=env(home))
+    assert missing.exit_code == 2 and "no round 'r0042'" in missing.output
+    assert RoundBook(home / "rounds").get("r0001").state == "released"
+
+
+def test_a_torn_round_file_is_listed_as_a_failed_round_with_its_reason(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    for round_id, content in [
+        ("r0003", b'{"id": "r00'),
+        ("r0004", b'{"state": 5}'),
+        ("r0005", b"[]"),
+        ("r0006", b"{}"),
+    ]:
+        (home / "rounds" / round_id).mkdir()
+        (home / "rounds" / round_id / "round.json").write_bytes(content)
+    result = runner.invoke(app, ["round", "list", "--json"], env=env(home))
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    for round_id in ("r0003", "r0004", "r0005", "r0006"):
+        assert rows[round_id]["state"] == "failed"
+        assert rows[round_id]["error"].startswith("unreadable round.json: "), rows[round_id]["error"]
+    assert "Invalid JSON" in rows["r0003"]["error"] or "EOF" in rows["r0003"]["error"]
+    shown = runner.invoke(app, ["round", "show", "r0004"], env=env(home))
+    assert shown.exit_code == 0 and "unreadable round.json" in shown.stdout
+    table = runner.invoke(app, ["round", "list"], env=env(home))
+    assert table.exit_code == 0 and "unreadable round.json" in table.stdout
+    # A new round gets an id of its own.
+    book = RoundBook(home / "rounds")
+    book.save(RoundRecord(**{**book.get("r0002").__dict__, "state": "rejected"}))
+    plan = json.loads(
+        runner.invoke(app, ["round", "run", "--dry-run", "--json", "--min-new", "1"], env=env(home)).stdout
+    )
+    assert plan["round_id"] == "r0007"

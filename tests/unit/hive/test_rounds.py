@@ -14,7 +14,7 @@ from distill.manifest import load_manifest
 from hive.config import DistillSettings, HiveSettings
 from hive.cores import CoreFiles
 from hive.parquet_store import ParquetLearningStore
-from hive.rounds import RoundBook, open_round, sample_replay
+from hive.rounds import RoundBook, RoundRecord, open_round, sample_replay
 from streams.events import Feedback, Learning
 
 
@@ -100,3 +100,71 @@ def test_no_replay_when_its_size_is_zero(hive) -> None:
     store.append([_learning("add", n=9)], {})
     record = open_round(settings, store, book, base, "hive-rounds")
     assert load_manifest(book.path(record.id) / "manifest.json").replay is None
+
+
+def _record(round_id: str, state: str = "released", after_seq: int = 0, upto_seq: int = 4) -> RoundRecord:
+    return RoundRecord(
+        id=round_id,
+        state=state,  # type: ignore[arg-type]
+        base_version=0,
+        after_seq=after_seq,
+        upto_seq=upto_seq,
+        learnings=upto_seq - after_seq,
+        per_agent={"a1": upto_seq - after_seq},
+        skills=["add"],
+    )
+
+
+@pytest.mark.parametrize("content", [b'{"id": "r0002", "sta', b'{"state": 5}', b"[]", b"{}", b"\xff\xfe", b""])
+def test_an_unreadable_round_file_reads_as_a_failed_round_and_is_repaired_aside(tmp_path: Path, content: bytes) -> None:
+    book = RoundBook(tmp_path / "rounds")
+    book.save(_record("r0001"))
+    book.save(_record("r0002", "distilling", after_seq=4, upto_seq=9))
+    (book.path("r0002") / "manifest.json").write_text(
+        json.dumps({"lineage": None, "store_range": {"after_seq": 4, "upto_seq": 9}})
+    )
+    (book.path("r0002") / "round.json").write_bytes(content)
+    # No reader raises: the round is failed, with why, and its range from the manifest.
+    [_, torn] = book.all()
+    assert (torn.id, torn.state, torn.after_seq, torn.upto_seq) == ("r0002", "failed", 4, 9)
+    assert torn.error is not None and torn.error.startswith("unreadable round.json: ")
+    assert book.get("r0002") == torn
+    assert (book.covered_seq(), book.taught_skills(), book.ids(), book.next_id()) == (
+        4,
+        ["add"],
+        ["r0001", "r0002"],
+        "r0003",
+    )
+    assert (book.path("r0002") / "round.json").read_bytes() == content  # reading changes nothing
+    # The round runner records it as failed for good, keeping the bad bytes aside.
+    [repaired] = book.repair()
+    assert repaired.id == "r0002" and repaired.ended_at is not None
+    assert (book.path("r0002") / "round.json.torn").read_bytes() == content
+    saved = json.loads((book.path("r0002") / "round.json").read_text())
+    assert (saved["state"], saved["error"]) == ("failed", torn.error)
+    assert book.repair() == []
+    assert book.get("r0002") == repaired
+
+
+def test_a_round_id_is_never_given_twice(tmp_path: Path) -> None:
+    book = RoundBook(tmp_path / "rounds")
+    book.save(_record("r0001"))
+    book.save(_record("r0002", "failed"))
+    (book.path("r0002") / "round.json").unlink()  # lost, with its directory still there
+    (book.path("r0003")).mkdir()  # a crash before any file of r0003 was written
+    assert book.next_id() == "r0004"
+    assert [r.state for r in book.all()] == ["released", "failed", "failed"]
+    assert book.get("r0003").error.startswith("unreadable round.json: the file is missing")  # type: ignore[union-attr]
+    assert book.get("../rounds/r0001") is None
+
+
+def test_a_streak_of_failed_rounds_over_the_same_learnings(tmp_path: Path) -> None:
+    book = RoundBook(tmp_path / "rounds")
+    book.save(_record("r0001", "released", 0, 4))
+    book.save(_record("r0002", "failed", 4, 8))
+    book.save(_record("r0003", "cancelled", 4, 9))
+    book.save(_record("r0004", "failed", 4, 9))
+    assert [r.id for r in book.failed_streak(4)] == ["r0004", "r0002"]
+    book.save(_record("r0005", "skipped", 4, 9))
+    assert book.covered_seq() == 9 and book.failed_streak(9) == []
+    assert book.failed_streak(4) == []  # a skip ends the streak

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hive.cli.app import app
 from hive.config import HiveSettings
 from hive.parquet_store import ParquetLearningStore
-from hive.store import DeadLetter
+from hive.store import DeadLetter, Quarantined
 from streams.events import Feedback, Learning
 
 runner = CliRunner()
@@ -161,3 +161,35 @@ def test_serve_refuses_a_malformed_key(tmp_path: Path, monkeypatch: pytest.Monke
     result = runner.invoke(app, ["serve"])
     assert result.exit_code == 2, result.output
     assert 'field "ingest"' in result.stderr
+
+
+def test_quarantined_learnings_are_listed_and_counted(home: Path) -> None:
+    settings = HiveSettings()
+    # Quarantined through a read-only store, as `hive round run` does beside a running `hive serve`.
+    with (
+        ParquetLearningStore(settings.store_dir) as writer,
+        ParquetLearningStore(settings.store_dir, read_only=True) as reader,
+    ):
+        rows = reader.read_with_seq(after_seq=5)
+        entries = [
+            Quarantined(str(x.id), seq, x.agent_id, x.skill, "unknown_skill", "add it to HIVE_SKILLS", "r0001")
+            for seq, x in rows[:2]
+        ]
+        assert reader.quarantine(entries) == 2
+        assert reader.quarantine(entries) == 0  # the first entry of a learning stays
+        assert writer.read(skip_quarantined=True, agent_id="agent-b") == [rows[2][1]]
+        assert writer.count() == 8  # still stored
+    listed = runner.invoke(app, ["learnings", "ls", "--quarantined", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(q["seq"], q["agent_id"], q["reason"], q["round_id"]) for q in json.loads(listed.stdout)] == [
+        (7, "agent-b", "unknown_skill", "r0001"),
+        (6, "agent-b", "unknown_skill", "r0001"),
+    ]
+    only_a = runner.invoke(app, ["learnings", "ls", "--quarantined", "--json", "--agent", "agent-a"])
+    assert json.loads(only_a.stdout) == []
+    table = runner.invoke(app, ["learnings", "ls", "--quarantined"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "2 quarantined learnings (unknown_skill 2)" in table.stderr
+    assert "add it to HIVE_SKILLS" in table.stdout
+    dlq = json.loads(runner.invoke(app, ["dlq", "ls", "--json"]).stdout)
+    assert dlq["quarantined"] == {"total": 2, "by_reason": {"unknown_skill": 2}}
+    assert "quarantined learnings: 2" in runner.invoke(app, ["dlq", "ls"], env={"COLUMNS": "200"}).stdout

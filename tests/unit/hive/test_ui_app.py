@@ -12,12 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hive.cli.dlq import dlq_json
-from hive.cli.learnings import learning_json
+from hive.cli.learnings import learning_json, quarantined_json
 from hive.config import HiveSettings
 from hive.fleet import FleetView
 from hive.parquet_store import ParquetLearningStore
 from hive.rounds import RoundBook, RoundRecord
-from hive.store import PAYLOAD_HEAD_BYTES, DeadLetter
+from hive.schedule_check import record_check
+from hive.store import PAYLOAD_HEAD_BYTES, DeadLetter, Quarantined
 from hive.ui.app import create_app
 from hive.ui.sources import knowledge_matrix
 from streams.config import KafkaSettings
@@ -344,3 +345,25 @@ def test_without_a_token_the_forms_have_no_token_field(settings: HiveSettings) -
     _unfinished_round(settings)
     with TestClient(create_app(settings, allow_actions=True)) as c:
         assert 'name="token"' not in c.get("/rounds/r0003").text
+
+
+def test_quarantine_torn_rounds_and_a_failed_check_are_shown(settings: HiveSettings, client: TestClient) -> None:
+    with ParquetLearningStore(settings.store_dir) as store:
+        seq, x = store.read_with_seq(after_seq=8)[0]
+        store.quarantine([Quarantined(str(x.id), seq, x.agent_id, x.skill, "unknown_skill", HOSTILE, "r0002")])
+    quarantine = client.get("/api/learnings/quarantined").json()
+    assert quarantine["total"] == 1
+    with ParquetLearningStore(settings.store_dir, read_only=True) as store:
+        assert quarantine["latest"] == [quarantined_json(q) for q in store.quarantined()]
+    page = client.get("/learnings").text
+    assert 'class="quarantined" data-seq="9"' in page and 'data-reason="unknown_skill"' in page
+    assert HOSTILE not in page
+    assert 'id="quarantined-total" data-value="1"' in client.get("/dlq").text
+    torn = settings.rounds_dir / "r0003"
+    torn.mkdir()
+    (torn / "round.json").write_text('{"state": "rel')
+    record_check(settings.home, "TypeError: can't compare offset-naive and offset-aware datetimes")
+    rounds = client.get("/rounds").text
+    assert 'data-round="r0003" data-state="failed"' in rounds
+    assert "the last round check failed" in rounds and "offset-naive" in rounds
+    assert "unreadable round.json" in client.get("/rounds/r0003").text

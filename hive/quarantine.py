@@ -1,0 +1,78 @@
+"""The quarantine: stored learnings that no later round takes in, from a round's checks and the distill job."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from hive.store import LearningStore, Quarantined
+
+log = logging.getLogger(__name__)
+
+# Written by the distill job (success or failure): one JSON object per line, {"id", "reason", "detail"},
+# naming a learning of the round (or of its replay) that the job could not use.
+UNUSABLE_FILE = "unusable.jsonl"
+
+
+def quarantine(store: LearningStore, entries: list[Quarantined], round_id: str | None) -> int:
+    """Quarantines ``entries`` in the name of ``round_id``, each one logged; returns how many were new."""
+    if not entries:
+        return 0
+    added = store.quarantine([replace(entry, round_id=round_id) for entry in entries])
+    for entry in entries:
+        log.warning(
+            "quarantined learning %s (seq %d, agent %s): %s: %s",
+            entry.learning_id,
+            entry.seq,
+            entry.agent_id,
+            entry.reason,
+            entry.detail,
+        )
+    return added
+
+
+def read_unusable(path: Path) -> list[tuple[str, str, str]]:
+    """``(learning id, reason, detail)`` per line of a distill job's ``unusable.jsonl``, first of an id
+    first; a line that is not such an object (a torn last line, a bug) is skipped with a warning."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    found: dict[str, tuple[str, str, str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            log.warning("%s line %d is not JSON (%s); skipped", path, number, err)
+            continue
+        if not isinstance(entry, dict):
+            log.warning("%s line %d is not an object; skipped", path, number)
+            continue
+        learning_id, reason, detail = entry.get("id"), entry.get("reason"), entry.get("detail", "")
+        if not isinstance(learning_id, str) or not isinstance(reason, str) or not reason:
+            log.warning("%s line %d has no string id and reason; skipped", path, number)
+            continue
+        found.setdefault(learning_id, (learning_id, reason, detail if isinstance(detail, str) else str(detail)))
+    return list(found.values())
+
+
+def take_unusable(store: LearningStore, round_dir: Path, round_id: str) -> int:
+    """Quarantines every learning that the round's distill job named in ``out/unusable.jsonl``; returns
+    how many were new. An id the store does not hold is skipped with a warning."""
+    path = round_dir / "out" / UNUSABLE_FILE
+    named = read_unusable(path)
+    if not named:
+        return 0
+    stored = store.lookup([learning_id for learning_id, _, _ in named])
+    entries = []
+    for learning_id, reason, detail in named:
+        if learning_id not in stored:
+            log.warning("%s names learning %r, which the store does not hold; skipped", path, learning_id)
+            continue
+        seq, agent, skill = stored[learning_id]
+        entries.append(Quarantined(learning_id, seq, agent, skill, reason, detail or f"named in {path}"))
+    return quarantine(store, entries, round_id)
