@@ -117,6 +117,7 @@ def serve(
     # Imported here so that `hive --help` stays fast: the service pulls in torch and the Kafka clients.
     from kafka.errors import KafkaError
 
+    from agents.skills import SkillLoadError, skill_catalog
     from hive.ingest import keyring
     from hive.registry import RegistryError
     from hive.releases import ReleaseError
@@ -128,6 +129,11 @@ def serve(
         keyring(settings.ingest)  # refuse a malformed key now rather than on the first learning
     except KeyRingError as err:
         typer.echo(f"invalid HIVE_INGEST__* settings: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    try:
+        skill_catalog(settings.skills)  # a plugin that does not load is a settings error, not a crash later
+    except SkillLoadError as err:
+        typer.echo(f"invalid HIVE_SKILLS: {err}", err=True)
         raise typer.Exit(EXIT_USAGE) from err
     try:
         settings.home.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,15 @@ def ui(
     # On loopback, only loopback names may reach it: a web page cannot rebind its own DNS name to 127.0.0.1
     # and read the dashboard. On any other address the operator chose who may connect.
     allowed = [*LOOPBACK_NAMES] if host in LOOPBACK_NAMES else None
-    app = create_app(settings, allowed_hosts=allowed, allow_actions=allow_actions, action_token=token)
+    from streams.signing import KeyRingError
+
+    try:
+        app = create_app(settings, allowed_hosts=allowed, allow_actions=allow_actions, action_token=token)
+    except KeyRingError as err:
+        # The fleet page checks heartbeats' signatures with the hive's keys: a bad key setting is a usage error.
+        sock.close()
+        typer.echo(f"invalid HIVE_INGEST__* settings: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -163,6 +163,16 @@ def test_serve_refuses_a_malformed_key(tmp_path: Path, monkeypatch: pytest.Monke
     assert 'field "ingest"' in result.stderr
 
 
+def test_serve_refuses_a_plugin_skill_that_does_not_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIVE_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never dialled: the skills are checked first
+    monkeypatch.setenv("HIVE_HOME", str(tmp_path / "hive"))
+    monkeypatch.setenv("HIVE_SKILLS", '["no_such_module_here:Skill"]')
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2, result.output
+    assert "invalid HIVE_SKILLS" in result.stderr and "no_such_module_here" in result.stderr
+    assert not (tmp_path / "hive").exists()
+
+
 def test_quarantined_learnings_are_listed_and_counted(home: Path) -> None:
     settings = HiveSettings()
     # Quarantined through a read-only store, as `hive round run` does beside a running `hive serve`.

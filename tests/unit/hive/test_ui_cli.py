@@ -53,3 +53,14 @@ def test_loopback_is_told_by_address() -> None:
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "localhost.evil.example", "127.0.0.1.nip.io"))
+
+
+def test_a_missing_key_directory_is_a_usage_error(tmp_path: Path) -> None:
+    env = {
+        "HIVE_HOME": str(tmp_path),
+        "HIVE_KAFKA_BOOTSTRAP": "127.0.0.1:1",  # a broker configured: the fleet page checks heartbeats' keys
+        "HIVE_INGEST__AGENT_KEY_DIR": str(tmp_path / "no-such-dir"),
+    }
+    result = CliRunner().invoke(app, ["ui", "--port", "0"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "invalid HIVE_INGEST__* settings" in result.output and "no-such-dir" in result.output
