@@ -192,6 +192,7 @@ def open_round(
         eval_={"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
         mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
         lineage={"after_seq": after, "upto_seq": upto},
+        adapters=settings.adapters_manifest(),
     )
     book.save(record)
     return record
@@ -207,6 +208,7 @@ def write_manifest(
     eval_: dict[str, Any],
     mlflow: dict[str, Any] | None = None,
     lineage: dict[str, int] | None = None,
+    adapters: dict[str, Any] | None = None,
 ) -> Path:
     """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``."""
     manifest = {
@@ -220,6 +222,7 @@ def write_manifest(
         "eval": eval_,
         "mlflow": mlflow,
         "lineage": lineage,
+        "adapters": adapters,
     }
     path = directory / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2))
@@ -284,7 +287,9 @@ def run_round(
             end_round(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
             raise RoundError(f"round {record.id} failed: {err}") from err
         record.distill = {
-            k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
+            k: metrics[k]
+            for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s", "teacher_skipped", "unusable")
+            if k in metrics
         }
         record.eval = dict(metrics["eval"])
         try:
