@@ -28,14 +28,14 @@ def parse_file_uri(uri: str) -> Path:
     """The absolute local path a ``file:///…`` or ``file://localhost/…`` URI names.
 
     Raises ClaimCheckError (``adapter_unsupported_uri``) for any other scheme, a host part, a query or a
-    fragment, a ``..`` segment, control characters, or a percent-encoded separator or NUL.
+    fragment, a ``..`` segment, control characters, lone surrogates, or a percent-encoded separator or NUL.
     """
 
     def refuse(why: str) -> ClaimCheckError:
         return ClaimCheckError("adapter_unsupported_uri", f"{uri[:200]!r}: {why}")
 
-    if any(ord(c) < 0x20 or c == "\x7f" or c == "\\" for c in uri):
-        raise refuse("control characters or backslashes")
+    if any(ord(c) < 0x20 or c == "\x7f" or c == "\\" or 0xD800 <= ord(c) <= 0xDFFF for c in uri):
+        raise refuse("control characters, backslashes or lone surrogates")
     lowered = uri.lower()
     if not lowered.startswith(_PREFIXES):
         raise refuse("only file:///path or file://localhost/path URIs on this machine are followed")

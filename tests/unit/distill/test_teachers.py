@@ -10,8 +10,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents.claim_check import ClaimCheckError, adapter_path, parse_file_uri
+from agents.claim_check import ClaimCheckError, adapter_path, parse_file_uri, resolve_adapter
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, load_core, save_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from distill.dataset import build_examples
@@ -21,6 +23,7 @@ from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 TOK = ByteTokenizer()
 K = 5
 SIZE = CoreSize(width=32, layers=1)
+REASONS = {"adapter_unsupported_uri", "adapter_outside_roots", "adapter_missing", "adapter_unreadable"}
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +161,7 @@ def test_adapter_path_takes_only_local_files() -> None:
         "file:///tmp/x?download=1",  # a query
         "file:///tmp/x#frag",  # a fragment
         "file:///tmp/%ff",  # not UTF-8 once decoded
+        "file:///tmp/a\ud800b",  # a lone surrogate, as JSON can carry one
     ],
 )
 def test_a_uri_with_any_trick_is_refused(uri: str) -> None:
@@ -298,3 +302,21 @@ def test_the_hash_covers_the_bytes_loaded(tmp_path: Path, specialist: tuple[Path
     assert result.learnings == [] and result.reasons == Counter({"adapter_sha_mismatch": 1})
     assert teachers.loaded == []
     assert os.path.isdir(directory)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    uri=st.one_of(
+        st.text(),
+        st.builds(lambda tail: "file:///" + tail, st.text()),
+        st.builds(lambda tail: "file://localhost/" + tail, st.text(alphabet=st.characters(exclude_categories=()))),
+    )
+)
+def test_any_uri_is_refused_with_a_reason_or_lands_under_a_root(uri: str) -> None:
+    root = Path("/tmp")
+    try:
+        path = resolve_adapter(uri, [root])
+    except ClaimCheckError as err:
+        assert err.reason in REASONS
+    else:
+        assert path.is_relative_to(root.resolve()) and path.is_dir()
