@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from agents.model import MAX_POSITIONS, Batch, make_batch
 from agents.tokenizer import ByteTokenizer
-from distill.teachers import AdapterTeachers
+from distill.teachers import AdapterTeachers, Dropped
 from streams.events import Learning
 
 
@@ -39,12 +39,28 @@ class Example:
     verified: bool = False
 
 
+# What each reason that drops a whole learning means, for the unusable list the hive quarantines from.
+DROP_DETAILS = {
+    "too_long": f"prompt and answer exceed the core's {MAX_POSITIONS} positions",
+    "no_signal": "neither a teacher signal nor a verified answer: nothing to learn from",
+    "teacher_out_of_vocab": "its teacher signal names token ids beyond the core's vocabulary, and no verified answer",
+    "teacher_misaligned": "its teacher signal does not line up with the answer, and no verified answer",
+}
+
+
 @dataclass
 class LoadReport:
-    """What a load kept and why it dropped the rest, so a round can say what it trained on."""
+    """What a load kept and why it dropped the rest, so a round can say what it trained on.
+
+    ``skipped`` counts every reason met (a dropped learning, or a signal dropped from a kept one);
+    ``teacher_skipped`` the claim checks that gave no teacher, by reason; ``dropped`` lists each learning
+    not trained on, with its reason.
+    """
 
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    teacher_skipped: Counter[str] = field(default_factory=Counter)
+    dropped: list[Dropped] = field(default_factory=list)
 
 
 def example_from_learning(
@@ -110,8 +126,11 @@ def build_examples(
     report = LoadReport()
     items = list(learnings)
     if teachers is not None:
-        items, reasons = teachers.fill(items)
-        report.skipped.update(reasons)
+        filled = teachers.fill(items)
+        items = filled.learnings
+        report.skipped.update(filled.reasons)
+        report.teacher_skipped.update(filled.reasons)
+        report.dropped.extend(filled.dropped)
     examples: list[Example] = []
     for learning in items:
         example, reason = example_from_learning(learning, tok, require_signal)
@@ -119,6 +138,8 @@ def build_examples(
             report.skipped[reason] += 1
         if example is not None:
             examples.append(example)
+        elif reason is not None:
+            report.dropped.append(Dropped(str(learning.id), reason, DROP_DETAILS.get(reason, reason)))
     report.kept = len(examples)
     return examples, report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -41,6 +41,27 @@ class DistillParams(BaseModel):
     def ds_config_path(self) -> Path:
         """The DeepSpeed config: a path as given if it exists, else a file name under distill/configs/."""
         return resolve_ds_config(self.ds_config)
+
+
+class AdapterParams(BaseModel):
+    """Which adapter claim checks the job may follow (the hive's ``HIVE_ADAPTERS__*``).
+
+    Only directories under one of ``roots`` (none: no claim check is followed), and only a weights file of at
+    most ``max_bytes``; None means four times the base core's weights file, since a teacher must hold the base
+    core's tensors and nothing more.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    roots: list[Path] = Field(default_factory=list)
+    max_bytes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _absolute(self) -> AdapterParams:
+        relative = [str(root) for root in self.roots if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"adapter roots must be absolute paths, got {', '.join(relative)}")
+        return self
 
 
 class EvalParams(BaseModel):
@@ -85,9 +106,16 @@ class Manifest(BaseModel):
     replay: Path | None = None
     skills: list[str] = Field(min_length=1)
     distill: DistillParams = Field(default_factory=DistillParams)
+    adapters: AdapterParams = Field(default_factory=AdapterParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     mlflow: MlflowParams | None = None
     lineage: Lineage | None = None
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _no_adapters(cls, value: object) -> object:
+        # A manifest written without adapter settings (a benchmark's) follows no claim check.
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _absolute(self) -> Manifest:

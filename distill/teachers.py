@@ -2,103 +2,214 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
+import stat
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError
 
-from agents.claim_check import adapter_path
-from agents.model import MAX_POSITIONS, WEIGHTS_FILE, file_sha256, load_core, topk_signal
+from agents.claim_check import ClaimCheckError, resolve_adapter, under_roots
+from agents.model import MAX_POSITIONS, WEIGHTS_FILE, load_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from streams.events import MAX_TOPK, Learning, TeacherSignal
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
 # Answers scored per forward pass of a specialist.
 SIGNAL_BATCH = 64
+# The default size cap: this many times the base core's weights file (safetensors adds only a small header).
+MAX_BYTES_FACTOR = 4
+SHA_MISMATCH = "adapter_sha_mismatch"
 
 
 @dataclass(frozen=True)
-class _Specialist:
-    sha256: str
-    model: PreTrainedModel
+class Dropped:
+    """A learning the job will not train on: its id, a short reason, and what was wrong."""
+
+    id: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Filled:
+    """What ``AdapterTeachers.fill`` returns: the learnings to go on with, and what it met on the way.
+
+    ``reasons`` counts, per learning, each claim check that gave no signal (``adapter_*``, the sha256
+    mismatch included); ``dropped`` lists the learnings removed (a sha256 mismatch) with their reason.
+    """
+
+    learnings: list[Learning]
+    reasons: Counter[str] = field(default_factory=Counter)
+    dropped: list[Dropped] = field(default_factory=list)
 
 
 class AdapterTeachers:
     """Scores learned answers with the specialists their adapter claim checks name.
 
-    Each URI is read, hashed and loaded once. A learning is only ever scored by weights whose sha256
-    equals its claim check: on a mismatch the learning is dropped (``adapter_sha_mismatch``), never
-    trained on. A claim check that cannot be followed (not ``file://``, missing, unreadable) drops only
-    the signal, as a misaligned teacher does; the learning may still teach by its verified answer.
+    A claim check is followed only into a directory under one of ``roots`` (``resolve_adapter``). Its
+    ``model.safetensors`` is read once, at most ``max_bytes`` of it (a bigger file is never read), and
+    hashed; only bytes whose sha256 equals the claim check are loaded, so the hash covers exactly what is
+    loaded. The teacher is the base core (``base_core``, the round's own) with those tensors loaded
+    strictly: the agent's ``config.json`` is never read, and a tensor missing, extra or of another shape
+    refuses the teacher. Safetensors only, never pickle.
+
+    A learning whose weights fail the sha256 is dropped (``adapter_sha_mismatch``), never trained on. Any
+    other failure (``adapter_unsupported_uri``, ``adapter_outside_roots``, ``adapter_missing``,
+    ``adapter_too_large``, ``adapter_unreadable``, ``adapter_shape_mismatch``) drops only the signal: the
+    learning keeps its verified answer and any signal it shipped. Nothing here raises for a bad claim check.
     """
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, base_core: Path, roots: list[Path], max_bytes: int | None = None) -> None:
         if k < 1:
             raise ValueError(f"top-k must be at least 1, got {k}")
         self.k = k
-        self._cache: dict[str, _Specialist | str] = {}
+        self.base_core = base_core
+        self.roots = list(roots)
+        self._max_bytes = max_bytes
+        # (uri, claimed sha256) -> the teacher, or the error that refused it.
+        self._cache: dict[tuple[str, str], PreTrainedModel | ClaimCheckError] = {}
+        self._base: PreTrainedModel | None = None
         self._tok = ByteTokenizer()
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest weights file read: the configured cap, else a few times the base core's weights file."""
+        if self._max_bytes is None:
+            self._max_bytes = MAX_BYTES_FACTOR * (self.base_core / WEIGHTS_FILE).stat().st_size
+        return self._max_bytes
 
     @property
     def loaded(self) -> list[str]:
         """The URIs whose specialist is loaded, in the order they were first met."""
-        return [uri for uri, entry in self._cache.items() if isinstance(entry, _Specialist)]
+        return list(dict.fromkeys(uri for (uri, _), entry in self._cache.items() if not isinstance(entry, Exception)))
 
-    def _specialist(self, uri: str) -> _Specialist | str:
-        """The loaded specialist of ``uri``, or the reason it cannot be used."""
-        if uri not in self._cache:
-            self._cache[uri] = self._load(uri)
-        return self._cache[uri]
+    @property
+    def failures(self) -> dict[str, ClaimCheckError]:
+        """Each claim check URI that gave no teacher, with why (the last error met for it)."""
+        return {uri: entry for (uri, _), entry in self._cache.items() if isinstance(entry, ClaimCheckError)}
+
+    def _teacher(self, uri: str, sha256: str) -> PreTrainedModel | ClaimCheckError:
+        key = (uri, sha256)
+        if key not in self._cache:
+            try:
+                self._cache[key] = self._load(uri, sha256)
+            except ClaimCheckError as err:
+                self._cache[key] = err
+        return self._cache[key]
+
+    def _load(self, uri: str, sha256: str) -> PreTrainedModel:
+        directory = resolve_adapter(uri, self.roots)
+        data = self._read_weights(directory / WEIGHTS_FILE)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ClaimCheckError(
+                SHA_MISMATCH, f"{directory / WEIGHTS_FILE} has sha256 {actual}, the claim check {sha256}"
+            )
+        # safetensors is imported here, with torch: only a round that follows claim checks needs it.
+        from safetensors.torch import load as load_safetensors
+
+        try:
+            state = load_safetensors(data)
+        except SafetensorError as err:
+            raise ClaimCheckError(
+                "adapter_unreadable", f"{directory / WEIGHTS_FILE} is not safetensors: {err}"
+            ) from err
+        base = self._base_model()
+        self._check_tensors(state, base.state_dict(), directory)
+        model = copy.deepcopy(base)
+        model.load_state_dict(state, strict=True)
+        model.requires_grad_(False)
+        model.eval()
+        return model
+
+    def _read_weights(self, weights: Path) -> bytes:
+        """The weights file's bytes, read once; refuses a file outside the roots or over the size cap unread."""
+        try:
+            real = weights.resolve(strict=True)
+        except FileNotFoundError as err:
+            raise ClaimCheckError("adapter_missing", f"no {WEIGHTS_FILE} in {weights.parent}") from err
+        except (OSError, RuntimeError) as err:
+            raise ClaimCheckError("adapter_unreadable", f"{weights} cannot be resolved: {err}") from err
+        if not under_roots(real, self.roots):
+            raise ClaimCheckError("adapter_outside_roots", f"{weights} links to {real}, outside the adapter roots")
+        cap = self.max_bytes
+        try:
+            # O_NOFOLLOW: the file resolved above must not have been swapped for a link since.
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as err:
+            raise ClaimCheckError("adapter_unreadable", f"cannot open {real}: {err}") from err
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ClaimCheckError("adapter_unreadable", f"{real} is not a regular file")
+            if info.st_size > cap:
+                raise ClaimCheckError("adapter_too_large", f"{real} is {info.st_size} bytes, over the cap of {cap}")
+            # One byte more than the cap: a file that grew since fstat is still refused, not read whole.
+            data = fh.read(cap + 1)
+        if len(data) > cap:
+            raise ClaimCheckError("adapter_too_large", f"{real} grew past the cap of {cap} bytes while read")
+        return data
+
+    def _base_model(self) -> PreTrainedModel:
+        if self._base is None:
+            self._base = load_core(self.base_core)
+        return self._base
 
     @staticmethod
-    def _load(uri: str) -> _Specialist | str:
-        directory = adapter_path(uri)
-        if directory is None:
-            return "adapter_unsupported_uri"
-        weights = directory / WEIGHTS_FILE
-        if not weights.is_file() or not (directory / "config.json").is_file():
-            return "adapter_missing"
-        sha = file_sha256(weights)
-        try:
-            model = load_core(directory)
-        except (OSError, ValueError, SafetensorError):
-            # A config or weights file that cannot be read; the round goes on without this teacher.
-            return "adapter_unreadable"
-        model.requires_grad_(False)
-        return _Specialist(sha, model)
+    def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], directory: Path) -> None:
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ClaimCheckError(
+                "adapter_shape_mismatch",
+                f"{directory}: tensors missing {missing[:5]}, unexpected {extra[:5]} against the base core",
+            )
+        for name, tensor in state.items():
+            if tuple(tensor.shape) != tuple(expected[name].shape) or not tensor.is_floating_point():
+                raise ClaimCheckError(
+                    "adapter_shape_mismatch",
+                    f"{directory}: {name} is {tensor.dtype} {tuple(tensor.shape)}, "
+                    f"the base core's {expected[name].dtype} {tuple(expected[name].shape)}",
+                )
 
-    def fill(self, learnings: list[Learning]) -> tuple[list[Learning], Counter[str]]:
-        """Returns the learnings to train on, each one without a teacher but with an adapter now carrying
-        one, and the reasons met: ``adapter_sha_mismatch`` for each dropped learning, and the reason for
-        each signal that could not be computed."""
-        reasons: Counter[str] = Counter()
+    def fill(self, learnings: list[Learning]) -> Filled:
+        """Gives each learning without a teacher but with an adapter a signal from that adapter.
+
+        Returns the learnings to train on (a sha256 mismatch removed), the reasons met and the dropped ones.
+        """
+        result = Filled([])
         kept: list[Learning | None] = list(learnings)
-        pending: dict[str, list[int]] = {}
+        pending: dict[tuple[str, str], list[int]] = {}
         for index, learning in enumerate(learnings):
             if learning.teacher is not None or learning.adapter is None:
                 continue
-            specialist = self._specialist(learning.adapter.uri)
-            if isinstance(specialist, str):
-                reasons[specialist] += 1
-            elif specialist.sha256 != learning.adapter.sha256:
-                reasons["adapter_sha_mismatch"] += 1
-                kept[index] = None
+            key = (learning.adapter.uri, learning.adapter.sha256)
+            teacher = self._teacher(*key)
+            if isinstance(teacher, ClaimCheckError):
+                result.reasons[teacher.reason] += 1
+                if teacher.reason == SHA_MISMATCH:
+                    kept[index] = None
+                    result.dropped.append(Dropped(str(learning.id), teacher.reason, teacher.detail))
             elif self._fits(learning):
-                pending.setdefault(learning.adapter.uri, []).append(index)
+                pending.setdefault(key, []).append(index)
             # A learning too long for the core keeps no signal; the dataset counts it as too_long.
-        for uri, indices in pending.items():
-            specialist = self._specialist(uri)
-            assert isinstance(specialist, _Specialist)
+        for key, indices in pending.items():
+            model = self._cache[key]
+            assert not isinstance(model, Exception)
             for start in range(0, len(indices), SIGNAL_BATCH):
                 chunk = indices[start : start + SIGNAL_BATCH]
-                for index, signal in zip(
-                    chunk, self._signals(specialist.model, [learnings[i] for i in chunk]), strict=True
-                ):
+                for index, signal in zip(chunk, self._signals(model, [learnings[i] for i in chunk]), strict=True):
                     kept[index] = learnings[index].model_copy(update={"teacher": signal})
-        return [learning for learning in kept if learning is not None], reasons
+        result.learnings = [learning for learning in kept if learning is not None]
+        return result
 
     def _fits(self, learning: Learning) -> bool:
         answer = learning.learned_answer()

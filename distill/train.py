@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,15 @@ import torch
 import yaml
 
 from agents.evaluation import evaluate_skills
-from agents.model import Batch, answer_logits, load_core, save_core
+from agents.model import WEIGHTS_FILE, Batch, answer_logits, file_sha256, load_core, save_core
 from agents.skills import load_skills
-from distill.dataset import BalancedSampler, Example, LoadReport, build_examples, collate, load_examples, read_learnings
+from distill.dataset import BalancedSampler, Example, LoadReport, build_examples, collate, read_learnings
 from distill.lineage import learning_ids_text, round_lineage
 from distill.losses import distill_loss, topk_forward_kl
 from distill.manifest import DistillParams, Manifest, MlflowParams, load_manifest, resolve_ds_config
 from distill.teachers import AdapterTeachers
+from streams import durable
+from streams.events import Learning
 
 PROGRESS_EVERY = 10
 # Replay draws use their own stream, so adding replay data never changes which learnings a step sees.
@@ -32,6 +36,10 @@ PER_AGENT_EXAMPLES = 256
 PER_AGENT_BATCH = 64
 # Names the last checkpoint every rank finished writing (see save_checkpoint).
 COMMITTED = "committed"
+# What run the checkpoints in a ckpt directory belong to (see run_fingerprint).
+FINGERPRINT = "fingerprint.json"
+# The round's learnings the job did not train on, one JSON object per line; the hive quarantines them.
+UNUSABLE = "unusable.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,30 +143,93 @@ class Data:
     replay_sampler: BalancedSampler | None
     lineage: dict[str, Any]  # lineage.json
     learning_ids: str  # learning_ids.txt
+    replay_ids: list[str] = field(default_factory=list)
 
 
 def load_data(manifest: Manifest, rank: int) -> Data:
+    """Reads the round's learnings (and replay) into examples; rank 0 writes ``unusable.jsonl`` first, so the
+    learnings the job cannot use are listed even when that leaves it nothing to train on."""
     params = manifest.distill
     learnings = read_learnings(manifest.learnings)
     lineage = round_lineage(learnings, manifest.lineage)  # fails before training on a file that is not the range
-    examples, report = build_examples(learnings, teachers=AdapterTeachers(params.topk))
+    teachers = AdapterTeachers(params.topk, manifest.base_core, manifest.adapters.roots, manifest.adapters.max_bytes)
+    examples, report = build_examples(learnings, teachers=teachers)
+    if rank == 0:
+        manifest.out_dir.mkdir(parents=True, exist_ok=True)
+        write_unusable(manifest.out_dir / UNUSABLE, report)
+        for uri, err in teachers.failures.items():
+            print(f"distill: no teacher from claim check {uri}: {err.reason}: {err.detail}", flush=True)
     if not examples:
         raise ValueError(f"{manifest.learnings} holds no learning with a teacher signal or a verified answer")
     sampler = BalancedSampler([e.agent_id for e in examples], seed=params.seed, rank=rank)
     replay: list[Example] = []
+    replay_learnings: list[Learning] = []
     replay_sampler = None
     if manifest.replay is not None:
         # Replay learnings keep teaching as they did in their own round: KD where they ship a signal, CE
         # where their answer is verified, so earlier skills stay trained, not only held in place. With
         # retention on, those with neither still serve the KL to the previous core. Their adapters are not
         # followed: an agent's specialist has usually moved on since, and would fail its old claim check.
-        replay, _ = load_examples(manifest.replay, require_signal=params.retention_weight == 0)
+        replay_learnings = read_learnings(manifest.replay)
+        replay, _ = build_examples(replay_learnings, require_signal=params.retention_weight == 0)
         if replay:
             # Drawn per skill, not per agent: the hive sampled the replay set balanced per skill.
             replay_sampler = BalancedSampler(
                 [e.skill for e in replay], seed=params.seed + REPLAY_SEED_OFFSET, rank=rank
             )
-    return Data(examples, report, sampler, replay, replay_sampler, lineage, learning_ids_text(learnings))
+    return Data(
+        examples,
+        report,
+        sampler,
+        replay,
+        replay_sampler,
+        lineage,
+        learning_ids_text(learnings),
+        [str(learning.id) for learning in replay_learnings],
+    )
+
+
+def write_unusable(path: Path, report: LoadReport) -> None:
+    """One ``{"id", "reason", "detail"}`` line per learning not trained on, written whole and durably."""
+    durable.write_lines(
+        path, [json.dumps({"id": d.id, "reason": d.reason, "detail": d.detail}, sort_keys=True) for d in report.dropped]
+    )
+
+
+def run_fingerprint(manifest: Manifest, data: Data, ds_config: str, world_size: int) -> dict[str, Any]:
+    """What makes a checkpoint this run's: the learnings' and replay's ids in order, the distill parameters,
+    the adapter settings, the DeepSpeed config, the world size and the base core's sha256.
+
+    A checkpoint from a run with any other fingerprint is not resumed (see ``stale_checkpoint``).
+    """
+    parts: dict[str, Any] = {
+        "learning_ids_sha256": hashlib.sha256(data.learning_ids.encode()).hexdigest(),
+        "replay_ids_sha256": hashlib.sha256("\n".join(data.replay_ids).encode()).hexdigest(),
+        # The timeout only bounds the run; it changes nothing it computes.
+        "distill": manifest.distill.model_dump(mode="json", exclude={"timeout_s", "ds_config"}),
+        "ds_config": ds_config,
+        "adapters": manifest.adapters.model_dump(mode="json"),
+        "world_size": world_size,
+        "base_core_sha256": file_sha256(manifest.base_core / WEIGHTS_FILE),
+    }
+    parts["sha256"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return parts
+
+
+def stale_checkpoint(ckpt_dir: Path, fingerprint: dict[str, Any]) -> str | None:
+    """Why the committed checkpoint in ``ckpt_dir`` is not this run's, or None when it is."""
+    try:
+        recorded = json.loads((ckpt_dir / FINGERPRINT).read_text())
+    except FileNotFoundError:
+        return f"it records no {FINGERPRINT}, so nothing says which run wrote it"
+    except (OSError, ValueError) as err:
+        return f"its {FINGERPRINT} cannot be read: {err}"
+    if not isinstance(recorded, dict):
+        return f"its {FINGERPRINT} is not a JSON object"
+    if recorded.get("sha256") == fingerprint["sha256"]:
+        return None
+    differ = sorted(k for k in fingerprint if k != "sha256" and recorded.get(k) != fingerprint[k])
+    return f"it was written for another run (differs in {', '.join(differ) or 'sha256'})"
 
 
 def load_previous_core(manifest: Manifest, data: Data):
@@ -244,7 +315,9 @@ def save_student(engine, directory: Path, rank: int) -> str | None:
     return save_core(clean, directory)
 
 
-def save_checkpoint(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank: int) -> None:
+def save_checkpoint(
+    engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank: int, fingerprint: dict[str, Any]
+) -> None:
     """Saves every rank's shard, then marks the checkpoint committed; every rank must call this.
 
     DeepSpeed's own ``latest`` is written by rank 0 before the closing barrier, so a kill can leave it naming a
@@ -253,9 +326,9 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, client_state: dict[str, A
     tag = f"global_step{step}"
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
     if rank == 0:
-        tmp = ckpt_dir / f"{COMMITTED}.tmp"
-        tmp.write_text(tag)
-        os.replace(tmp, ckpt_dir / COMMITTED)
+        # The fingerprint first: a committed checkpoint always says which run it belongs to.
+        durable.write_text(ckpt_dir / FINGERPRINT, json.dumps(fingerprint, sort_keys=True))
+        durable.write_text(ckpt_dir / COMMITTED, tag)
 
 
 def _loss_sums(model, examples: list[Example], temperature: float) -> tuple[float, int, float, int]:
@@ -322,10 +395,8 @@ def per_agent_metrics(
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Writes atomically, so a reader never sees half a metrics file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """Writes atomically and durably, so a reader never sees half a metrics file, even after a crash."""
+    durable.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,15 +462,27 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_artifact(out_dir / "learning_ids.txt")
         skipped = dict(data.report.skipped)
         print(f"distill: {data.report.kept} examples from {len(data.sampler.agents)} agents, skipped {skipped}")
+        if data.report.teacher_skipped:
+            print(f"distill: teacher_skipped {dict(data.report.teacher_skipped)}", flush=True)
 
     start_step, losses, tokens = 0, [], 0
+    fingerprint = run_fingerprint(manifest, data, ds_path.name, world_size)
     if (ckpt_dir / COMMITTED).is_file():
-        # Every rank loads its own shard; the client state carries the step and the history so far.
-        _, client = engine.load_checkpoint(str(ckpt_dir), tag=(ckpt_dir / COMMITTED).read_text().strip())
-        if client is not None:
-            start_step, losses, tokens = client["step"], list(client["losses"]), client["tokens"]
+        stale = stale_checkpoint(ckpt_dir, fingerprint)
+        # Every rank has decided (on the same files) before rank 0 may remove them.
+        torch.distributed.barrier()
+        if stale is not None:
             if is_main:
-                print(f"distill: resumed from {ckpt_dir} at step {start_step}", flush=True)
+                print(f"distill: discarding checkpoint {ckpt_dir}: {stale}; starting from step 0", flush=True)
+                shutil.rmtree(ckpt_dir)
+            torch.distributed.barrier()
+        else:
+            # Every rank loads its own shard; the client state carries the step and the history so far.
+            _, client = engine.load_checkpoint(str(ckpt_dir), tag=(ckpt_dir / COMMITTED).read_text().strip())
+            if client is not None:
+                start_step, losses, tokens = client["step"], list(client["losses"]), client["tokens"]
+                if is_main:
+                    print(f"distill: resumed from {ckpt_dir} at step {start_step}", flush=True)
 
     train_started, tokens_at_start = time.perf_counter(), tokens
     for step in range(start_step, params.steps):
@@ -417,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"progress step={done}/{params.steps} loss={means['total']:.4f}", flush=True)
                 tracker.flush()
         if params.checkpoint_every and done % params.checkpoint_every == 0 and done < params.steps:
-            save_checkpoint(engine, ckpt_dir, done, {"step": done, "losses": losses, "tokens": tokens}, rank)
+            client_state = {"step": done, "losses": losses, "tokens": tokens}
+            save_checkpoint(engine, ckpt_dir, done, client_state, rank, fingerprint)
     train_s = time.perf_counter() - train_started
 
     sha = save_student(engine, out_dir / "core", rank)
@@ -456,11 +540,14 @@ def main(argv: list[str] | None = None) -> int:
         "learnings": data.lineage["learnings"],
         "examples": data.report.kept,
         "skipped": dict(data.report.skipped),
+        "teacher_skipped": dict(data.report.teacher_skipped),
+        "unusable": len(data.report.dropped),
         "per_agent": per_agent,
         "mlflow_run_id": tracker.run_id,
     }
     write_json(out_dir / "metrics.json", metrics)
     tracker.log_metrics({f"eval_{name}": acc for name, acc in scores.items()})
+    tracker.log_metrics({f"teacher_skipped_{k}": n for k, n in data.report.teacher_skipped.items()})
     tracker.log_metrics({"final_loss": metrics["final_loss"] or 0.0, "tokens_per_s": metrics["tokens_per_s"] or 0.0})
     tracker.log_artifact(out_dir / "metrics.json")
     tracker.close()

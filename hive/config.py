@@ -112,6 +112,19 @@ class ScheduleSettings(BaseModel):
     max_failed_rounds: int = Field(default=3, ge=0)
 
 
+class AdapterSettings(BaseModel):
+    """Which adapter claim checks a round's distill job may follow (``HIVE_ADAPTERS__*``).
+
+    A learning's claim check names a directory on the hive's machine; the job loads it only when it lies
+    under one of ``roots`` (symlinks resolved first). ``roots`` unset means ``HIVE_HOME/agents``, where the
+    agents that ``hive demo`` starts save their specialists. ``max_bytes`` caps the weights file read; unset,
+    it is four times the base core's weights file.
+    """
+
+    roots: list[Path] | None = None
+    max_bytes: int | None = Field(default=None, gt=0)
+
+
 class GateSettings(BaseModel):
     max_regression: float = 0.02
     eval_tasks: int = 100
@@ -135,6 +148,7 @@ class HiveSettings(BaseSettings):
     distill: DistillSettings = Field(default_factory=DistillSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings)
 
     @property
     def mlflow_db(self) -> Path:
@@ -144,6 +158,17 @@ class HiveSettings(BaseSettings):
     @property
     def mlflow_uri(self) -> str:
         return f"sqlite:///{self.mlflow_db.resolve()}"
+
+    @property
+    def adapter_roots(self) -> list[Path]:
+        """The directories adapter claim checks may point into, resolved: ``HIVE_ADAPTERS__ROOTS`` or
+        ``HIVE_HOME/agents``."""
+        roots = self.adapters.roots if self.adapters.roots is not None else [self.home / "agents"]
+        return [root.resolve() for root in roots]
+
+    def adapters_manifest(self) -> dict:
+        """The manifest's ``adapters`` block (``distill.manifest.AdapterParams``)."""
+        return {"roots": [str(root) for root in self.adapter_roots], "max_bytes": self.adapters.max_bytes}
 
     @property
     def cores_dir(self) -> Path:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, save_core
 from hive.config import HiveSettings
+from streams.durable import fsync_dir
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,24 @@ def existing_core(settings: HiveSettings, version: int) -> CoreFiles:
 
 
 def build_core_v0(settings: HiveSettings, seed: int = 0) -> CoreFiles:
-    """Builds core v0 from the tiny config (nothing is downloaded) and saves it as safetensors."""
+    """Builds core v0 from the tiny config (nothing is downloaded) and saves it as safetensors, whole or not at all.
+
+    The files are written in a temp directory beside ``cores/v0``, fsynced, and renamed into place, so a start
+    killed midway never leaves a ``v0`` with half its files. A ``v0`` already there is one a killed start built
+    but never registered (the caller builds only an unregistered v0): it is replaced.
+    """
     directory = core_dir(settings, 0)
-    sha = save_core(build_core(CoreSize(), seed=seed), directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    building = directory.with_name(f".{directory.name}.building")
+    if building.exists():
+        shutil.rmtree(building)
+    sha = save_core(build_core(CoreSize(), seed=seed), building)
+    for path in building.iterdir():
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(building)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(building, directory)
+    fsync_dir(directory.parent)
     return CoreFiles(0, directory, sha)

@@ -168,6 +168,8 @@ def write_loo_round(book: RoundBook, record: RoundRecord, agent: str, steps: int
         eval_=manifest["eval"],
         mlflow=None,
         lineage=None,
+        # The same claim checks as the round follows, or its adapter teachers would vanish from the comparison.
+        adapters=manifest.get("adapters"),
     )
 
 

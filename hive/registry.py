@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.model import WEIGHTS_FILE, file_sha256
+from streams.durable import fsync_dir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -72,6 +74,55 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith(_SQLITE_PREFIX):
         return None
     return Path(tracking_uri.removeprefix(_SQLITE_PREFIX)).resolve()
+
+
+def _sidecars(path: Path) -> list[Path]:
+    """``path`` and the journal files SQLite may leave beside it."""
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))]
+
+
+def ensure_database(db: Path) -> bool:
+    """Creates the MLflow SQLite database ``db`` whole, or leaves an existing one alone; True when it created it.
+
+    MLflow migrates a new database in place, over dozens of transactions: a start killed among them left a
+    half-migrated file that every later start refused (``table _alembic_tmp_endpoints already exists``,
+    "out-of-date database schema"). So the tables are made in a temp file beside ``db``, which is fsynced and
+    renamed into place: ``db`` either does not exist or is whole. The temp file of a killed start is removed
+    and made again; a lock file keeps two first starts from building it at once.
+    """
+    if db.is_file():
+        return False
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with (db.parent / f".{db.name}.lock").open("a") as lock:
+        # Held until the rename: another process that waited finds the whole database and returns.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if db.is_file():
+            return False
+        tmp = db.parent / f".{db.name}.creating"
+        for leftover in _sidecars(tmp):
+            leftover.unlink(missing_ok=True)
+        _migrate(tmp)
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, db)
+        fsync_dir(db.parent)
+    return True
+
+
+def _migrate(path: Path) -> None:
+    """Creates MLflow's tables in the SQLite file ``path`` and upgrades them to the installed MLflow's schema."""
+    _import_mlflow()
+    import sqlalchemy
+
+    # What MLflow's tracking and registry stores run on a database without tables (SqlAlchemyStore.__init__);
+    # called on an engine of our own, so no store caches an engine on the temp file's URI.
+    from mlflow.store.db.utils import _initialize_tables
+
+    engine = sqlalchemy.create_engine(f"{_SQLITE_PREFIX}{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
 
 
 class CoreRegistry:
@@ -267,8 +318,7 @@ class CoreRegistry:
             mlflow = _import_mlflow()
             db = _sqlite_path(self.tracking_uri)
             if db is not None:
-                # SQLite creates the file but not its folder; a fresh hive home may not exist yet.
-                db.parent.mkdir(parents=True, exist_ok=True)
+                ensure_database(db)
             self._client_cache = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client_cache
 

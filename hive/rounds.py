@@ -356,6 +356,7 @@ def open_round(
             mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
             lineage={"after_seq": after, "upto_seq": upto} if whole else None,
             store_range={"after_seq": after, "upto_seq": upto},
+            adapters=settings.adapters_manifest(),
         )
     return record
 
@@ -396,6 +397,7 @@ def write_manifest(
     mlflow: dict[str, Any] | None = None,
     lineage: dict[str, int] | None = None,
     store_range: dict[str, int] | None = None,
+    adapters: dict[str, Any] | None = None,
 ) -> Path:
     """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``, durably.
 
@@ -413,6 +415,7 @@ def write_manifest(
         "eval": eval_,
         "mlflow": mlflow,
         "lineage": lineage,
+        "adapters": adapters,
     }
     if store_range is not None:
         manifest["store_range"] = store_range
@@ -486,7 +489,9 @@ def run_round(
         if after_job is not None:
             after_job(record)
         record.distill = {
-            k: metrics[k] for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s") if k in metrics
+            k: metrics[k]
+            for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s", "teacher_skipped", "unusable")
+            if k in metrics
         }
         record.eval = dict(metrics["eval"])
         try:

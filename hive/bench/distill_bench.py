@@ -103,7 +103,8 @@ def build_round(directory: Path, plan: DistillBenchPlan) -> Path:
     """
     directory = directory.resolve()
     for stale in ("round", "plain"):
-        shutil.rmtree(directory / stale, ignore_errors=True)
+        if (directory / stale).exists():
+            shutil.rmtree(directory / stale)
     directory.mkdir(parents=True, exist_ok=True)
     core = build_core(seed=plan.seed)
     save_core(core, directory / "core_v0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -119,15 +120,25 @@ def _forgetting(curves: list[dict[str, float]], taught_in: dict[str, int]) -> fl
     return round(worst, 9)
 
 
+def fresh_workdir(workdir: Path) -> None:
+    """Empties the bench's own directory: a run never meets an earlier run's rounds or checkpoints there."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+
+
 def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict[str, Any]:
-    """Runs every arm on the same specialists and held-out tasks, and returns the report."""
+    """Runs every arm on the same specialists and held-out tasks, and returns the report.
+
+    ``workdir`` is the bench's own: it is emptied first, so that no round resumes another run's checkpoint.
+    """
     started = time.monotonic()
     wall: dict[str, float] = {}
     skills = load_skills(plan.skills)
     names = [s.name for s in skills]  # type: ignore[attr-defined]
     spec_of = dict(zip(names, plan.skills, strict=True))
     groups = split_into_rounds(names, plan.rounds)
-    workdir.mkdir(parents=True, exist_ok=True)
+    fresh_workdir(workdir)
 
     core0 = build_core(seed=plan.seed)
     core0_dir = workdir / "core_v0"

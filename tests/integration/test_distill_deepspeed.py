@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.model import build_core, file_sha256, save_core
+from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
 from distill.launch import (
@@ -28,9 +29,9 @@ from distill.launch import (
     run_round,
 )
 from distill.manifest import resolve_ds_config
-from distill.train import COMMITTED
+from distill.train import COMMITTED, UNUSABLE
 from streams.broker import free_port
-from streams.events import Feedback, Learning, TeacherSignal
+from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
 SKILLS = ["capital", "add"]
 STEPS = 60
@@ -277,3 +278,95 @@ def _alive(pid: int) -> bool:
     # A zombie still answers kill(0); it is dead for our purposes.
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def _poisoned(agents: Path, outside: Path) -> dict[str, Learning]:
+    """Learnings whose claim checks must not be followed, by the reason each gets; none ships a signal or a
+    verified answer, so once its teacher is refused, nothing of it is trained on."""
+    checks: dict[str, ClaimCheck] = {}
+    wrong = agents / "agent-wrong-shape" / "specialist"
+    sha = save_core(build_core(CoreSize(width=64, layers=1)), wrong)
+    (wrong / "config.json").write_text("[]")
+    checks["adapter_shape_mismatch"] = ClaimCheck(uri=wrong.as_uri(), sha256=sha)
+    pickled = agents / "agent-pickle" / "specialist"
+    pickled.mkdir(parents=True)
+    (pickled / WEIGHTS_FILE).write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+    checks["adapter_unreadable"] = ClaimCheck(uri=pickled.as_uri(), sha256=file_sha256(pickled / WEIGHTS_FILE))
+    outside_sha = save_core(build_core(seed=5), outside)
+    (agents / "agent-link").mkdir()
+    (agents / "agent-link" / "specialist").symlink_to(outside, target_is_directory=True)
+    checks["adapter_outside_roots"] = ClaimCheck(
+        uri=(agents / "agent-link" / "specialist").as_uri(), sha256=outside_sha
+    )
+    checks["adapter_unsupported_uri"] = ClaimCheck(uri=f"{agents.as_uri()}/../outside", sha256=outside_sha)
+    huge = agents / "agent-huge" / "specialist"
+    huge.mkdir(parents=True)
+    with (huge / WEIGHTS_FILE).open("wb") as fh:
+        fh.truncate(1 << 40)  # sparse: a terabyte that takes no disk
+    checks["adapter_too_large"] = ClaimCheck(uri=huge.as_uri(), sha256=outside_sha)
+    moved = agents / "agent-moved-on" / "specialist"
+    save_core(build_core(seed=9), moved)
+    checks["adapter_sha_mismatch"] = ClaimCheck(uri=moved.as_uri(), sha256="0" * 64)
+    checks["adapter_missing"] = ClaimCheck(uri=(agents / "agent-gone" / "specialist").as_uri(), sha256=outside_sha)
+    return {
+        reason: Learning(
+            id=uuid.uuid4(),
+            agent_id=f"agent-poison-{i}",
+            skill="capital",
+            core_version=0,
+            prompt=f"capital of poison {i}?",
+            completion="zzz",
+            feedback=Feedback(reward=0.0),
+            adapter=check,
+        )
+        for i, (reason, check) in enumerate(checks.items())
+    }
+
+
+def test_a_second_run_in_one_home_discards_the_first_runs_checkpoint_and_skips_poisoned_teachers(
+    tmp_path: Path, first_round: tuple[Path, dict, list]
+) -> None:
+    """Two bench-style runs in one home: the second holds the first's learnings plus poisoned claim checks.
+
+    It must not resume the first run's checkpoint (same out dir, other learnings), must refuse every poisoned
+    teacher without dying, and, since nothing poisoned is trained on, must retrace a fresh run of the first.
+    """
+    root, reference, _ = first_round
+    shutil.copytree(root / "core_v0", tmp_path / "core_v0")
+    shutil.copytree(root / "round" / "out" / "ckpt", tmp_path / "round" / "out" / "ckpt")
+    assert (tmp_path / "round" / "out" / "ckpt" / COMMITTED).read_text() == "global_step30"
+    agents = tmp_path / "agents"
+    poisoned = _poisoned(agents, tmp_path / "outside")
+    learnings = tmp_path / "learnings.jsonl"
+    learnings.write_text(
+        (root / "learnings.jsonl").read_text() + "".join(lr.model_dump_json() + "\n" for lr in poisoned.values())
+    )
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest |= {
+        "base_core": str(tmp_path / "core_v0"),
+        "out_dir": str(tmp_path / "round" / "out"),
+        "learnings": str(learnings),
+        "adapters": {"roots": [str(agents)]},
+        "lineage": {"after_seq": 40, "upto_seq": 40 + N_TEACHER + N_CORRECTIONS + len(poisoned)},
+        "mlflow": None,
+    }
+    manifest["distill"]["checkpoint_every"] = 30
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+
+    progress: list[tuple[int, int, float]] = []
+    metrics = run_round(path, on_progress=lambda *p: progress.append(p))
+    (attempt,) = _attempts(tmp_path)
+    assert "resumed from" not in attempt
+    assert "distill: discarding checkpoint" in attempt and "learning_ids_sha256" in attempt
+    assert [p[0] for p in progress] == list(range(10, STEPS + 1, 10))
+    assert metrics["losses"] == pytest.approx(reference["losses"], rel=1e-5)
+    assert metrics["teacher_skipped"] == {reason: 1 for reason in poisoned}
+    for reason in poisoned:
+        assert f"{reason}:" in attempt  # rank 0 logged each refused claim check with its reason
+    unusable = [json.loads(line) for line in (tmp_path / "round" / "out" / UNUSABLE).read_text().splitlines()]
+    assert {row["id"]: row["reason"] for row in unusable} == {
+        str(lr.id): ("adapter_sha_mismatch" if reason == "adapter_sha_mismatch" else "no_signal")
+        for reason, lr in poisoned.items()
+    }
+    assert metrics["unusable"] == len(poisoned)

@@ -1,8 +1,10 @@
 """The fleet benchmark's bookkeeping: how skills arrive, what forgetting is, and the report's goals."""
 
+from pathlib import Path
+
 import pytest
 
-from hive.bench.fleet import _forgetting, split_into_rounds
+from hive.bench.fleet import _forgetting, fresh_workdir, split_into_rounds
 from hive.bench.html_report import goal_rows, render_html
 
 
@@ -70,3 +72,15 @@ def test_html_report_has_both_figures_and_every_method() -> None:
 
 def test_forgetting_of_exactly_two_tasks_reads_as_0_02() -> None:
     assert _forgetting([{"a": 0.99}, {"a": 0.97}], {"a": 0}) == 0.02
+
+
+def test_a_run_starts_in_an_empty_workdir(tmp_path: Path) -> None:
+    """A second run in one HIVE_HOME must not find the first run's rounds (and resume their checkpoints)."""
+    workdir = tmp_path / "bench" / "fleet"
+    ckpt = workdir / "round1" / "out" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "committed").write_text("global_step300")
+    fresh_workdir(workdir)
+    assert workdir.is_dir() and not any(workdir.iterdir())
+    fresh_workdir(tmp_path / "new")
+    assert (tmp_path / "new").is_dir()

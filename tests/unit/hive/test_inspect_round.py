@@ -23,6 +23,9 @@ PER_AGENT = {
 }
 
 
+ADAPTERS = {"roots": ["/srv/agents"], "max_bytes": 4096}
+
+
 def _learning(agent: str, skill: str, n: int) -> Learning:
     return Learning(
         id=uuid.uuid4(),
@@ -67,6 +70,7 @@ def _round(book: RoundBook, round_id: str, learnings: list[Learning], state: str
         eval_={"tasks": 10, "seed": 10_000},
         mlflow={"tracking_uri": "sqlite:///x.db", "experiment": "hive-rounds", "run_name": round_id},
         lineage={"after_seq": 0, "upto_seq": len(learnings)},
+        adapters=ADAPTERS,
     )
     book.save(record)
     return record
@@ -139,6 +143,7 @@ def test_loo_round_drops_the_agent_and_stays_out_of_mlflow(book: RoundBook) -> N
     record = load_round(book, "r0001")
     manifest = json.loads(write_loo_round(book, record, "agent-a", steps=5).read_text())  # type: ignore[union-attr]
     assert manifest["mlflow"] is None and manifest["lineage"] is None
+    assert manifest["adapters"] == ADAPTERS  # the same claim checks followed as in the round
     assert manifest["distill"]["steps"] == 5 and manifest["distill"]["warmup_steps"] == 5
     kept = [json.loads(line)["agent_id"] for line in Path(manifest["learnings"]).read_text().splitlines()]
     assert kept == ["agent-b", "agent-b"]
