@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from agents.model import MAX_POSITIONS, Batch, make_batch
 from agents.tokenizer import ByteTokenizer
 from distill.teachers import AdapterTeachers, Dropped
-from streams.events import Learning
+from streams.events import STORED, Learning
 
 
 class DatasetError(ValueError):
@@ -108,7 +108,9 @@ def read_learnings(path: Path) -> list[Learning]:
         if not line.strip():
             continue
         try:
-            learnings.append(Learning.model_validate_json(line))
+            # STORED: the file is the hive's own copy of stored learnings; a round left unfinished by a hive that
+            # still accepted zone-less times must resume, reading them as UTC.
+            learnings.append(Learning.model_validate_json(line, context=STORED))
         except ValidationError as err:
             raise DatasetError(f"{path}:{number}: not a valid Learning: {err}") from err
     return learnings

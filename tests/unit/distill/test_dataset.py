@@ -148,3 +148,13 @@ def test_collate_refuses_a_misaligned_teacher() -> None:
 def _rows(answer: str, k: int) -> tuple[list[list[int]], list[list[float]]]:
     signal = _signal(answer, k, base=17)
     return signal.token_ids, signal.logprobs
+
+
+def test_a_round_file_of_an_older_hive_with_zoneless_times_still_loads(tmp_path: Path) -> None:
+    # Hives before issue #9 accepted zone-less times; a round they left unfinished must resume after an upgrade.
+    line = _learning("b", "p3", "meh", k=None, reward=0.4).model_dump_json()
+    line = line.replace('"created_at":"', '"created_at":"2026-11-01T10:00:00",   "old":"', 1)
+    path = tmp_path / "replay.jsonl"
+    path.write_text(line + "\n")
+    examples, _ = load_examples(path, require_signal=False)
+    assert [e.prompt for e in examples] == ["p3"]
