@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from agents.model import MAX_POSITIONS, Batch, make_batch
 from agents.tokenizer import ByteTokenizer
 from distill.teachers import AdapterTeachers, Dropped
+from streams.durable import read_lines
 from streams.events import STORED, Learning
 
 
@@ -100,7 +101,7 @@ def example_from_learning(
 def read_learnings(path: Path) -> list[Learning]:
     """Reads one ``Learning`` JSON per line, in file order; blank lines are allowed, a malformed line is an error."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = read_lines(Path(path))
     except OSError as err:
         raise DatasetError(f"cannot read learnings {path}: {err}") from err
     learnings: list[Learning] = []

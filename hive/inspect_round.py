@@ -12,6 +12,7 @@ from typing import Any
 
 from hive.inspect import InspectInputError, InspectStateError
 from hive.rounds import ProgressFn, RoundBook, RoundRecord, write_manifest
+from streams.durable import read_lines
 
 # Rounds whose candidate was evaluated: the only ones with a full eval to attribute against.
 EVALUATED = ("released", "rejected")
@@ -52,7 +53,7 @@ def agent_skills(learnings: Path) -> dict[str, dict[str, int]]:
     if not learnings.is_file():
         return {}
     try:
-        lines = learnings.read_text().splitlines()
+        lines = read_lines(learnings)
     except OSError as err:
         raise InspectStateError(f"cannot read {learnings}: {err}") from err
     for number, line in enumerate(lines, start=1):
@@ -141,7 +142,7 @@ def write_loo_round(book: RoundBook, record: RoundRecord, agent: str, steps: int
     source = book.path(record.id)
     try:
         manifest = json.loads((source / "manifest.json").read_text())
-        lines = (source / "learnings.jsonl").read_text().splitlines()
+        lines = read_lines(source / "learnings.jsonl")
     except (OSError, json.JSONDecodeError) as err:
         raise InspectStateError(f"round {record.id}: cannot read its manifest or learnings: {err}") from err
     try:

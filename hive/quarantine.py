@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hive.store import LearningStore, Quarantined
+from streams.durable import read_lines
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,11 @@ def read_unusable(path: Path) -> list[tuple[str, str, str]]:
     """``(learning id, reason, detail)`` per line of a distill job's ``unusable.jsonl``, first of an id
     first; a line that is not such an object (a torn last line, a bug) is skipped with a warning."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = read_lines(path, errors="replace")
     except FileNotFoundError:
         return []
     found: dict[str, tuple[str, str, str]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -110,7 +110,7 @@ def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
         return []
     entries: list[dict[str, Any]] = []
     by_id: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(durable.read_lines(path), 1):
         if not line.strip():
             continue
         try:

@@ -47,6 +47,17 @@ def write_lines(path: Path, lines: list[str]) -> None:
     write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
+def read_lines(path: Path, errors: str = "strict") -> list[str]:
+    """The lines of a file that ``write_lines`` or ``append_line`` wrote (JSON lines), without their newlines.
+
+    Split on ``\n`` alone, never with ``str.splitlines``: that also splits on U+2028, U+0085 and other
+    separators, which JSON leaves unescaped inside strings, so a learning's text would cut its line in two.
+    """
+    text = path.read_text(encoding="utf-8", errors=errors)
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def append_line(path: Path, line: str) -> None:
     """Appends ``line`` and a newline to ``path`` durably: one write in append mode, then fsync.
 

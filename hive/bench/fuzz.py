@@ -22,6 +22,7 @@ from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
 from streams.config import KafkaSettings
+from streams.durable import read_lines
 from streams.kafka import make_producer
 
 Say = Callable[[str], None]
@@ -264,7 +265,7 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
 
 
 def _round_ids(path: Path) -> set[str]:
-    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+    return {json.loads(line)["id"] for line in read_lines(path) if line.strip()}
 
 
 def summary_line(report: dict[str, Any]) -> str:

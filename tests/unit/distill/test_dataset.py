@@ -158,3 +158,11 @@ def test_a_round_file_of_an_older_hive_with_zoneless_times_still_loads(tmp_path:
     path.write_text(line + "\n")
     examples, _ = load_examples(path, require_signal=False)
     assert [e.prompt for e in examples] == ["p3"]
+
+
+def test_a_learning_with_unicode_line_separators_in_its_text_is_one_line(tmp_path: Path) -> None:
+    # Found by `hive bench fuzz`: a stored prompt holding U+2028 or U+0085 cut its round file's line in two.
+    odd = _learning("b", "p\u2028q\u0085r", "meh", k=None, reward=0.4)
+    path = _write(tmp_path / "replay.jsonl", [odd])
+    examples, _ = load_examples(path, require_signal=False)
+    assert [e.prompt for e in examples] == ["p\u2028q\u0085r"]

@@ -49,3 +49,13 @@ def test_append_line_appends_and_refuses_a_newline(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="newline"):
         durable.append_line(target, "three\nfour")
     assert target.read_text() == "one\ntwo\n"
+
+
+def test_read_lines_splits_on_newlines_only(tmp_path: Path) -> None:
+    # JSON leaves U+2028, U+2029 and U+0085 unescaped in strings; str.splitlines() would cut such a line.
+    target = tmp_path / "learnings.jsonl"
+    lines = ['{"prompt": "a\u2028b\u0085c\u2029d\x1c"}', "{}"]
+    durable.write_lines(target, lines)
+    assert durable.read_lines(target) == lines
+    durable.write_lines(target, [])
+    assert durable.read_lines(target) == []

@@ -1,0 +1,47 @@
+"""A real ``hive serve`` with rounds on, fed every class of poison among 400 good signed learnings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hive.bench.fuzz import run_fuzz
+from hive.bench.poison import PoisonPlan
+
+GOOD = 400
+
+
+def test_poison_never_stops_the_hive_and_the_next_round_holds_every_good_learning(tmp_path: Path) -> None:
+    # 13 classes of poison, 20 of each: the five of issue #9 (zone-less timestamps, an unknown skill, hostile
+    # claim checks, unsigned, revoked and foreign-agent learnings, odd heartbeats) and the fuzzer's.
+    report = run_fuzz(PoisonPlan(good=GOOD, poison=260, seed=9), tmp_path / "fuzz", print, timeout_s=600)
+    print(json.dumps(report, indent=2))
+    assert report["crashes"] == 0
+    assert report["serve_exit_code"] == 0
+    kinds = report["kinds"]
+    for kind in (
+        "unknown_skill",
+        "unsigned",
+        "unknown_agent_unsigned",
+        "wrong_key",
+        "zoneless_created_at",
+        "bad_claim_check",
+        "arbitrary_bytes",
+        "arbitrary_json",
+        "lone_surrogate",
+        "duplicate",
+    ):
+        assert kinds[kind] == 20, kind
+    reasons = report["dead_letters_by_reason"]
+    # Each class went to the dead-letter topic for its own reason.
+    assert reasons["unknown_skill"] == kinds["unknown_skill"]
+    assert reasons["revoked"] == kinds["revoked"]
+    assert reasons["timestamp"] >= kinds["zoneless_created_at"]
+    assert reasons["unsigned"] >= kinds["unsigned"] + kinds["unknown_agent_unsigned"]
+    assert reasons["signature"] >= kinds["wrong_key"]
+    assert reasons["undecodable"] + reasons["invalid_json"] + reasons["schema"] >= kinds["arbitrary_bytes"]
+    # Every good learning, the duplicates' first copies and the learnings with hostile claim checks were
+    # stored once, and the round after the poison released over all of them.
+    assert report["round"]["state"] == "released"
+    assert report["good_learnings_in_round"] == GOOD + kinds["bad_claim_check"]
+    assert report["stored"] >= GOOD + kinds["bad_claim_check"]
