@@ -37,11 +37,20 @@ def test_poison_never_stops_the_hive_and_the_next_round_holds_every_good_learnin
     assert reasons["unknown_skill"] == kinds["unknown_skill"]
     assert reasons["revoked"] == kinds["revoked"]
     assert reasons["timestamp"] >= kinds["zoneless_created_at"]
-    assert reasons["unsigned"] >= kinds["unsigned"] + kinds["unknown_agent_unsigned"]
-    assert reasons["signature"] >= kinds["wrong_key"]
-    assert reasons["undecodable"] + reasons["invalid_json"] + reasons["schema"] >= kinds["arbitrary_bytes"]
+    # An agent without a key is refused as unsigned; a learning of an agent with a key, unsigned or signed
+    # with another key, fails its signature.
+    assert reasons["unsigned"] == kinds["unknown_agent_unsigned"]
+    assert reasons["signature"] == kinds["wrong_key"] + kinds["unsigned"]
+    malformed = sum(reasons.get(r, 0) for r in ("undecodable", "invalid_json", "schema", "unknown_version"))
+    assert malformed >= kinds["arbitrary_bytes"] + kinds["arbitrary_json"] + kinds["lone_surrogate"]
+    # No record made a check fail in a way nobody foresaw.
+    assert "unprocessable" not in reasons
     # Every good learning, the duplicates' first copies and the learnings with hostile claim checks were
     # stored once, and the round after the poison released over all of them.
     assert report["round"]["state"] == "released"
+    # The hostile claim checks were refused, each for its reason, and the round went on without them.
+    skipped = report["round"]["distill"]["teacher_skipped"]
+    assert sum(skipped.values()) == kinds["bad_claim_check"]
+    assert {"adapter_outside_roots", "adapter_unsupported_uri", "adapter_shape_mismatch"} <= set(skipped)
     assert report["good_learnings_in_round"] == GOOD + kinds["bad_claim_check"]
     assert report["stored"] >= GOOD + kinds["bad_claim_check"]
