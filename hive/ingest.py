@@ -179,6 +179,7 @@ class Ingestor:
             return stats
         stats.polled = len(records)
         learnings: list[Learning] = []
+        sources: list[Any] = []  # the record each learning came from, in step with ``learnings``
         dead: list[Any] = []
         letters: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
@@ -198,12 +199,18 @@ class Ingestor:
                     continue
                 assert learning is not None
                 learnings.append(learning)
+                sources.append(rec)
                 if not self.policy.require_signatures and self.policy.is_unsigned(learning.agent_id):
                     unsigned += 1
                     self._note_unsigned(learning.agent_id)
-            for future in dead:
-                future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
-            stored = self.store.append(learnings, next_offsets, letters)
+            self._wait_for(dead)
+            try:
+                stored = self.store.append(learnings, next_offsets, letters)
+            except RETRYABLE:
+                raise
+            except Exception:  # one learning the store cannot take must not stop ingest (issue #9)
+                log.exception("storing a batch of %d learnings failed; storing them one at a time", len(learnings))
+                stored = self._append_one_by_one(sources, learnings, next_offsets, dead, letters)
             self._commit(next_offsets)
         except RETRYABLE:
             # Rewind so that the next poll replays this batch: nothing in it may be skipped.
@@ -217,6 +224,39 @@ class Ingestor:
         stats.unsigned = unsigned
         self.totals.add(stats)
         return stats
+
+    def _wait_for(self, dead: list[Any]) -> None:
+        """Waits for the broker's ack of every dead letter sent: none may be lost before the offsets move."""
+        for future in dead:
+            future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+
+    def _append_one_by_one(
+        self,
+        sources: list[Any],
+        learnings: list[Learning],
+        next_offsets: dict[tuple[str, int], int],
+        dead: list[Any],
+        letters: list[DeadLetter],
+    ) -> int:
+        """Stores each learning alone; one the store refuses unforeseen is dead-lettered as ``unprocessable``.
+
+        Then the batch's offsets and dead letters are committed. A crash half-way replays the batch, and ids
+        (and dead letters' source offsets) keep the replay from storing anything twice.
+        """
+        stored = 0
+        sent = len(dead)
+        for rec, learning in zip(sources, learnings, strict=True):
+            try:
+                stored += self.store.append([learning], {}, ())
+            except RETRYABLE:
+                raise
+            except Exception as err:  # this learning alone; the rest of the batch is stored
+                log.exception("the store refused learning %s", learning.id)
+                detail = f"the hive could not store this learning: {err!r}"[:1000]
+                self._refuse(rec, Rejection(UNPROCESSABLE, detail), learning, dead, letters)
+        self._wait_for(dead[sent:])
+        self.store.append([], next_offsets, letters)
+        return stored
 
     def _refuse(
         self, rec: Any, rejection: Rejection, learning: Learning | None, dead: list[Any], letters: list[DeadLetter]

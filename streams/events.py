@@ -27,6 +27,12 @@ AgentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 SkillName = Annotated[str, Field(min_length=1, max_length=128)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 MAX_TEXT = 4096
+# Integers are bounded where they land in fixed-width columns and tensors: a core version in the store's int64
+# column, a token id in an int64 tensor. Python's unbounded ints made 10**400 a valid core version that the
+# store could not write (found by `hive bench fuzz`).
+MAX_INT64 = 2**63 - 1
+Version = Annotated[int, Field(ge=0, le=MAX_INT64)]
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 # Room for full-vocabulary signals of a byte-level core (260 ids), while keeping events bounded.
 MAX_TOPK = 512
 
@@ -121,7 +127,7 @@ class TeacherSignal(BaseModel):
 
     k: Annotated[int, Field(ge=1, le=MAX_TOPK)]
     over: Literal["completion", "correction"] = "completion"
-    token_ids: list[list[Annotated[int, Field(ge=0)]]]
+    token_ids: list[list[TokenId]]
     logprobs: list[list[float]]
 
     @model_validator(mode="after")
@@ -159,7 +165,7 @@ class Learning(Event):
     id: uuid.UUID
     agent_id: AgentId
     skill: SkillName
-    core_version: Annotated[int, Field(ge=0)]
+    core_version: Version
     created_at: Timestamp = Field(default_factory=utc_now)
     prompt: Annotated[str, Field(max_length=MAX_TEXT)]
     completion: Annotated[str, Field(max_length=MAX_TEXT)]
@@ -186,9 +192,9 @@ class Heartbeat(Event):
 
     agent_id: AgentId
     skill: SkillName
-    core_version: Annotated[int, Field(ge=0)]
+    core_version: Version
     sent_at: Timestamp = Field(default_factory=utc_now)
-    counters: dict[str, int] = Field(default_factory=dict)
+    counters: dict[str, Annotated[int, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]] = Field(default_factory=dict)
     state: Literal["starting", "learning", "serving", "stopping"] = "learning"
     # The agent's latest self-evaluation on held-out tasks, per skill: what it can do right now.
     evaluation: dict[str, float] = Field(default_factory=dict)
@@ -203,7 +209,7 @@ class CoreRelease(Event):
     names it; a later release of a lower version is a rollback, and agents follow it.
     """
 
-    version: Annotated[int, Field(ge=0)]
+    version: Version
     model_uri: Annotated[str, Field(min_length=1, max_length=2048)]
     sha256: Sha256
     round_id: str | None = None
