@@ -34,6 +34,12 @@ def quarantine(store: LearningStore, entries: list[Quarantined], round_id: str |
     return added
 
 
+# Reasons the distill job lists a learning as unusable that are no fault of the learning: a reward below 1 with no
+# correction and no signal (distill.dataset's ``no_signal``) teaches nothing new, but it is a valid learning, and
+# replay (which needs no signal) still uses it. It stays listed in unusable.jsonl, and is not quarantined.
+NOT_A_FAULT = frozenset({"no_signal"})
+
+
 def read_unusable(path: Path) -> list[tuple[str, str, str]]:
     """``(learning id, reason, detail)`` per line of a distill job's ``unusable.jsonl``, first of an id
     first; a line that is not such an object (a torn last line, a bug) is skipped with a warning."""
@@ -62,8 +68,9 @@ def read_unusable(path: Path) -> list[tuple[str, str, str]]:
 
 
 def take_unusable(store: LearningStore, round_dir: Path, round_id: str) -> int:
-    """Quarantines every learning that the round's distill job named in ``out/unusable.jsonl``; returns
-    how many were new. An id the store does not hold is skipped with a warning."""
+    """Quarantines every learning that the round's distill job named in ``out/unusable.jsonl``, but for
+    ``NOT_A_FAULT`` reasons; returns how many were new. An id the store does not hold is skipped with a
+    warning."""
     path = round_dir / "out" / UNUSABLE_FILE
     named = read_unusable(path)
     if not named:
@@ -71,6 +78,8 @@ def take_unusable(store: LearningStore, round_dir: Path, round_id: str) -> int:
     stored = store.lookup([learning_id for learning_id, _, _ in named])
     entries = []
     for learning_id, reason, detail in named:
+        if reason in NOT_A_FAULT:
+            continue
         if learning_id not in stored:
             log.warning("%s names learning %r, which the store does not hold; skipped", path, learning_id)
             continue

@@ -163,6 +163,9 @@ def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_ru
             + "\n"
             + json.dumps({"id": str(also_bad.id), "reason": "bad_teacher_signal"})
             + "\n"
+            # A valid learning that taught nothing new: listed, but no fault of its own, so not quarantined.
+            + json.dumps({"id": str(items[3].id), "reason": "no_signal"})
+            + "\n"
         )
         raise DistillError("distill job exited with 1", "RuntimeError: shape mismatch")
 
