@@ -37,6 +37,22 @@ ROUND_ENV = {
 }
 
 
+# Every trigger on, none able to fire: each round check reads the fuzzed heartbeats and learning times, as a
+# scheduled hive does, while the round itself runs once, through `hive round run`, after the traffic.
+SCHEDULE_ARGS = (
+    "--min-new",
+    "1000000000",
+    "--every",
+    "100000h",
+    "--min-per-agent",
+    "1000000000",
+    "--max-staleness",
+    "100000h",
+    "--round-check-s",
+    "1",
+)
+
+
 class FuzzError(RuntimeError):
     """The hive did not take the traffic as it must: it stopped, lost a message, or the round failed."""
 
@@ -57,14 +73,14 @@ def _write_keys(directory: Path) -> dict[str, bytes]:
 
 
 class _Serve:
-    """``hive serve --manual`` as a child in its own session; ``exits`` counts every time it was found dead."""
+    """``hive serve`` (``SCHEDULE_ARGS``) as a child in its own session, stopped by its pid."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hive", "serve", "--manual"],
+            [sys.executable, "-m", "hive", "serve", *SCHEDULE_ARGS],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
