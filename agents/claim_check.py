@@ -6,13 +6,27 @@ only into directories it was told to trust (``resolve_adapter``).
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
+import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+from agents.model import WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
 
 # The two spellings of a local file URI; anything else (another host, "file:/x", "file:x") is refused.
 _PREFIXES = ("file:///", "file://localhost/")
 # Percent-encoded "/", "\" and NUL would hide a separator or end the path inside one segment.
 _ENCODED_TRICKS = ("%2f", "%5c", "%00")
+SHA_MISMATCH = "adapter_sha_mismatch"
+# The default size cap: this many times the base core's weights file (safetensors adds only a small header).
+MAX_BYTES_FACTOR = 4
 
 
 class ClaimCheckError(ValueError):
@@ -93,6 +107,81 @@ def resolve_adapter(uri: str, roots: list[Path]) -> Path:
     if not real.is_dir():
         raise ClaimCheckError("adapter_missing", f"{real} is not a directory")
     return real
+
+
+def read_weights(directory: Path, roots: list[Path], max_bytes: int) -> bytes:
+    """``directory``'s weights file, read once; refuses a file outside ``roots`` or over ``max_bytes`` unread."""
+    weights = directory / WEIGHTS_FILE
+    try:
+        real = weights.resolve(strict=True)
+    except FileNotFoundError as err:
+        raise ClaimCheckError("adapter_missing", f"no {WEIGHTS_FILE} in {directory}") from err
+    except (OSError, RuntimeError) as err:
+        raise ClaimCheckError("adapter_unreadable", f"{weights} cannot be resolved: {err}") from err
+    if not under_roots(real, roots):
+        raise ClaimCheckError("adapter_outside_roots", f"{weights} links to {real}, outside the adapter roots")
+    try:
+        # O_NOFOLLOW: the file resolved above must not have been swapped for a link since.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise ClaimCheckError("adapter_unreadable", f"cannot open {real}: {err}") from err
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ClaimCheckError("adapter_unreadable", f"{real} is not a regular file")
+        if info.st_size > max_bytes:
+            raise ClaimCheckError("adapter_too_large", f"{real} is {info.st_size} bytes, over the cap of {max_bytes}")
+        # One byte more than the cap: a file that grew since fstat is still refused, not read whole.
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ClaimCheckError("adapter_too_large", f"{real} grew past the cap of {max_bytes} bytes while read")
+    return data
+
+
+def load_adapter(uri: str, sha256: str, base: PreTrainedModel, roots: list[Path], max_bytes: int) -> PreTrainedModel:
+    """The specialist an adapter claim check names: ``base`` with the claim check's weights, in eval mode.
+
+    The weights file is read once (``read_weights``: under ``roots``, at most ``max_bytes``) and hashed; only
+    bytes whose sha256 equals the claim check's are loaded, so the hash covers exactly what is loaded. They
+    must be safetensors (never pickle) holding exactly ``base``'s tensors and shapes, loaded strictly into a
+    copy of ``base``: the agent's ``config.json`` is never read. Raises ClaimCheckError with the reason.
+    """
+    directory = resolve_adapter(uri, roots)
+    data = read_weights(directory, roots, max_bytes)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ClaimCheckError(SHA_MISMATCH, f"{directory / WEIGHTS_FILE} has sha256 {actual}, the claim check {sha256}")
+    # Imported here: safetensors' torch loader pulls in torch, which only loading a specialist needs.
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        state = load_safetensors(data)
+    except SafetensorError as err:
+        raise ClaimCheckError("adapter_unreadable", f"{directory / WEIGHTS_FILE} is not safetensors: {err}") from err
+    _check_tensors(state, base.state_dict(), directory)
+    model = copy.deepcopy(base)
+    model.load_state_dict(state, strict=True)
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], directory: Path) -> None:
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ClaimCheckError(
+            "adapter_shape_mismatch",
+            f"{directory}: tensors missing {missing[:5]}, unexpected {extra[:5]} against the base core",
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape) or not tensor.is_floating_point():
+            raise ClaimCheckError(
+                "adapter_shape_mismatch",
+                f"{directory}: {name} is {tensor.dtype} {tuple(tensor.shape)}, "
+                f"the base core's {expected[name].dtype} {tuple(expected[name].shape)}",
+            )
 
 
 def _shown(roots: list[Path]) -> str:

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import os
-import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safetensors import SafetensorError
-
-from agents.claim_check import ClaimCheckError, resolve_adapter, under_roots
+from agents.claim_check import MAX_BYTES_FACTOR, SHA_MISMATCH, ClaimCheckError, load_adapter
 from agents.model import MAX_POSITIONS, WEIGHTS_FILE, load_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from streams.events import MAX_TOPK, Learning, TeacherSignal
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel
 
 # Answers scored per forward pass of a specialist.
 SIGNAL_BATCH = 64
-# The default size cap: this many times the base core's weights file (safetensors adds only a small header).
-MAX_BYTES_FACTOR = 4
-SHA_MISMATCH = "adapter_sha_mismatch"
 
 
 @dataclass(frozen=True)
@@ -106,79 +96,12 @@ class AdapterTeachers:
         return self._cache[key]
 
     def _load(self, uri: str, sha256: str) -> PreTrainedModel:
-        directory = resolve_adapter(uri, self.roots)
-        data = self._read_weights(directory / WEIGHTS_FILE)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise ClaimCheckError(
-                SHA_MISMATCH, f"{directory / WEIGHTS_FILE} has sha256 {actual}, the claim check {sha256}"
-            )
-        # safetensors is imported here, with torch: only a round that follows claim checks needs it.
-        from safetensors.torch import load as load_safetensors
-
-        try:
-            state = load_safetensors(data)
-        except SafetensorError as err:
-            raise ClaimCheckError(
-                "adapter_unreadable", f"{directory / WEIGHTS_FILE} is not safetensors: {err}"
-            ) from err
-        base = self._base_model()
-        self._check_tensors(state, base.state_dict(), directory)
-        model = copy.deepcopy(base)
-        model.load_state_dict(state, strict=True)
-        model.requires_grad_(False)
-        model.eval()
-        return model
-
-    def _read_weights(self, weights: Path) -> bytes:
-        """The weights file's bytes, read once; refuses a file outside the roots or over the size cap unread."""
-        try:
-            real = weights.resolve(strict=True)
-        except FileNotFoundError as err:
-            raise ClaimCheckError("adapter_missing", f"no {WEIGHTS_FILE} in {weights.parent}") from err
-        except (OSError, RuntimeError) as err:
-            raise ClaimCheckError("adapter_unreadable", f"{weights} cannot be resolved: {err}") from err
-        if not under_roots(real, self.roots):
-            raise ClaimCheckError("adapter_outside_roots", f"{weights} links to {real}, outside the adapter roots")
-        cap = self.max_bytes
-        try:
-            # O_NOFOLLOW: the file resolved above must not have been swapped for a link since.
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as err:
-            raise ClaimCheckError("adapter_unreadable", f"cannot open {real}: {err}") from err
-        with os.fdopen(fd, "rb") as fh:
-            info = os.fstat(fh.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ClaimCheckError("adapter_unreadable", f"{real} is not a regular file")
-            if info.st_size > cap:
-                raise ClaimCheckError("adapter_too_large", f"{real} is {info.st_size} bytes, over the cap of {cap}")
-            # One byte more than the cap: a file that grew since fstat is still refused, not read whole.
-            data = fh.read(cap + 1)
-        if len(data) > cap:
-            raise ClaimCheckError("adapter_too_large", f"{real} grew past the cap of {cap} bytes while read")
-        return data
+        return load_adapter(uri, sha256, self._base_model(), self.roots, self.max_bytes)
 
     def _base_model(self) -> PreTrainedModel:
         if self._base is None:
             self._base = load_core(self.base_core)
         return self._base
-
-    @staticmethod
-    def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], directory: Path) -> None:
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        if missing or extra:
-            raise ClaimCheckError(
-                "adapter_shape_mismatch",
-                f"{directory}: tensors missing {missing[:5]}, unexpected {extra[:5]} against the base core",
-            )
-        for name, tensor in state.items():
-            if tuple(tensor.shape) != tuple(expected[name].shape) or not tensor.is_floating_point():
-                raise ClaimCheckError(
-                    "adapter_shape_mismatch",
-                    f"{directory}: {name} is {tensor.dtype} {tuple(tensor.shape)}, "
-                    f"the base core's {expected[name].dtype} {tuple(expected[name].shape)}",
-                )
 
     def fill(self, learnings: list[Learning]) -> Filled:
         """Gives each learning without a teacher but with an adapter a signal from that adapter.

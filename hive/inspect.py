@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agents.claim_check import adapter_path
+from agents.claim_check import MAX_BYTES_FACTOR, ClaimCheckError, load_adapter
 from agents.model import WEIGHTS_FILE, load_core
 from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
@@ -85,22 +85,22 @@ def newest_adapter_learning(store: LearningStore, agent_id: str) -> Learning:
     return with_adapter[-1]
 
 
-def load_specialist(store: LearningStore, agent_id: str) -> Specialist:
-    """The specialist of the agent's newest adapter, verified against its claim check's sha256 before loading."""
+def load_specialist(settings: HiveSettings, registry: CoreRegistry, store: LearningStore, agent_id: str) -> Specialist:
+    """The specialist of the agent's newest adapter, followed as a round follows it (``load_adapter``): under
+    ``HIVE_ADAPTERS__ROOTS``, size-capped, hashed before it is loaded, and loaded into the verified core the
+    agent ran, never from the agent's ``config.json``. Raises InspectStateError naming what was refused."""
     learning = newest_adapter_learning(store, agent_id)
     assert learning.adapter is not None
     claim = learning.adapter
-    directory = adapter_path(claim.uri)
-    if directory is None:
-        raise InspectStateError(f"adapter {claim.uri}: only file:// URIs on this machine can be loaded")
+    base = load_verified_core(settings, registry, learning.core_version)
+    # The round's default cap is a multiple of the base core's weights file; its tensors' bytes are that file's
+    # size less a small header, and need no file on disk (a core downloaded from the registry).
+    tensor_bytes = sum(t.numel() * t.element_size() for t in base.state_dict().values())
+    max_bytes = settings.adapters.max_bytes or MAX_BYTES_FACTOR * tensor_bytes
     try:
-        verify_core(directory, claim.sha256)
-    except CoreIntegrityError as err:
+        model = load_adapter(claim.uri, claim.sha256, base, settings.adapter_roots, max_bytes)
+    except ClaimCheckError as err:
         raise InspectStateError(f"agent {agent_id!r}'s adapter {claim.uri}: {err}") from err
-    try:
-        model = load_core(directory)
-    except OSError as err:
-        raise InspectStateError(f"agent {agent_id!r}'s adapter {claim.uri} cannot be loaded: {err}") from err
     return Specialist(agent_id, learning.core_version, claim.uri, claim.sha256, model)
 
 

@@ -316,7 +316,8 @@ def probe(
         if agents:
             store = open_store(settings)
             try:
-                specialists = [load_specialist(store, agent) for agent in agents]
+                registry = open_registry(settings)
+                specialists = [load_specialist(settings, registry, store, agent) for agent in agents]
             finally:
                 store.close()
             for sp in specialists:

@@ -57,9 +57,12 @@ def hive_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sha = save_core(build_core(SIZE, seed=7), specialist)
     good = ClaimCheck(uri=specialist.resolve().as_uri(), sha256=sha)
     bad = ClaimCheck(uri=specialist.resolve().as_uri(), sha256="0" * 64)
+    # A whole, correctly hashed specialist, but outside HIVE_ADAPTERS__ROOTS (default HIVE_HOME/agents).
+    elsewhere = home.parent / "elsewhere" / "specialist"
+    outside = ClaimCheck(uri=elsewhere.resolve().as_uri(), sha256=save_core(build_core(SIZE, seed=8), elsewhere))
     with ParquetLearningStore(settings.store_dir) as store:
         store.append([_learning("agent-s", None), _learning("agent-s", good), _learning("agent-s", None)], {})
-        store.append([_learning("agent-n", None), _learning("agent-t", bad)], {})
+        store.append([_learning("agent-n", None), _learning("agent-t", bad), _learning("agent-o", outside)], {})
     return home
 
 
@@ -141,7 +144,8 @@ def test_diff_downloads_a_core_missing_on_disk(home: Path) -> None:
         (["probe", "add 1 2"], 2, "name at least one model"),
         (["probe", "add 1 2", "--agent", "agent-n"], 2, "agent 'agent-n' has no learning with an adapter"),
         (["probe", "add 1 2", "--agent", "agent-x"], 2, "agent 'agent-x' has no learnings"),
-        (["probe", "add 1 2", "--agent", "agent-t"], 1, "do not load it"),
+        (["probe", "add 1 2", "--agent", "agent-t"], 1, "adapter_sha_mismatch"),
+        (["probe", "add 1 2", "--agent", "agent-o"], 1, "adapter_outside_roots"),
         (["probe", "x" * 80, "--core", "0"], 2, "positions"),
     ],
 )
