@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from hive.store import LearningStore, Quarantined
-from streams.durable import read_lines
+from streams.durable import read_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +43,11 @@ def read_unusable(path: Path) -> list[tuple[str, str, str]]:
     """``(learning id, reason, detail)`` per line of a distill job's ``unusable.jsonl``, first of an id
     first; a line that is not such an object (a torn last line, a bug) is skipped with a warning."""
     try:
-        lines = read_lines(path, errors="replace")
+        entries = read_json_lines(path, errors="replace")
     except FileNotFoundError:
         return []
     found: dict[str, tuple[str, str, str]] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            log.warning("%s line %d is not JSON (%s); skipped", path, number, err)
-            continue
+    for number, entry in entries:
         if not isinstance(entry, dict):
             log.warning("%s line %d is not an object; skipped", path, number)
             continue

@@ -110,14 +110,7 @@ def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
         return []
     entries: list[dict[str, Any]] = []
     by_id: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(durable.read_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            log.warning("%s line %d is not JSON (%s); skipped", path, number, err)
-            continue
+    for number, entry in durable.read_json_lines(path):
         if isinstance(entry, dict) and entry.get("action") in OUTCOMES and isinstance(entry.get("of"), str):
             target = by_id.pop(entry["of"], None)
             if target is None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -56,6 +61,21 @@ def read_lines(path: Path, errors: str = "strict") -> list[str]:
     text = path.read_text(encoding="utf-8", errors=errors)
     lines = text.split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def read_json_lines(path: Path, errors: str = "strict") -> list[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each line of a JSON-lines file that parses; a blank line is skipped,
+    and a line that is not JSON (a torn last line, a bug) is skipped with a warning, so that the rest of the
+    file stays usable. The caller checks each value's shape."""
+    values = []
+    for number, line in enumerate(read_lines(path, errors), 1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            log.warning("%s line %d is not JSON (%s); skipped", path, number, err)
+    return values
 
 
 def append_line(path: Path, line: str) -> None:
