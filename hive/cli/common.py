@@ -64,6 +64,20 @@ def open_store(settings: HiveSettings) -> ParquetLearningStore:
         raise typer.Exit(EXIT_FAILURE) from err
 
 
+@contextlib.contextmanager
+def reading_store(settings: HiveSettings) -> Iterator[ParquetLearningStore]:
+    """``open_store``, closed afterwards; a read that fails is a clear error and exit code 1."""
+    store = open_store(settings)
+    try:
+        yield store
+    except (StoreError, sqlite3.Error, OSError) as err:
+        # OSError: a segment file that cannot be read.
+        typer.echo(f"cannot read the learning store: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    finally:
+        store.close()
+
+
 def open_registry(settings: HiveSettings) -> CoreRegistry:
     """The core registry under HIVE_HOME; exits 1 when the hive has none (HIVE_HOME is probably wrong)."""
     db = settings.mlflow_db

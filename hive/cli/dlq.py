@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_store, settings_or_exit
+from hive.cli.common import EXIT_USAGE, cell, reading_store, settings_or_exit
 from hive.ingest import DESCRIPTIONS, REASONS
-from hive.store import DeadLetter, StoreError
+from hive.store import DeadLetter
 
 app = typer.Typer(help="Inspect the dead letters: records the hive refused, and why.", no_args_is_help=True)
 
@@ -35,16 +34,10 @@ def ls(
     if reason is not None and reason not in REASONS:
         typer.echo(f"unknown reason {reason!r}; the reasons are: {', '.join(REASONS)}", err=True)
         raise typer.Exit(EXIT_USAGE)
-    store = open_store(settings_or_exit())
-    try:
+    with reading_store(settings_or_exit()) as store:
         counts = store.dead_letter_counts()
         latest = store.dead_letters(limit, reason) if limit else []
         quarantined = store.quarantine_counts()
-    except (StoreError, sqlite3.Error) as err:
-        typer.echo(f"cannot read the learning store: {err}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from err
-    finally:
-        store.close()
     if as_json:
         typer.echo(json.dumps(dlq_json(counts, latest, quarantined), indent=2))
         return

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hive.cli.common import EXIT_FAILURE, cell, open_store, settings_or_exit
-from hive.store import Quarantined, StoreError
+from hive.cli.common import cell, reading_store, settings_or_exit
+from hive.store import Quarantined
 from streams.events import Learning
 
 app = typer.Typer(help="Inspect the learnings the hive has stored.", no_args_is_help=True)
@@ -26,14 +25,8 @@ JsonOption = typer.Option(False, "--json", help="Print JSON on stdout.")
 @app.command("count")
 def count(agent: str | None = AgentOption, skill: str | None = SkillOption, as_json: bool = JsonOption) -> None:
     """Count the stored learnings (and their distinct ids, which must be equal)."""
-    store = open_store(settings_or_exit())
-    try:
+    with reading_store(settings_or_exit()) as store:
         n, unique = store.count(agent, skill), store.unique_ids(agent, skill)
-    except (StoreError, sqlite3.Error) as err:
-        typer.echo(f"cannot read the learning store: {err}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from err
-    finally:
-        store.close()
     if as_json:
         typer.echo(json.dumps({"count": n, "unique_ids": unique, "agent": agent, "skill": skill}))
         return
@@ -62,17 +55,11 @@ def ls(
     if quarantined:
         _ls_quarantined(limit, agent, skill, after_seq, as_json)
         return
-    store = open_store(settings_or_exit())
-    try:
+    with reading_store(settings_or_exit()) as store:
         if after_seq is None:
             rows = store.tail(limit, agent, skill)
         else:
             rows = store.read_with_seq(after_seq=after_seq, agent_id=agent, skill=skill, limit=limit)
-    except (StoreError, sqlite3.Error, OSError) as err:
-        typer.echo(f"cannot read the learning store: {err}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from err
-    finally:
-        store.close()
     if as_json:
         typer.echo(json.dumps([learning_json(seq, x) for seq, x in rows], indent=2))
         return
@@ -83,8 +70,7 @@ def ls(
 
 
 def _ls_quarantined(limit: int, agent: str | None, skill: str | None, after_seq: int | None, as_json: bool) -> None:
-    store = open_store(settings_or_exit())
-    try:
+    with reading_store(settings_or_exit()) as store:
         # Filtered here: the quarantine is small, and a filter must not cut the limit short.
         rows = [
             q
@@ -92,11 +78,6 @@ def _ls_quarantined(limit: int, agent: str | None, skill: str | None, after_seq:
             if (agent is None or q.agent_id == agent) and (skill is None or q.skill == skill)
         ][:limit]
         counts = store.quarantine_counts()
-    except (StoreError, sqlite3.Error) as err:
-        typer.echo(f"cannot read the learning store: {err}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from err
-    finally:
-        store.close()
     if as_json:
         typer.echo(json.dumps([quarantined_json(q) for q in rows], indent=2))
         return
