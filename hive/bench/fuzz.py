@@ -1,4 +1,5 @@
-"""``hive bench fuzz``: a real ``hive serve`` fed hostile traffic; every message is accounted for, then a round."""
+"""``hive bench fuzz``: a real ``hive serve`` fed hostile traffic, on a home a crash left behind; every message is
+accounted for, then a round."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +20,15 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from hive.bench.poison import Message, PoisonPlan, build_traffic, poisoned_adapters
+from hive.config import HiveSettings, IngestSettings
+from hive.fleet import read_fleet
 from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
+from hive.round_control import round_json
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
 from streams.config import KafkaSettings
 from streams.durable import read_lines
+from streams.events import Feedback, Learning
 from streams.kafka import make_producer
 
 Say = Callable[[str], None]
@@ -51,6 +57,13 @@ SCHEDULE_ARGS = (
     "--round-check-s",
     "1",
 )
+
+
+# What an older or a crashed hive leaves behind for the next start: a round.json cut short by a crash, and
+# learnings of a skill this hive cannot load, stored by a hive that did not check skills at its door.
+TORN_ROUND = '{"id": "r0001", "state": "distil'
+LEFTOVER_SKILL = "acme.skills:haiku"
+LEFTOVERS = 2
 
 
 class FuzzError(RuntimeError):
@@ -189,6 +202,45 @@ def account(messages: list[Message], placed: dict[int, tuple[int, int]], store_d
     }
 
 
+def leave_crash_leftovers(home: Path) -> list[str]:
+    """Stores ``LEFTOVERS`` learnings of ``LEFTOVER_SKILL`` straight into the store and tears ``r0001``'s
+    round.json, before the hive starts; returns the learnings' ids."""
+    leftovers = [
+        Learning(
+            id=uuid.uuid4(),
+            agent_id="agent-old",
+            skill=LEFTOVER_SKILL,
+            core_version=0,
+            prompt=f"haiku {n}",
+            completion="…",
+            feedback=Feedback(reward=1.0),
+        )
+        for n in range(LEFTOVERS)
+    ]
+    with ParquetLearningStore(home / "store") as store:
+        store.append(leftovers, {})
+    torn = home / "rounds" / "r0001"
+    torn.mkdir(parents=True)
+    (torn / "round.json").write_text(TORN_ROUND)
+    return [str(x.id) for x in leftovers]
+
+
+def check_leftovers(settings: HiveSettings, leftovers: list[str], round_id: str) -> dict[str, Any]:
+    """The torn round reads as failed with its reason and its bytes kept aside (what ``hive round show r0001``
+    prints); the leftover learnings were quarantined by the round that released (``hive learnings ls
+    --quarantined``). Raises FuzzError otherwise; returns what was found."""
+    torn = round_json(settings, "r0001")
+    if torn["state"] != "failed" or not str(torn["error"]).startswith("unreadable round.json: "):
+        raise FuzzError(f"the torn round r0001 is not failed with its reason: {torn}")
+    if (settings.rounds_dir / "r0001" / "round.json.torn").read_text() != TORN_ROUND:
+        raise FuzzError("the torn round.json's bytes were not kept aside")
+    with ParquetLearningStore(settings.store_dir, read_only=True) as store:
+        held = {q.learning_id: q for q in store.quarantined() if q.reason == "unknown_skill"}
+    if set(held) != set(leftovers) or {q.round_id for q in held.values()} != {round_id}:
+        raise FuzzError(f"round {round_id} did not quarantine exactly the leftover learnings: {list(held.values())}")
+    return {"torn_round": torn["error"].splitlines()[0], "quarantined_unknown_skill": len(held)}
+
+
 def _hive(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hive", *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -196,13 +248,15 @@ def _hive(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.Compl
 
 
 def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Starts a broker and ``hive serve`` in ``workdir`` (cleared first), sends the plan's traffic, accounts
-    for every message, runs a round, and returns the report. Raises FuzzError on any failure."""
+    """Starts a broker and ``hive serve`` in ``workdir`` (cleared first, then given ``leave_crash_leftovers``),
+    sends the plan's traffic, accounts for every message, runs a round, checks the leftovers, and returns the
+    report. Raises FuzzError on any failure."""
     started = time.monotonic()
     if workdir.exists():
         shutil.rmtree(workdir)  # this run's directory only: nothing of an earlier run may be resumed
     home = workdir / "home"
     home.mkdir(parents=True)
+    leftovers = leave_crash_leftovers(home)
     keys = _write_keys(workdir / "keys")
     claim_checks = poisoned_adapters(workdir / "adapters", workdir / "outside")
     revoked = (REVOKED, keys.pop(REVOKED))
@@ -238,9 +292,13 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
             f"accounted for every message in {ingest_s:.1f} s: {report['stored']} stored, "
             f"{report['dead_lettered']} dead-lettered"
         )
-        fleet = _hive(env, "fleet", "--json", timeout_s=120)
-        if fleet.returncode != 0:
-            raise FuzzError(f"hive fleet failed after the poison ({fleet.returncode}): {fleet.stderr[-2000:]}")
+        # What `hive fleet` reads, from the start of hive.fleet with the hive's rules: every heartbeat, poison too.
+        settings = HiveSettings(
+            home=home,
+            kafka=KafkaSettings(bootstrap=broker.bootstrap),
+            ingest=IngestSettings(agent_key_dir=workdir / "keys", revoked_agents=[REVOKED]),
+        )
+        fleet = read_fleet(settings, timeout_s=60)
         serve.check()
         say("running a round over what was stored")
         round_run = _hive(env, "round", "run", "--json", timeout_s=timeout_s)
@@ -257,6 +315,8 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
                 f"round {last['id']} ended {last['state']} ({last.get('error')}); "
                 f"{len(missing)} good learnings missing from it"
             )
+        found = check_leftovers(settings, leftovers, last["id"])
+        serve.check()
     finally:
         code = serve.stop()
         broker.stop()
@@ -275,6 +335,11 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
         "serve_exit_code": code,
         "round": {k: last.get(k) for k in ("id", "state", "learnings", "candidate_version", "distill", "error")},
         "good_learnings_in_round": len(good & in_round),
+        "fleet": {
+            "agents": sorted(fleet.latest),
+            "heartbeats_not_counted": dict(sorted(fleet.rejected_by_reason.items())),
+        },
+        "leftovers": found,
         "ingest_s": round(ingest_s, 2),
         "wall_s": round(time.monotonic() - started, 2),
     }

@@ -209,7 +209,9 @@ def heartbeat(rng: random.Random, agent_id: str, key: bytes, now: datetime) -> M
     if kind == "zoneless":
         beat["sent_at"] = now.replace(tzinfo=None).isoformat()
     elif kind == "year_9999":
-        beat["sent_at"] = "9999-12-31T23:59:59+00:00"
+        # Re-signed: the agent's key vouches for it, so that only the clock-skew limit can refuse it.
+        future = Heartbeat(agent_id=agent_id, skill="add", core_version=0, sent_at=datetime(9999, 12, 31, tzinfo=UTC))
+        beat = json.loads(encode(signed(future, key)))
     elif kind == "wrong_types":
         beat["counters"] = {"spool_size": "many"}
     elif kind == "unsigned":

@@ -25,8 +25,8 @@ from hive.round_control import champion_core
 # Where the kills land: most in the registry's creation (fractions of the time it took in an uninterrupted
 # start), where a kill used to leave a half-migrated database that no later start could open; the rest in
 # what follows (fractions of the time from there to the end: core v0, its registration, the alias).
-IN_REGISTRY = (0.35, 0.55, 0.7, 0.85)
-AFTER_REGISTRY = (0.3, 0.7)
+IN_REGISTRY = (0.4, 0.6, 0.8)
+AFTER_REGISTRY = (0.5,)
 # Starts run this many at a time (two cores); the uninterrupted ones too, so that all are timed alike.
 PARALLEL = 2
 

@@ -37,7 +37,7 @@ ROUND_ARGS = (
     "--min-per-agent",
     "100000",
 )
-CHECKS_TO_SURVIVE_S = 2.0
+CHECKS_TO_SURVIVE_S = 1.2
 
 
 def learning(agent: str, skill: str = "add", **changes: Any) -> Learning:

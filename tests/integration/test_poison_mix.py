@@ -1,4 +1,5 @@
-"""A real ``hive serve`` with rounds on, fed every class of poison among 400 good signed learnings."""
+"""A real ``hive serve`` with rounds on, started on a home a crash left behind (a torn round.json, learnings of a
+skill it cannot load), fed every class of poison among 400 good signed learnings."""
 
 from __future__ import annotations
 
@@ -54,3 +55,12 @@ def test_poison_never_stops_the_hive_and_the_next_round_holds_every_good_learnin
     assert {"adapter_outside_roots", "adapter_unsupported_uri", "adapter_shape_mismatch"} <= set(skipped)
     assert report["good_learnings_in_round"] == GOOD + kinds["bad_claim_check"]
     assert report["stored"] >= GOOD + kinds["bad_claim_check"]
+    # The torn round read as failed with its reason (its bytes kept aside: run_fuzz checks them), and the round
+    # that released quarantined the leftover learnings of the unknown skill, and only those.
+    assert report["leftovers"]["torn_round"].startswith("unreadable round.json: ")
+    assert report["leftovers"]["quarantined_unknown_skill"] == 2
+    assert report["round"]["id"] == "r0002"
+    # hive fleet's reader took the heartbeat poison too: only signed heartbeats of the keyed agents count.
+    assert set(report["fleet"]["agents"]) <= {"agent-1", "agent-2", "agent-3"}
+    assert "unprocessable" not in report["fleet"]["heartbeats_not_counted"]
+    assert report["fleet"]["heartbeats_not_counted"]

@@ -29,7 +29,7 @@ SKILLS = frozenset({"add", "capital"})
 MAX_BYTES = 64 * 1024
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 # Enough to find the classes of bad input in every `make test`; `hive bench fuzz` sends 10,000+ through a real hive.
-EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 GOOD = json.loads(
     encode(
