@@ -94,16 +94,7 @@ def resolve_adapter(uri: str, roots: list[Path]) -> Path:
     if not any(path.is_relative_to(root) or path.is_relative_to(root.resolve()) for root in roots):
         # Refused before touching the disk: a claim check must not probe what exists outside the roots.
         raise ClaimCheckError("adapter_outside_roots", f"{path} is outside the adapter roots ({_shown(roots)})")
-    try:
-        real = path.resolve(strict=True)
-    except FileNotFoundError as err:
-        raise ClaimCheckError("adapter_missing", f"{path} does not exist") from err
-    except (OSError, RuntimeError) as err:
-        raise ClaimCheckError("adapter_unreadable", f"{path} cannot be resolved: {err}") from err
-    if not under_roots(real, roots):
-        raise ClaimCheckError(
-            "adapter_outside_roots", f"{path} resolves to {real}, outside the adapter roots ({_shown(roots)})"
-        )
+    real = _real_under_roots(path, roots)
     if not real.is_dir():
         raise ClaimCheckError("adapter_missing", f"{real} is not a directory")
     return real
@@ -111,15 +102,7 @@ def resolve_adapter(uri: str, roots: list[Path]) -> Path:
 
 def read_weights(directory: Path, roots: list[Path], max_bytes: int) -> bytes:
     """``directory``'s weights file, read once; refuses a file outside ``roots`` or over ``max_bytes`` unread."""
-    weights = directory / WEIGHTS_FILE
-    try:
-        real = weights.resolve(strict=True)
-    except FileNotFoundError as err:
-        raise ClaimCheckError("adapter_missing", f"no {WEIGHTS_FILE} in {directory}") from err
-    except (OSError, RuntimeError) as err:
-        raise ClaimCheckError("adapter_unreadable", f"{weights} cannot be resolved: {err}") from err
-    if not under_roots(real, roots):
-        raise ClaimCheckError("adapter_outside_roots", f"{weights} links to {real}, outside the adapter roots")
+    real = _real_under_roots(directory / WEIGHTS_FILE, roots)
     try:
         # O_NOFOLLOW: the file resolved above must not have been swapped for a link since.
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
@@ -165,6 +148,22 @@ def load_adapter(uri: str, sha256: str, base: PreTrainedModel, roots: list[Path]
     model.requires_grad_(False)
     model.eval()
     return model
+
+
+def _real_under_roots(path: Path, roots: list[Path]) -> Path:
+    """``path`` with every symlink resolved, which must exist and lie under one of ``roots``; a link inside a
+    root that points outside it is refused. Raises ClaimCheckError."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError as err:
+        raise ClaimCheckError("adapter_missing", f"{path} does not exist") from err
+    except (OSError, RuntimeError) as err:
+        raise ClaimCheckError("adapter_unreadable", f"{path} cannot be resolved: {err}") from err
+    if not under_roots(real, roots):
+        raise ClaimCheckError(
+            "adapter_outside_roots", f"{path} resolves to {real}, outside the adapter roots ({_shown(roots)})"
+        )
+    return real
 
 
 def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], directory: Path) -> None:
