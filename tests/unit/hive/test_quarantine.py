@@ -37,18 +37,6 @@ def learning(skill: str, agent: str = "a1", n: int = 0) -> Learning:
     )
 
 
-class FakeRegistry:
-    """What a round asks of the registry before its job has run: nothing registered yet."""
-
-    experiment = "hive-rounds"
-
-    def experiment_id(self) -> str:
-        return "1"
-
-    def has_version(self, version: int) -> bool:
-        return False
-
-
 @pytest.fixture
 def hive(tmp_path: Path):
     settings = HiveSettings(home=tmp_path, distill=DistillSettings(replay_size=0))
@@ -145,7 +133,7 @@ def test_read_unusable_skips_bad_lines(tmp_path: Path) -> None:
 
 
 def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_runs_without_it(
-    hive, monkeypatch: pytest.MonkeyPatch
+    hive, monkeypatch: pytest.MonkeyPatch, fake_registry: object
 ) -> None:
     settings, store, book, base = hive
     items = [learning("add", "a1", i) for i in range(4)]
@@ -171,7 +159,7 @@ def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_ru
 
     monkeypatch.setattr(distill.launch, "run_round", failing_job)
     monkeypatch.setattr(round_control, "champion_core", lambda settings, registry: base)
-    runner = RoundRunner(settings, store, FakeRegistry(), None)  # type: ignore[arg-type]
+    runner = RoundRunner(settings, store, fake_registry, None)  # type: ignore[arg-type]
     with round_lock(settings.home) as lock, pytest.raises(RoundFailed):
         runner.open_and_run(lock, "manual")
     saved = book.get("r0001")

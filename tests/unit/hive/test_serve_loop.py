@@ -137,20 +137,8 @@ def test_a_signal_during_a_round_interrupts_it() -> None:
         stop.handle(15, None)
 
 
-class FakeRegistry:
-    """What a round asks of the registry before its job has run: nothing registered yet."""
-
-    experiment = "hive-rounds"
-
-    def experiment_id(self) -> str:
-        return "1"
-
-    def has_version(self, version: int) -> bool:
-        return False
-
-
 @pytest.fixture
-def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hive]:
+def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_registry: object) -> Iterator[Hive]:
     """A Hive whose round_tick, runner, book and store are real; the registry, core v0 and the fleet are not."""
     settings = HiveSettings(
         home=tmp_path / "hive", schedule=ScheduleSettings(min_new=1), distill=DistillSettings(replay_size=0)
@@ -160,7 +148,7 @@ def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hive]
     monkeypatch.setattr(round_control, "champion_core", lambda s, r: CoreFiles(0, tmp_path / "v0", "0" * 64))
     hive = object.__new__(Hive)
     hive.settings = settings
-    hive.runner = RoundRunner(settings, store, FakeRegistry(), None)  # type: ignore[arg-type]
+    hive.runner = RoundRunner(settings, store, fake_registry, None)  # type: ignore[arg-type]
     hive.ingestor = FakeIngestor()  # type: ignore[assignment]
     hive.failure = lambda: None  # type: ignore[method-assign]
     hive.decide = lambda backlog=None: hive.runner.decide(None, backlog=backlog)  # type: ignore[method-assign]
