@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 setup: $(STAMP)
 
 # torch is pinned here only: the project's own range stays wide, and 2.13.0 is the local CPU wheel.
-$(STAMP): pyproject.toml tests/interop/package-lock.json
+$(STAMP): pyproject.toml tests/integration/kafkajs/package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml tests/interop/package-lock.json
 	# killed in the middle of that build (a test that kills a round) would leave a lock that hangs the rest.
 	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
 	# The Node.js client the interop test publishes with (kafkajs, pinned by package-lock.json).
-	cd tests/interop && npm ci --no-audit --no-fund
+	cd tests/integration/kafkajs && npm ci --no-audit --no-fund
 	# The dashboard's browser test drives Debian's chromium with Playwright; no browser is downloaded
 	# (`playwright install` is never run).
 	test -x $(CHROMIUM) || $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }

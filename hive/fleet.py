@@ -13,8 +13,8 @@ from typing import Any
 from kafka import TopicPartition
 from kafka import errors as kafka_errors
 
-from hive.auth import SenderPolicy
 from hive.config import HiveSettings
+from hive.ingest.auth import SenderPolicy
 from streams import topics
 from streams.codec import DecodeError, decode
 from streams.config import KafkaSettings

@@ -7,18 +7,18 @@ import threading
 from typing import TYPE_CHECKING
 
 from hive.config import HiveSettings
-from hive.cores import CoreFiles
+from hive.cores.files import CoreFiles
+from hive.cores.registry import CoreRegistry
 from hive.fleet import FleetTracker
-from hive.ingest import Ingestor
-from hive.parquet_store import ParquetLearningStore
-from hive.registry import CoreRegistry
-from hive.round_control import RoundBusy, RoundRunner, champion_core, round_lock
-from hive.rounds import NoNewLearnings, ProgressFn, RoundBook, RoundRecord
-from hive.scheduler import Backlog, ScheduleDecision
+from hive.ingest.ingestor import Ingestor
+from hive.rounds.book import NoNewLearnings, ProgressFn, RoundBook, RoundRecord
+from hive.rounds.control import RoundBusy, RoundRunner, champion_core, round_lock
+from hive.rounds.triggers import Backlog, ScheduleDecision
+from hive.store.parquet import ParquetLearningStore
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 
 if TYPE_CHECKING:
-    from hive.releases import ReleasePlan
+    from hive.cores.release import ReleasePlan
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +79,21 @@ class Hive:
 
     def release(self, core: CoreFiles) -> ReleasePlan:
         """Makes ``core`` champion and publishes it to the whole fleet (as ``hive core promote`` does)."""
-        from hive.releases import release_core
+        from hive.cores.release import release_core
 
         return release_core(self.settings, self.registry, self.producer, core.version, action="promote")
 
     def announce(self) -> ReleasePlan | None:
         """On a hive that never released a core, builds core v0 (if needed) and releases the champion, so
         that agents have a core to start from; returns the release, or None when one was made before."""
-        from hive.releases import read_history
+        from hive.cores.release import read_history
 
         if read_history(self.settings):
             return None
         return self.release(self.champion())
 
     def _release_round(self, version: int, record: RoundRecord) -> None:
-        from hive.releases import release_core
+        from hive.cores.release import release_core
 
         release_core(
             self.settings, self.registry, self.producer, version, round_id=record.id, gate=record.eval, action="round"
@@ -115,7 +115,7 @@ class Hive:
         Returns the round that ran, or None when none was due, when every new learning was quarantined,
         or when another process (``hive round run``) holds the lock. A round that fails, for whatever
         reason, is recorded as failed and raises RoundFailed; anything else it raises came from the check
-        around the rounds (the caller records it with ``hive.schedule_check``).
+        around the rounds (the caller records it with ``hive.rounds.last_check``).
         """
         try:
             with round_lock(self.settings.home, wait_s=0.5) as lock:

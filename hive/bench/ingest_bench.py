@@ -25,8 +25,8 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 from kafka.errors import KafkaError
 
 from hive.config import HiveSettings, IngestSettings
-from hive.ingest import RETRYABLE, Ingestor
-from hive.parquet_store import ParquetLearningStore
+from hive.ingest.ingestor import RETRYABLE, Ingestor
+from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
 from streams.codec import encode

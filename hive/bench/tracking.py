@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hive.config import HiveSettings
-from hive.registry import CoreRegistry
+from hive.cores.registry import CoreRegistry
 
 
 def log_bench_run(settings: HiveSettings, name: str, report: dict[str, Any], artifacts: list[Path]) -> str:

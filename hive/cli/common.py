@@ -13,9 +13,9 @@ from pydantic_settings import SettingsError
 from rich.text import Text
 
 from hive.config import HiveSettings
-from hive.parquet_store import CATALOG_FILE, ParquetLearningStore
-from hive.registry import CoreRegistry
-from hive.store import StoreError
+from hive.cores.registry import CoreRegistry
+from hive.store.interface import StoreError
+from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
 
 # Exit codes: 1 when the hive's state cannot be read or the service fails, 2 for bad input or settings.
 EXIT_FAILURE = 1

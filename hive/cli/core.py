@@ -13,8 +13,8 @@ from rich.table import Table
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_registry, settings_or_exit
 from hive.config import HiveSettings
-from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError, UnknownVersionError
-from hive.releases import ReleaseError, ReleasePlan, cores_json, parse_agent_ids
+from hive.cores.registry import CoreIntegrityError, CoreRegistry, RegistryError, UnknownVersionError
+from hive.cores.release import ReleaseError, ReleasePlan, cores_json, parse_agent_ids
 from streams import topics
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 
@@ -94,7 +94,7 @@ def rollback(as_json: bool = JsonOption, dry_run: bool = DryRunOption) -> None:
 
     Repeat it to go further back. A failed publish changes nothing, so running it again is safe.
     """
-    from hive.releases import rollback as do_rollback
+    from hive.cores.release import rollback as do_rollback
 
     _run_release(lambda s, r, p: do_rollback(s, r, p, dry_run=dry_run), dry_run, as_json)
 
@@ -107,7 +107,7 @@ def _release_core(
     targets: list[str] | None,
     dry_run: bool,
 ) -> ReleasePlan:
-    from hive.releases import release_core
+    from hive.cores.release import release_core
 
     return release_core(settings, registry, producer, version, canary=targets, dry_run=dry_run)
 

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hive.cli.common import EXIT_USAGE, cell, reading_store, settings_or_exit
-from hive.ingest import DESCRIPTIONS, REASONS
-from hive.store import DeadLetter
+from hive.ingest.ingestor import DESCRIPTIONS, REASONS
+from hive.store.interface import DeadLetter
 
 app = typer.Typer(help="Inspect the dead letters: records the hive refused, and why.", no_args_is_help=True)
 

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, settings_or_exit
 from hive.config import HiveSettings
+from hive.cores.registry import RegistryError
 from hive.fleet import ACTIVE_S, FleetReadError, fleet_json, read_fleet
-from hive.registry import RegistryError
 from streams.signing import KeyRingError
 
 
@@ -71,7 +71,7 @@ def _champion(settings: HiveSettings) -> int | None:
         return None
     from mlflow.exceptions import MlflowException  # imported here: mlflow is slow to import
 
-    from hive.registry import CoreRegistry
+    from hive.cores.registry import CoreRegistry
 
     try:
         return CoreRegistry.from_settings(settings).champion_version()

@@ -25,17 +25,17 @@ from hive.cli.common import (
     settings_or_exit,
 )
 from hive.config import HiveSettings
-from hive.inspect import (
+from hive.inspect.common import (
     InspectInputError,
     InspectStateError,
     load_specialist,
     load_verified_core,
     resolve_skills,
 )
-from hive.inspect_cores import check_prompt, diff_cores, probe_model
-from hive.inspect_round import leave_one_out, load_round, round_contributions
-from hive.rounds import RoundBook
-from hive.store import StoreError
+from hive.inspect.cores import check_prompt, diff_cores, probe_model
+from hive.inspect.round import leave_one_out, load_round, round_contributions
+from hive.rounds.book import RoundBook
+from hive.store.interface import StoreError
 
 app = typer.Typer(
     help="Inspect the merged knowledge: each agent's contribution to a round, core diffs, and probes.",

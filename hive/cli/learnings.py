@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hive.cli.common import cell, reading_store, settings_or_exit
-from hive.store import Quarantined
+from hive.store.interface import Quarantined
 from streams.events import Learning
 
 app = typer.Typer(help="Inspect the learnings the hive has stored.", no_args_is_help=True)

@@ -15,7 +15,7 @@ from rich.table import Table
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, data_only_stdout, open_store, settings_or_exit
 from hive.cli.schedule import describe, with_schedule
 from hive.config import HiveSettings
-from hive.round_control import RoundNotFound, RoundStateError
+from hive.rounds.control import RoundNotFound, RoundStateError
 
 app = typer.Typer(help="Distillation rounds: list, show, run (or dry-run), cancel and skip them.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
     A failed round shows its error; when the schedule is blocked by failed rounds, or the hive's last round
     check failed, a line on stderr says so.
     """
-    from hive.round_control import rounds_json
+    from hive.rounds.control import rounds_json
 
     settings = _hive_or_exit()
     rows = rounds_json(settings)
@@ -78,7 +78,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
 @app.command("show")
 def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_json: bool = JsonOption) -> None:
     """One round in full: progress while it runs, the gate's per-skill comparison, and any error."""
-    from hive.round_control import round_json
+    from hive.rounds.control import round_json
 
     try:
         row = round_json(_hive_or_exit(), round_id)
@@ -161,7 +161,7 @@ def cancel(
     Its learnings go to the next round. Exits 2 for an unknown or finished round, 1 when the process running
     it has not stopped it within --wait seconds (the request stays; it is honoured when it looks).
     """
-    from hive.round_control import cancel_round
+    from hive.rounds.control import cancel_round
 
     settings = settings_or_exit()
     try:
@@ -194,8 +194,8 @@ def skip(
     For a round that keeps failing over the same learnings (the schedule then says "blocked"). The skipped
     learnings are never distilled, nor replayed. Exits 2 for an unknown round or one that is not failed.
     """
-    from hive.round_control import round_view, skip_round
-    from hive.rounds import RoundBook
+    from hive.rounds.book import RoundBook
+    from hive.rounds.control import round_view, skip_round
 
     settings = _hive_or_exit()
     book = RoundBook(settings.rounds_dir)
@@ -227,8 +227,8 @@ def skip(
 
 def _warn_about_schedule(settings: HiveSettings) -> None:
     """Says on stderr what keeps rounds from running by themselves: a failed check, or failed rounds in a row."""
-    from hive.rounds import RoundBook
-    from hive.schedule_check import describe_check, read_check
+    from hive.rounds.book import RoundBook
+    from hive.rounds.last_check import describe_check, read_check
 
     line = describe_check(read_check(settings.home))
     if line is not None:
@@ -256,10 +256,10 @@ def _hive_or_exit() -> HiveSettings:
 def _run(settings: HiveSettings) -> list:
     from kafka.errors import KafkaError
 
-    from hive.registry import CoreRegistry, RegistryError
-    from hive.releases import release_core
-    from hive.round_control import RoundBusy, RoundRunner, round_lock
-    from hive.rounds import NoNewLearnings, RoundError
+    from hive.cores.registry import CoreRegistry, RegistryError
+    from hive.cores.release import release_core
+    from hive.rounds.book import NoNewLearnings, RoundError
+    from hive.rounds.control import RoundBusy, RoundRunner, round_lock
     from streams.kafka import make_producer
 
     store = open_store(settings)
@@ -326,8 +326,8 @@ class _ProgressBar:
 
 
 def _dry_run(settings: HiveSettings, as_json: bool) -> None:
-    from hive.registry import CoreRegistry
-    from hive.round_control import RoundRunner
+    from hive.cores.registry import CoreRegistry
+    from hive.rounds.control import RoundRunner
 
     heartbeats = _heartbeats(settings)
     store = open_store(settings)
@@ -335,7 +335,7 @@ def _dry_run(settings: HiveSettings, as_json: bool) -> None:
         plan = RoundRunner(settings, store, CoreRegistry.from_settings(settings), None).plan(heartbeats)
     finally:
         store.close()
-    from hive.schedule_check import describe_check, read_check
+    from hive.rounds.last_check import describe_check, read_check
 
     last_check = read_check(settings.home)
     payload = {**plan.to_json(), "schedule_settings": describe(settings.schedule), "last_check": last_check}
@@ -389,7 +389,7 @@ def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
 
 
 def _view(settings: HiveSettings, round_id: str) -> dict[str, Any]:
-    from hive.round_control import round_json
+    from hive.rounds.control import round_json
 
     return round_json(settings, round_id)
 

@@ -18,7 +18,7 @@ import typer
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
 from hive.cli.schedule import describe, with_schedule
-from hive.schedule_check import record_check
+from hive.rounds.last_check import record_check
 
 if TYPE_CHECKING:
     from hive.service import Hive
@@ -118,11 +118,11 @@ def serve(
     from kafka.errors import KafkaError
 
     from agents.skills import SkillLoadError, skill_catalog
-    from hive.ingest import keyring
-    from hive.registry import RegistryError
-    from hive.releases import ReleaseError
+    from hive.cores.registry import RegistryError
+    from hive.cores.release import ReleaseError
+    from hive.ingest.ingestor import keyring
     from hive.service import Hive
-    from hive.store import StoreError
+    from hive.store.interface import StoreError
     from streams.signing import KeyRingError
 
     try:
@@ -192,7 +192,7 @@ def _loop(hive: Hive, stop: _Stop, rounds: bool, round_check_s: float, round_ret
     wrong (a bug, bad data, the registry or the broker) is logged with its traceback and recorded in
     ``HIVE_HOME/schedule.json``; either way the next look comes after ``round_retry_s``.
     """
-    from hive.rounds import RoundFailed
+    from hive.rounds.book import RoundFailed
 
     next_round_at = time.monotonic()  # the first look comes at once: an interrupted round resumes at start
     announced = False
@@ -248,7 +248,7 @@ class _ProgressLogger:
         self._next = 0
 
     def __call__(self, step: int, total: int, loss: float) -> None:
-        from hive.round_control import eta_s
+        from hive.rounds.control import eta_s
 
         now = time.monotonic()
         if self._first is None:

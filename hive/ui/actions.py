@@ -14,9 +14,9 @@ from fastapi.responses import RedirectResponse, Response
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from hive.registry import RegistryError
-from hive.releases import ReleaseError, release_core, rollback
-from hive.round_control import RoundStateError, cancel_round
+from hive.cores.registry import RegistryError
+from hive.cores.release import ReleaseError, release_core, rollback
+from hive.rounds.control import RoundStateError, cancel_round
 from hive.ui.errors import error_response
 from hive.ui.sources import HiveReader, Unavailable
 from streams.kafka import make_producer

@@ -26,10 +26,10 @@ import pytest
 
 from agents.model import CoreSize, build_core, save_core
 from hive.config import HiveSettings
-from hive.parquet_store import ParquetLearningStore
-from hive.registry import CHAMPION, CoreRegistry
-from hive.rounds import RoundBook, RoundRecord
-from hive.store import PAYLOAD_HEAD_BYTES, DeadLetter
+from hive.cores.registry import CHAMPION, CoreRegistry
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter
+from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.broker import EmbeddedBroker
 from streams.codec import encode

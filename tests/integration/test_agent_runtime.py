@@ -11,8 +11,8 @@ from typing import Any
 from agents.config import AgentSettings
 from agents.model import build_core, save_core
 from agents.runtime import AgentRuntime
-from hive.auth import SenderPolicy
 from hive.fleet import FleetTracker
+from hive.ingest.auth import SenderPolicy
 from streams import topics
 from streams.codec import decode, encode
 from streams.config import KafkaSettings

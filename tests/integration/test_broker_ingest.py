@@ -14,8 +14,8 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
 from hive.config import HiveSettings
-from hive.ingest import Ingestor
-from hive.parquet_store import ParquetLearningStore
+from hive.ingest.ingestor import Ingestor
+from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics
 from streams.codec import encode
 from streams.config import KafkaSettings

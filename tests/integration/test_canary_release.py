@@ -17,9 +17,9 @@ from agents.model import CoreSize, build_core, save_core
 from agents.runtime import AgentRuntime
 from hive.cli.app import app
 from hive.config import HiveSettings
-from hive.cores import core_dir
-from hive.registry import CoreRegistry
-from hive.releases import read_history, release_core
+from hive.cores.files import core_dir
+from hive.cores.registry import CoreRegistry
+from hive.cores.release import read_history, release_core
 from streams.config import KafkaSettings
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 

@@ -19,8 +19,8 @@ from pydantic import SecretStr
 from agents.model import build_core, save_core
 from agents.spool import SPOOL_FILE, SpoolSnapshot, snapshot
 from hive.config import HiveSettings
-from hive.ingest import Ingestor
-from hive.parquet_store import ParquetLearningStore
+from hive.ingest.ingestor import Ingestor
+from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.codec import decode, encode

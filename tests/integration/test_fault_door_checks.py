@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hive.ingest import REVOKED, UNKNOWN_SKILL, UNSIGNED
-from hive.parquet_store import ParquetLearningStore
-from hive.store import StoreError
+from hive.ingest.ingestor import REVOKED, UNKNOWN_SKILL, UNSIGNED
+from hive.store.interface import StoreError
+from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics
 from streams.codec import encode
 from streams.config import KafkaSettings

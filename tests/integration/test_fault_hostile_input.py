@@ -13,9 +13,9 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from hive.ingest import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNKNOWN_SKILL, UNSIGNED
-from hive.parquet_store import ParquetLearningStore
-from hive.store import PAYLOAD_HEAD_BYTES, StoreError
+from hive.ingest.ingestor import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNKNOWN_SKILL, UNSIGNED
+from hive.store.interface import PAYLOAD_HEAD_BYTES, StoreError
+from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics
 from streams.codec import encode
 from streams.config import KafkaSettings

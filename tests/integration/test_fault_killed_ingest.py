@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hive.parquet_store import ParquetLearningStore
-from hive.store import StoreError
+from hive.store.interface import StoreError
+from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings

@@ -11,10 +11,10 @@ import torch
 from agents.model import build_core, lm_loss, make_batch, save_core
 from agents.skills import BUILTIN_SKILLS
 from hive.config import DistillSettings, GateSettings, HiveSettings
-from hive.cores import core_dir, existing_core
-from hive.parquet_store import ParquetLearningStore
-from hive.registry import CHAMPION, CoreRegistry
-from hive.rounds import RoundBook, RoundRecord, open_round, run_round
+from hive.cores.files import core_dir, existing_core
+from hive.cores.registry import CHAMPION, CoreRegistry
+from hive.rounds.book import RoundBook, RoundRecord, open_round, run_round
+from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 
 CHAMPION_STEPS = 150

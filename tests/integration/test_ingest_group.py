@@ -12,8 +12,8 @@ from typing import Any
 from kafka import TopicPartition
 
 from hive.config import HiveSettings
-from hive.ingest import Ingestor
-from hive.parquet_store import ParquetLearningStore
+from hive.ingest.ingestor import Ingestor
+from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings

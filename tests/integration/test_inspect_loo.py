@@ -15,10 +15,10 @@ from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
 from hive.cli.inspect import app
 from hive.config import DistillSettings, GateSettings, HiveSettings
-from hive.cores import build_core_v0
-from hive.parquet_store import ParquetLearningStore
-from hive.registry import CoreRegistry
-from hive.rounds import RoundBook, open_round, run_round
+from hive.cores.files import build_core_v0
+from hive.cores.registry import CoreRegistry
+from hive.rounds.book import RoundBook, open_round, run_round
+from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning, TeacherSignal
 
 AGENTS = {"agent-add": "add", "agent-cap": "capital"}

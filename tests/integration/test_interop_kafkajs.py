@@ -12,15 +12,15 @@ import uuid
 from pathlib import Path
 
 from hive.config import HiveSettings, IngestSettings
-from hive.ingest import Ingestor
-from hive.parquet_store import ParquetLearningStore
+from hive.ingest.ingestor import Ingestor
+from hive.store.parquet import ParquetLearningStore
 from streams.config import KafkaSettings
 from streams.events import Learning
 from streams.kafka import create_topics
 from streams.signing import verify
 
 ROOT = Path(__file__).resolve().parents[2]
-INTEROP = ROOT / "tests" / "interop"
+INTEROP = ROOT / "tests" / "integration" / "kafkajs"
 EXAMPLE = ROOT / "docs" / "schemas" / "learning.example.json"
 DEADLINE_S = 60.0
 KEY = bytes(range(100, 132))
@@ -31,7 +31,7 @@ def test_kafkajs_learning_from_the_example_is_stored(fresh_broker: str, tmp_path
     # Fail, not skip: a missing client would otherwise pass CI silently.
     assert node is not None, "node is not on PATH: install Node.js 18+ to run the interop test"
     assert (INTEROP / "node_modules" / "kafkajs").is_dir(), (
-        f"{INTEROP / 'node_modules'} has no kafkajs: run `make setup` (it runs `npm ci` in tests/interop)"
+        f"{INTEROP / 'node_modules'} has no kafkajs: run `make setup` (it runs `npm ci` in tests/integration/kafkajs)"
     )
     kafka = KafkaSettings(bootstrap=fresh_broker)
     create_topics(kafka)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.model import WEIGHTS_FILE, build_core, load_core, save_core
-from hive.registry import CoreIntegrityError, CoreRegistry, RegistryError
+from hive.cores.registry import CoreIntegrityError, CoreRegistry, RegistryError
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

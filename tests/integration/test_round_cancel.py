@@ -14,8 +14,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hive.cli.app import app
-from hive.parquet_store import ParquetLearningStore
-from hive.round_control import kill_leftovers, lock_holder
+from hive.rounds.control import kill_leftovers, lock_holder
+from hive.store.parquet import ParquetLearningStore
 from streams.config import KafkaSettings
 from streams.events import Learning
 from streams.kafka import create_topics

@@ -9,9 +9,9 @@ import pytest
 
 from distill.manifest import load_manifest
 from hive.config import HiveSettings
-from hive.cores import CoreFiles
-from hive.parquet_store import ParquetLearningStore
-from hive.rounds import RoundBook, open_round
+from hive.cores.files import CoreFiles
+from hive.rounds.book import RoundBook, open_round
+from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 
 

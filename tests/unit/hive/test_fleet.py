@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hive.auth import REVOKED, SIGNATURE, UNSIGNED, SenderPolicy
 from hive.config import ScheduleSettings
 from hive.fleet import FUTURE, KEY_FILE, FleetView, fleet_json
-from hive.scheduler import Backlog, active_agents, evaluate
+from hive.ingest.auth import REVOKED, SIGNATURE, UNSIGNED, SenderPolicy
+from hive.rounds.triggers import Backlog, active_agents, evaluate
 from streams import codec
 from streams.codec import encode
 from streams.events import Heartbeat

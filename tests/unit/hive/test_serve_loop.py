@@ -13,16 +13,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from hive import round_control
 from hive.cli import serve
 from hive.config import DistillSettings, HiveSettings, ScheduleSettings
-from hive.cores import CoreFiles
-from hive.parquet_store import ParquetLearningStore
-from hive.round_control import RoundRunner, rounds_json
-from hive.rounds import RoundBook, RoundError, RoundRecord, end_round
-from hive.schedule_check import describe_check, read_check, record_check
-from hive.scheduler import Backlog
+from hive.cores.files import CoreFiles
+from hive.rounds import control as round_control
+from hive.rounds.book import RoundBook, RoundError, RoundRecord, end_round
+from hive.rounds.control import RoundRunner, rounds_json
+from hive.rounds.last_check import describe_check, read_check, record_check
+from hive.rounds.triggers import Backlog
 from hive.service import Hive
+from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 
 
@@ -115,7 +115,7 @@ def test_an_interrupted_round_is_left_to_resume(tmp_path: Path) -> None:
     stop = serve._Stop()
     hive = FakeHive([KeyboardInterrupt()], stop, tmp_path, book)
     assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
-    # Unfinished on disk: the next start resumes it (hive.round_control), and readers show it "interrupted".
+    # Unfinished on disk: the next start resumes it (hive.rounds.control), and readers show it "interrupted".
     states = {r.id: r.state for r in book.all()}
     assert states == {"r0001": "released", "r0002": "distilling"}
 

@@ -1,0 +1,402 @@
+"""Release control: which registered core the fleet (or a canary) runs, with its history under HIVE_HOME."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from hive.cores.files import existing_core
+from hive.cores.registry import CHAMPION, CoreRegistry, verify_core
+from hive.rounds.book import RoundBook
+from streams import durable, topics
+from streams.codec import encode
+from streams.events import AgentId, CoreRelease
+from streams.kafka import send_and_wait
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+
+    from hive.config import HiveSettings
+
+log = logging.getLogger(__name__)
+
+PREVIOUS = "previous"
+CANARY = "canary"
+HISTORY_FILE = "releases.jsonl"
+# Agents follow partition 0 only. Two keys, so that on a compacted topic the latest fleet release and the
+# latest canary both survive, and a canary never erases the fleet release.
+RELEASE_PARTITION = 0
+FLEET_KEY = b"core"
+CANARY_KEY = b"canary"
+
+Action = Literal["round", "promote", "rollback", "canary"]
+ACTIONS: tuple[str, ...] = ("round", "promote", "rollback", "canary")
+# The lines that close a release entry: it went out (with its offset), or it never did.
+OUTCOMES: tuple[str, ...] = ("published", "failed")
+_AGENT_ID: TypeAdapter[str] = TypeAdapter(AgentId)
+
+
+class ReleaseError(RuntimeError):
+    """A release that the hive's state does not allow: nothing to roll back to, a core's files missing."""
+
+
+@dataclass
+class ReleasePlan:
+    """What a release did, or (``dry_run``) would do."""
+
+    action: str
+    version: int
+    targets: list[str] | None  # None: the whole fleet
+    sha256: str
+    model_uri: str
+    champion_before: int | None
+    champion_after: int | None
+    previous_before: int | None
+    previous_after: int | None
+    canary_after: int | None
+    round_id: str | None
+    dry_run: bool
+    # Where the release landed (topic, partition, offset, key); None for a dry run.
+    published: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for a person."""
+        verb = "would release" if self.dry_run else "released"
+        who = "the fleet" if self.targets is None else "canary " + ",".join(self.targets)
+        text = f"{verb} core v{self.version} to {who} ({self.action})"
+        if self.champion_before != self.champion_after:
+            text += f"; champion {_v(self.champion_before)} -> {_v(self.champion_after)}"
+        else:
+            text += f"; champion stays {_v(self.champion_after)}"
+        if self.previous_before != self.previous_after:
+            text += f"; previous {_v(self.previous_before)} -> {_v(self.previous_after)}"
+        if self.published is not None:
+            text += f"; {self.published['topic']}[{self.published['partition']}]@{self.published['offset']}"
+        return text
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+# --- history --------------------------------------------------------------------------------------------
+
+
+def history_path(settings: HiveSettings) -> Path:
+    return settings.home / HISTORY_FILE
+
+
+def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
+    """Every recorded release, oldest first, as it stands after its outcome lines.
+
+    A release is written as an entry (with an ``id``, ``offset`` None) *before* it is published; then a
+    line ``{"action": "published", "of": id, "offset": N}`` fills in its offset, or a line
+    ``{"action": "failed", "of": id, "error": ...}`` withdraws it, since it never went out. An entry whose
+    outcome never came (the hive died while publishing) stays, with ``offset`` None: `hive core promote`
+    of its version publishes it for sure. A line that is not a JSON object (a write cut short by a crash)
+    is skipped with a warning: the rest of the history stays usable.
+    """
+    path = history_path(settings)
+    if not path.is_file():
+        return []
+    entries: list[dict[str, Any]] = []
+    by_id: dict[str, dict[str, Any]] = {}
+    for number, entry in durable.read_json_lines(path):
+        if isinstance(entry, dict) and entry.get("action") in OUTCOMES and isinstance(entry.get("of"), str):
+            target = by_id.pop(entry["of"], None)
+            if target is None:
+                log.warning("%s line %d is the outcome of a release it does not hold; skipped", path, number)
+            elif entry["action"] == "published":
+                target["offset"] = entry.get("offset")
+            else:
+                entries.remove(target)
+        elif isinstance(entry, dict) and isinstance(entry.get("version"), int) and entry.get("action") in ACTIONS:
+            entries.append(entry)
+            if isinstance(entry.get("id"), str):
+                by_id[entry["id"]] = entry
+        else:
+            log.warning("%s line %d is not a release entry; skipped", path, number)
+    return entries
+
+
+def _append_history(settings: HiveSettings, entry: dict[str, Any]) -> None:
+    path = history_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One fsynced write of one line in append mode: the service and the CLI may both append, and O_APPEND
+    # keeps each small write whole.
+    durable.append_line(path, json.dumps(entry, sort_keys=True))
+
+
+def champion_stack(history: list[dict[str, Any]]) -> list[int]:
+    """The champions in force, oldest first, replayed from the history: a fleet release of a new
+    version pushes it, a rollback pops back to the version it released; canaries change nothing.
+
+    The previous champion recorded with the first fleet release seeds the stack, so a champion set before
+    the history began (core v0 of a new hive) is still one to roll back to.
+    """
+    stack: list[int] = []
+    for entry in history:
+        action, version = entry["action"], entry["version"]
+        if action == "canary":
+            continue
+        before = entry.get("previous_champion")
+        if not stack and isinstance(before, int) and before != version:
+            stack.append(before)
+        if action == "rollback":
+            while stack and stack[-1] != version:
+                stack.pop()
+            if not stack:
+                stack.append(version)
+        elif not stack or stack[-1] != version:
+            stack.append(version)
+    return stack
+
+
+# --- releasing ------------------------------------------------------------------------------------------
+
+
+def parse_agent_ids(raw: list[str]) -> list[str]:
+    """The agent ids, validated like ``streams.events.AgentId`` and de-duplicated in order; ValueError
+    names the first bad one."""
+    ids: list[str] = []
+    for agent_id in raw:
+        try:
+            _AGENT_ID.validate_python(agent_id)
+        except ValidationError as err:
+            raise ValueError(
+                f"bad agent id {agent_id!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            ) from err
+        if agent_id not in ids:
+            ids.append(agent_id)
+    if not ids:
+        raise ValueError("a canary release needs at least one agent id")
+    return ids
+
+
+def release_core(
+    settings: HiveSettings,
+    registry: CoreRegistry,
+    producer: KafkaProducer | None,
+    version: int,
+    *,
+    canary: list[str] | None = None,
+    round_id: str | None = None,
+    gate: dict[str, float] | None = None,
+    action: Action = "promote",
+    dry_run: bool = False,
+) -> ReleasePlan:
+    """Releases registered core ``version``: to the whole fleet, or with ``canary`` to those agents only.
+
+    Fleet-wide, ``version`` becomes the ``champion`` (the old champion becomes ``previous`` unless it is
+    ``version`` itself), the ``canary`` alias is removed, and a CoreRelease with no targets is published
+    with key ``core``. A canary publishes a CoreRelease naming the agents with key ``canary`` and points
+    the ``canary`` alias at ``version``; the champion stays. Either way the release goes to partition 0 of
+    ``hive.core``, after its entry in ``HIVE_HOME/releases.jsonl`` (see ``read_history``).
+
+    Idempotent: releasing the champion again publishes it again and changes no alias, which is how a
+    release whose publish failed is retried. The core's files (``hive.cores.files.existing_core``) MUST match the
+    sha256 it was registered with. The aliases change only after the broker acked, so a failed send changes
+    nothing in the registry, and its history entry is withdrawn. Raises UnknownVersionError for an
+    unregistered version, CoreIntegrityError for a sha256 mismatch, ReleaseError when the core's files are
+    missing or the history cannot be written (nothing is published then), ValueError for a bad agent id,
+    and the Kafka error when the broker does not ack.
+    ``producer`` may be None only for a dry run.
+    """
+    targets = parse_agent_ids(canary) if canary is not None else None
+    if targets is not None:
+        action = "canary"
+    elif action == "canary":
+        raise ValueError("a canary release needs the agents it is for")
+    champion = registry.champion_version()
+    previous = registry.alias_version(PREVIOUS)
+    if targets is None:
+        plan = _plan(settings, registry, version, None, action, round_id, dry_run, champion, previous)
+        plan.champion_after = version
+        plan.previous_after = champion if champion is not None and champion != version else previous
+    else:
+        plan = _plan(settings, registry, version, targets, action, round_id, dry_run, champion, previous)
+        plan.canary_after = version
+    return _execute(settings, registry, producer, plan, gate)
+
+
+def rollback(
+    settings: HiveSettings, registry: CoreRegistry, producer: KafkaProducer | None, dry_run: bool = False
+) -> ReleasePlan:
+    """Releases the champion before the current one to the whole fleet (a downgrade), and makes it champion.
+
+    The champion before is taken from the release history, or, when the history does not end at the
+    current champion (it was set by other means), from the ``previous`` alias. ``previous`` then points at
+    the one before that, if the history knows it, and is removed otherwise. Raises ReleaseError when
+    there is nothing to roll back to.
+    """
+    champion = registry.champion_version()
+    previous = registry.alias_version(PREVIOUS)
+    if champion is None:
+        raise ReleaseError("no champion is set: nothing to roll back")
+    stack = champion_stack(read_history(settings))
+    if not stack or stack[-1] != champion:
+        stack = [champion] if previous is None or previous == champion else [previous, champion]
+    if len(stack) < 2:
+        raise ReleaseError(f"core v{champion} is the first champion on record: there is nothing to roll back to")
+    plan = _plan(settings, registry, stack[-2], None, "rollback", None, dry_run, champion, previous)
+    plan.champion_after = stack[-2]
+    plan.previous_after = stack[-3] if len(stack) >= 3 else None
+    return _execute(settings, registry, producer, plan, None)
+
+
+def _plan(
+    settings: HiveSettings,
+    registry: CoreRegistry,
+    version: int,
+    targets: list[str] | None,
+    action: Action,
+    round_id: str | None,
+    dry_run: bool,
+    champion: int | None,
+    previous: int | None,
+) -> ReleasePlan:
+    """A plan that changes no alias yet (the caller sets the ``*_after`` fields), for a verified core."""
+    sha = registry.registered_sha256(version)
+    try:
+        core = existing_core(settings, version)
+    except FileNotFoundError as err:
+        raise ReleaseError(f"core v{version} is registered but its files are missing: {err}") from err
+    # The file agents will fetch is the one that must match the registry; a mismatch must never be published.
+    verify_core(core.directory, sha)
+    return ReleasePlan(
+        action=action,
+        version=version,
+        targets=targets,
+        sha256=sha,
+        model_uri=core.uri,
+        champion_before=champion,
+        champion_after=champion,
+        previous_before=previous,
+        previous_after=previous,
+        canary_after=None,
+        round_id=round_id,
+        dry_run=dry_run,
+    )
+
+
+def _execute(
+    settings: HiveSettings,
+    registry: CoreRegistry,
+    producer: KafkaProducer | None,
+    plan: ReleasePlan,
+    gate: dict[str, float] | None,
+) -> ReleasePlan:
+    """Records the plan's release, publishes it, then sets the aliases; a dry run only returns the plan."""
+    if plan.dry_run:
+        return plan
+    if producer is None:
+        raise ValueError("a release that is not a dry run needs a producer")
+    version, targets = plan.version, plan.targets
+    release = CoreRelease(
+        version=version,
+        model_uri=plan.model_uri,
+        sha256=plan.sha256,
+        round_id=plan.round_id,
+        gate=gate or {},
+        targets=targets,
+    )
+    key = FLEET_KEY if targets is None else CANARY_KEY
+    entry = {
+        "id": uuid.uuid4().hex,
+        "time": release.released_at.isoformat(),
+        "action": plan.action,
+        "version": version,
+        "targets": targets,
+        "previous_champion": plan.champion_before,
+        "round_id": plan.round_id,
+        "sha256": plan.sha256,
+        "offset": None,
+    }
+    # Written before the release goes out: a hive that dies while publishing leaves a history that names
+    # the release (an operator re-runs `hive core promote`), never agents on a core the history does not know.
+    try:
+        _append_history(settings, entry)
+    except OSError as err:
+        raise ReleaseError(
+            f"core v{version} was not released: the release history {history_path(settings)} cannot be written: {err}"
+        ) from err
+    try:
+        metadata = send_and_wait(producer, topics.CORE, key, encode(release), partition=RELEASE_PARTITION)
+    except Exception as err:
+        # The broker did not ack it: withdraw the entry, so that the history does not count it.
+        _close_entry(settings, entry, {"action": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+    _close_entry(settings, entry, {"action": "published", "offset": metadata.offset})
+    plan.published = {
+        "topic": topics.CORE,
+        "partition": metadata.partition,
+        "offset": metadata.offset,
+        "key": key.decode(),
+    }
+    if targets is None:
+        if plan.previous_after is None:
+            registry.delete_alias(PREVIOUS)
+        elif plan.previous_after != plan.previous_before:
+            registry.set_alias(PREVIOUS, plan.previous_after)
+        if plan.champion_after is not None and plan.champion_after != plan.champion_before:
+            registry.set_alias(CHAMPION, plan.champion_after)
+        # A fleet release supersedes any canary: every agent now runs it.
+        registry.delete_alias(CANARY)
+    else:
+        registry.set_alias(CANARY, version)
+    log.info("%s", plan.describe())
+    return plan
+
+
+def _close_entry(settings: HiveSettings, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
+    """Appends the outcome line of history ``entry``; one that cannot be written is logged: the entry
+    stands as released with an unknown offset, which `hive core promote` of its version settles."""
+    try:
+        _append_history(settings, {"of": entry["id"], "time": entry["time"], **outcome})
+    except OSError:
+        log.exception("cannot record the outcome (%s) of the release of core v%s", outcome["action"], entry["version"])
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+
+def cores_json(settings: HiveSettings, registry: CoreRegistry) -> list[dict[str, Any]]:
+    """Every registered core, oldest first, with its per-skill accuracy and where it was last released.
+
+    ``eval`` is {skill: accuracy} from the round records: a round's ``eval`` for its candidate and its
+    ``champion_eval`` for its base core, newer rounds overriding older figures skill by skill. Across
+    cores it is the knowledge matrix (skills x core versions). ``released_to`` is the targets of the
+    latest release of the core (None: the fleet), and ``released_at`` its time (None: never released).
+    """
+    evals: dict[int, dict[str, float]] = {}
+    rounds = sorted(RoundBook(settings.rounds_dir).all(), key=lambda r: (r.created_at, r.id))
+    for record in rounds:
+        if record.champion_eval:
+            evals.setdefault(record.base_version, {}).update(record.champion_eval)
+        if record.candidate_version is not None and record.eval:
+            evals.setdefault(record.candidate_version, {}).update(record.eval)
+    latest: dict[int, dict[str, Any]] = {}
+    for entry in read_history(settings):
+        latest[entry["version"]] = entry
+    rows = []
+    for row in registry.list_versions():
+        version = row["core_version"]
+        released = latest.get(version) if version is not None else None
+        rows.append(
+            {
+                **row,
+                "eval": dict(sorted(evals.get(version, {}).items())) if version is not None else {},
+                "released_to": released.get("targets") if released else None,
+                "released_at": released.get("time") if released else None,
+            }
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""The hive's door: who may write, what is admitted, and the ingest loop that stores it."""

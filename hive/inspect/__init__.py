@@ -1,0 +1,1 @@
+"""What ``hive inspect`` answers: cores side by side, and what each agent gave a round."""

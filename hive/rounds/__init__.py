@@ -1,0 +1,1 @@
+"""Distillation rounds: the record book, opening, running, the lock, cancelling, progress and triggers."""

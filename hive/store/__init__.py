@@ -1,0 +1,1 @@
+"""The learning store: its interface, Parquet segments and the SQLite catalog."""
