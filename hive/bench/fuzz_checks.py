@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from hive.bench.hostile import Message
+from hive.bench.synthetic import synthetic_learning
 from hive.config import HiveSettings
 from hive.rounds.control import round_json
 from hive.store.parquet import ParquetLearningStore
 from streams import topics
-from streams.events import Feedback, Learning
 
 # What an older or a crashed hive leaves behind for the next start: a round.json cut short by a crash, and
 # learnings of a skill this hive cannot load, stored by a hive that did not check skills at its door.
@@ -71,16 +71,7 @@ def leave_crash_leftovers(home: Path) -> list[str]:
     """Stores ``LEFTOVERS`` learnings of ``LEFTOVER_SKILL`` straight into the store and tears ``r0001``'s
     round.json, before the hive starts; returns the learnings' ids."""
     leftovers = [
-        Learning(
-            id=uuid.uuid4(),
-            agent_id="agent-old",
-            skill=LEFTOVER_SKILL,
-            core_version=0,
-            prompt=f"haiku {n}",
-            completion="…",
-            feedback=Feedback(reward=1.0),
-        )
-        for n in range(LEFTOVERS)
+        synthetic_learning(uuid.uuid4(), "agent-old", LEFTOVER_SKILL, f"haiku {n}", "…") for n in range(LEFTOVERS)
     ]
     with ParquetLearningStore(home / "store") as store:
         store.append(leftovers, {})

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 import string
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from hive.bench.synthetic import learning_id
 from streams import topics
 from streams.codec import encode
 from streams.events import MAX_TEXT, Heartbeat, Learning
@@ -141,14 +141,14 @@ def near_valid(rng: random.Random, good: Learning, key: bytes) -> Message:
     name = rng.choice(sorted(table))
     data = json.loads(encode(good))
     data.pop("signature", None)
-    data["id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+    data["id"] = str(learning_id(rng))
     table[name](rng, data)
     expect: Expect = "either" if table is MAYBE_VALID or name in EXTREME_BUT_ZONED else "dead"
     resigned = _resign(data, key)
     if resigned is not None:
         data = resigned
-    learning_id = data.get("id") if isinstance(data.get("id"), str) else None
-    return Message(topics.LEARNINGS, good.agent_id.encode(), json.dumps(data).encode(), name, expect, learning_id)
+    stored_as = data.get("id") if isinstance(data.get("id"), str) else None
+    return Message(topics.LEARNINGS, good.agent_id.encode(), json.dumps(data).encode(), name, expect, stored_as)
 
 
 def _resign(data: dict[str, Any], key: bytes) -> dict[str, Any] | None:
@@ -165,7 +165,7 @@ def _resign(data: dict[str, Any], key: bytes) -> dict[str, Any] | None:
 def lone_surrogate(rng: random.Random, good: Learning) -> Message:
     """A learning whose prompt holds a lone UTF-16 surrogate, written as a JSON escape (valid JSON, not
     valid Unicode text)."""
-    data = json.loads(encode(good)) | {"id": str(uuid.UUID(int=rng.getrandbits(128)))}
+    data = json.loads(encode(good)) | {"id": str(learning_id(rng))}
     data["prompt"] = "\ud800" + data["prompt"]
     # ensure_ascii (the default) writes the surrogate as the escape \ud800, as a buggy client would.
     return Message(topics.LEARNINGS, good.agent_id.encode(), json.dumps(data).encode(), "lone_surrogate", "dead")

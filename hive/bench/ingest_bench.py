@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import random
 import tempfile
@@ -13,21 +12,28 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
 
+from agents.tokenizer import VOCAB_SIZE
 from hive.bench.ingest_arms import BenchError, run_hive_arm, run_raw_arm
-from hive.bench.synthetic import AGENTS, VOCAB, Payload, agent_key, random_signal
+from hive.bench.machine import load_1m, machine_info, package_version
+from hive.bench.synthetic import (
+    AGENTS,
+    Payload,
+    agent_key,
+    learning_id,
+    payload,
+    random_signal,
+    synthetic_learning,
+)
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
-from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning
+from streams.events import Learning
 from streams.kafka import DEFAULT_PARTITIONS, create_topics
-from streams.signing import signed
 
 Say = Callable[[str], None]
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
@@ -51,8 +57,8 @@ class IngestBenchPlan:
     def __post_init__(self) -> None:
         if self.count < 1 or self.positions < 1 or self.partitions < 1:
             raise ValueError("--count, positions and partitions must be positive")
-        if not 1 <= self.k <= VOCAB:
-            raise ValueError(f"k must be between 1 and {VOCAB}")
+        if not 1 <= self.k <= VOCAB_SIZE:
+            raise ValueError(f"k must be between 1 and {VOCAB_SIZE}")
 
 
 def build_learnings(plan: IngestBenchPlan) -> list[Learning]:
@@ -62,28 +68,25 @@ def build_learnings(plan: IngestBenchPlan) -> list[Learning]:
     learnings = []
     for n in range(plan.count):
         words = rng.sample(WORDS, 3)
-        prompt = f"reverse the words: {' '.join(words)}"
-        completion = " ".join(reversed(words))
         agent_id = f"agent-{n % AGENTS + 1}"
-        learning = Learning(
-            id=uuid.UUID(int=rng.getrandbits(128)),
-            agent_id=agent_id,
-            skill=SKILL,
-            core_version=0,
+        learning = synthetic_learning(
+            learning_id(rng),
+            agent_id,
+            SKILL,
+            f"reverse the words: {' '.join(words)}",
+            " ".join(reversed(words)),
             # Fixed, not "now": the same plan gives the same bytes, run after run.
             created_at=CREATED_AT + timedelta(seconds=n),
-            prompt=prompt,
-            completion=completion,
-            feedback=Feedback(reward=1.0),
             teacher=random_signal(rng, plan.k, plan.positions),
+            key=agent_key(agent_id),
         )
-        learnings.append(signed(learning, agent_key(agent_id)))
+        learnings.append(learning)
     return learnings
 
 
 def build_payloads(plan: IngestBenchPlan) -> list[Payload]:
     """The learnings encoded once with the codec, keyed by agent id: both arms send exactly these bytes."""
-    return [(learning.agent_id.encode(), encode(learning)) for learning in build_learnings(plan)]
+    return [payload(learning) for learning in build_learnings(plan)]
 
 
 @contextlib.contextmanager
@@ -104,13 +107,6 @@ def broker(bootstrap: str, say: Say) -> Iterator[str]:
         embedded.stop()
 
 
-def _load_1m() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 def run_ingest_bench(
     plan: IngestBenchPlan, bootstrap: str, say: Say, profile_path: Path | None = None
 ) -> dict[str, Any]:
@@ -126,7 +122,7 @@ def run_ingest_bench(
     say(f"{plan.count} learnings, k={plan.k} over {plan.positions} positions: {size / plan.count:,.0f} B each")
     run = uuid.uuid4().hex[:12]
     names = {arm: f"bench.ingest.{run}.{arm}" for arm in ("raw", "hive")}
-    load_before = _load_1m()
+    load_before = load_1m()
     with broker(bootstrap, say) as servers:
         kafka = KafkaSettings(bootstrap=servers)
         try:
@@ -140,10 +136,7 @@ def run_ingest_bench(
                 kafka, names["hive"], f"bench-ingest-{run}-hive", payloads, plan.timeout_s, Path(tmp), profiler
             )
         say(f"hive: {hive['learnings_per_s']:,.0f} learnings/s ({hive['wall_s']:.2f} s)")
-    # Imported here: distill_bench pulls in torch, which has no place in the timed part.
-    from hive.bench.distill_bench import machine_info
-
-    machine = machine_info() | {"kafka_python": _version("kafka-python"), "pyarrow": _version("pyarrow")}
+    machine = machine_info() | {"kafka_python": package_version("kafka-python"), "pyarrow": package_version("pyarrow")}
     if profiler is not None and profile_path is not None:
         write_profile(profiler, profile_path)
         say(f"profile of the hive arm's ingest thread: {profile_path}")
@@ -158,17 +151,10 @@ def run_ingest_bench(
         "partitions": plan.partitions,
         "broker": bootstrap or "embedded (Tansu)",
         "load_1m_before": load_before,
-        "load_1m_after": _load_1m(),
+        "load_1m_after": load_1m(),
         "machine": machine,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def write_profile(profiler: cProfile.Profile, path: Path, top: int = 25) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from hive.bench.hostile import (
     lone_surrogate,
     near_valid,
 )
+from hive.bench.synthetic import learning_id, payload, synthetic_learning
 from streams import topics
 from streams.codec import encode
 from streams.events import ClaimCheck, Feedback, Learning
@@ -34,17 +34,23 @@ def good_learning(rng: random.Random, agent_id: str, key: bytes, now: datetime) 
     """A valid learning of a built-in skill, signed with ``key``: what a healthy agent sends."""
     skill = rng.choice(SKILLS)
     prompt, answer = BUILTIN_SKILLS[skill].sample(rng)  # type: ignore[attr-defined]
-    learning = Learning(
-        id=uuid.UUID(int=rng.getrandbits(128)),
-        agent_id=agent_id,
-        skill=skill,
-        core_version=0,
+    return synthetic_learning(
+        learning_id(rng),
+        agent_id,
+        skill,
+        prompt,
+        # Written in the order the rng draws them: argument order is draw order, and a seed fixes every byte.
         created_at=now - timedelta(seconds=rng.randint(0, 600)),
-        prompt=prompt,
         completion=answer if rng.random() < 0.5 else "?",
         feedback=Feedback(reward=1.0) if rng.random() < 0.3 else Feedback(reward=0.0, correction=answer),
+        key=key,
     )
-    return signed(learning, key)
+
+
+def learning_message(learning: Learning, kind: str, expect: Expect) -> Message:
+    """``learning`` as its agent sends it to ``hive.learnings``, stored under its id if the hive takes it."""
+    key, value = payload(learning)
+    return Message(topics.LEARNINGS, key, value, kind, expect, str(learning.id))
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,13 @@ def build_traffic(
         agent = rng.choice(agents)
         learning = good_learning(rng, agent, keys[agent], now)
         goods.append(learning)
-        messages.append(Message(topics.LEARNINGS, agent.encode(), encode(learning), "good", "stored", str(learning.id)))
+        messages.append(learning_message(learning, "good", "stored"))
 
     def variant(good: Learning, kind: str, expect: Expect, key: bytes | None, **changes: Any) -> Message:
-        learning = good.model_copy(update={"id": uuid.UUID(int=rng.getrandbits(128)), "signature": None, **changes})
+        learning = good.model_copy(update={"id": learning_id(rng), "signature": None, **changes})
         if key is not None:
             learning = signed(learning, key)
+        # Keyed by the good learning's agent even when the variant names another (a stranger, a revoked one).
         return Message(topics.LEARNINGS, good.agent_id.encode(), encode(learning), kind, expect, str(learning.id))
 
     def pick_agent() -> tuple[str, bytes]:
@@ -127,7 +134,7 @@ def build_traffic(
     def zoneless_created_at() -> Message:
         # Refused before any signature check, as a client in another language might send it.
         good = rng.choice(goods)
-        data = json.loads(encode(good)) | {"id": str(uuid.UUID(int=rng.getrandbits(128)))}
+        data = json.loads(encode(good)) | {"id": str(learning_id(rng))}
         data["created_at"] = now.replace(tzinfo=None).isoformat()
         value = json.dumps(data).encode()
         return Message(topics.LEARNINGS, good.agent_id.encode(), value, "zoneless_created_at", "dead")
@@ -160,9 +167,7 @@ def build_traffic(
 
 def _duplicate(learning: Learning) -> Message:
     # A re-sent good learning (an agent retrying after a lost ack): stored once, under its first copy.
-    return Message(
-        topics.LEARNINGS, learning.agent_id.encode(), encode(learning), "duplicate", "stored", str(learning.id)
-    )
+    return learning_message(learning, "duplicate", "stored")
 
 
 def poisoned_adapters(root: Path, outside: Path) -> list[ClaimCheck]:
