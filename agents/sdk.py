@@ -14,7 +14,8 @@ from agents.config import AgentSettings
 from agents.core_updates import CoreVerificationError, CoreWatcher, fetch_core
 from agents.learner import Specialist, make_learning, verified_answer
 from agents.model import load_core, save_core
-from agents.publisher import Publisher, agent_producer
+from agents.producer import agent_producer
+from agents.publisher import Publisher
 from agents.spool import SPOOL_FILE, Spool
 from streams.codec import encode
 from streams.config import KafkaSettings

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agents.model import build_core, save_core, topk_signal
+from agents.model import build_core, save_core
 from agents.skills import BUILTIN_SKILLS
 from distill.manifest import DistillParams, EvalParams, Manifest
-from streams.events import Feedback, Learning, TeacherSignal
+from hive.bench.machine import load_1m, machine_info
+from hive.bench.synthetic import core_signals, learning_id, synthetic_learning
+from streams.events import Learning, TeacherSignal
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ROUND_ID = "bench"
@@ -77,22 +76,12 @@ def synthetic_learnings(plan: DistillBenchPlan, core: Any) -> list[Learning]:
     for number, name in enumerate(plan.skills, start=1):
         skill = BUILTIN_SKILLS[name]
         tasks = [skill.sample(rng) for _ in range(per_skill)]  # type: ignore[attr-defined]
-        for start in range(0, len(tasks), 128):
-            chunk = tasks[start : start + 128]
-            signals = topk_signal(core, [p for p, _ in chunk], [a for _, a in chunk], plan.k)
-            for (prompt, answer), (ids, lps) in zip(chunk, signals, strict=True):
-                learnings.append(
-                    Learning(
-                        id=uuid.UUID(int=rng.getrandbits(128)),
-                        agent_id=f"agent-{number}",
-                        skill=name,
-                        core_version=0,
-                        prompt=prompt,
-                        completion=answer,
-                        feedback=Feedback(reward=1.0),
-                        teacher=TeacherSignal(k=plan.k, token_ids=ids, logprobs=lps),
-                    )
-                )
+        signals = core_signals(core, [p for p, _ in tasks], [a for _, a in tasks], plan.k, chunk=128)
+        for (prompt, answer), (ids, lps) in zip(tasks, signals, strict=True):
+            teacher = TeacherSignal(k=plan.k, token_ids=ids, logprobs=lps)
+            learnings.append(
+                synthetic_learning(learning_id(rng), f"agent-{number}", name, prompt, answer, teacher=teacher)
+            )
     return learnings
 
 
@@ -131,12 +120,21 @@ def build_round(directory: Path, plan: DistillBenchPlan) -> Path:
     return path
 
 
-def _load_1m() -> float | None:
-    """The 1-minute load average: the machine is shared, and a busy one slows threaded arms most."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
+def arm_report(metrics: dict[str, Any], started: float, load_before: float | None, **arm: Any) -> dict[str, Any]:
+    """What both arms report from their job's metrics, timed from ``started``; ``arm`` (what only this arm has)
+    follows ``steps``."""
+    return {
+        "tokens_per_s": metrics["tokens_per_s"],
+        "steps": metrics["steps"],
+        **arm,
+        "tokens": metrics["tokens"],
+        "train_s": metrics["train_s"],
+        "wall_s": time.perf_counter() - started,
+        "first_loss": metrics["first_loss"],
+        "final_loss": metrics["final_loss"],
+        "load_1m_before": load_before,
+        "load_1m_after": load_1m(),
+    }
 
 
 def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict[str, Any]:
@@ -148,26 +146,15 @@ def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> 
         if step % 50 == 0 or step == total:
             say(f"deepspeed: step {step}/{total} loss {loss:.4f}")
 
-    load = _load_1m()
+    load = load_1m()
     started = time.perf_counter()
     try:
         metrics = run_round(manifest_path, nproc=plan.nproc, on_progress=progress, timeout_s=plan.timeout_s)
     except DistillError as err:
         raise BenchError(f"the DeepSpeed arm failed: {err}") from err
-    return {
-        "tokens_per_s": metrics["tokens_per_s"],
-        "steps": metrics["steps"],
-        "nproc": metrics["world_size"],
-        "zero_stage": metrics["zero_stage"],
-        "ds_config": plan.ds_config,
-        "tokens": metrics["tokens"],
-        "train_s": metrics["train_s"],
-        "wall_s": time.perf_counter() - started,
-        "first_loss": metrics["first_loss"],
-        "final_loss": metrics["final_loss"],
-        "load_1m_before": load,
-        "load_1m_after": _load_1m(),
-    }
+    return arm_report(
+        metrics, started, load, nproc=metrics["world_size"], zero_stage=metrics["zero_stage"], ds_config=plan.ds_config
+    )
 
 
 def run_plain_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict[str, Any]:
@@ -189,7 +176,7 @@ def run_plain_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     say(f"plain: {plan.steps} steps in one process with {plan.threads} torch thread(s)")
-    load = _load_1m()
+    load = load_1m()
     started = time.perf_counter()
     log_path = out_dir / "plain.log"
     with log_path.open("w") as log:
@@ -204,41 +191,7 @@ def run_plain_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict
             tail = "".join(deque(log, maxlen=TAIL_LINES))
         raise BenchError(f"the plain arm exited with code {proc.returncode}:\n{tail}")
     metrics = json.loads(metrics_path.read_text())
-    return {
-        "tokens_per_s": metrics["tokens_per_s"],
-        "steps": metrics["steps"],
-        "threads": metrics["threads"],
-        "tokens": metrics["tokens"],
-        "train_s": metrics["train_s"],
-        "wall_s": time.perf_counter() - started,
-        "first_loss": metrics["first_loss"],
-        "final_loss": metrics["final_loss"],
-        "load_1m_before": load,
-        "load_1m_after": _load_1m(),
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    try:
-        memory_gb: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        memory_gb = None
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "memory_gb": memory_gb,
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "deepspeed": version("deepspeed"),
-        "transformers": version("transformers"),
-    }
+    return arm_report(metrics, started, load, threads=metrics["threads"])
 
 
 def run_distill_bench(directory: Path, plan: DistillBenchPlan, say: Say) -> dict[str, Any]:

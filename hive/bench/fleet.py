@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.evaluation import evaluate_skills
-from agents.model import build_core, load_core, save_core, topk_signal
+from agents.model import build_core, load_core, save_core
 from agents.skills import load_skills
 from agents.tokenizer import VOCAB_SIZE
-from hive.bench.distill_bench import machine_info
 from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
+from hive.bench.machine import machine_info
+from hive.bench.synthetic import core_signals
 from hive.config import DistillSettings
 from hive.rounds.book import sample_replay, write_learnings, write_manifest
 from streams.events import Learning, TeacherSignal
@@ -95,13 +96,10 @@ def _with_signal(learnings: list[Learning], teacher, k: int) -> list[Learning]:
     prompts = [lr.prompt for lr in learnings]
     answers = [lr.learned_answer() for lr in learnings]
     out = []
-    for start in range(0, len(learnings), 64):
-        chunk = learnings[start : start + 64]
-        signals = topk_signal(teacher, prompts[start : start + 64], answers[start : start + 64], k)
-        for learning, (ids, lps) in zip(chunk, signals, strict=True):
-            over = learning.teacher.over if learning.teacher else "correction"
-            signal = TeacherSignal(k=k, over=over, token_ids=ids, logprobs=lps)
-            out.append(learning.model_copy(update={"teacher": signal}))
+    for learning, (ids, lps) in zip(learnings, core_signals(teacher, prompts, answers, k, chunk=64), strict=True):
+        over = learning.teacher.over if learning.teacher else "correction"
+        signal = TeacherSignal(k=k, over=over, token_ids=ids, logprobs=lps)
+        out.append(learning.model_copy(update={"teacher": signal}))
     return out
 
 

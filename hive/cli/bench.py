@@ -112,7 +112,8 @@ def ingest(
 ) -> None:
     """End-to-end ingest (produce to durable store) against raw kafka-python on the same bytes; learnings/s."""
     # Imported here so that `hive --help` stays fast: the bench loads the Kafka clients and pyarrow.
-    from hive.bench.ingest_bench import BenchError, IngestBenchPlan, run_ingest_bench, summary_line
+    from hive.bench.ingest_arms import BenchError
+    from hive.bench.ingest_bench import IngestBenchPlan, run_ingest_bench, summary_line
     from streams.config import KafkaSettings
 
     try:
@@ -146,7 +147,8 @@ def fuzz(
     """A real `hive serve` fed POISON hostile messages among GOOD signed learnings: each one stored once or
     dead-lettered with a reason, the service up throughout, then a round that releases every good learning."""
     # Imported here so that `hive --help` stays fast: the bench loads the Kafka clients and torch.
-    from hive.bench.fuzz import FuzzError, run_fuzz, summary_line
+    from hive.bench.fuzz import run_fuzz, summary_line
+    from hive.bench.fuzz_checks import FuzzError
     from hive.bench.poison import PoisonPlan
     from hive.config import HiveSettings
 

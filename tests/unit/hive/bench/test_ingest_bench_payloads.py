@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hive.bench.ingest_bench import AGENTS, IngestBenchPlan, build_learnings, build_payloads, summary_line
+from hive.bench.ingest_bench import IngestBenchPlan, build_learnings, build_payloads, summary_line
+from hive.bench.synthetic import AGENTS
 from streams.codec import decode
 from streams.events import Learning
 
