@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from hive.cli.dlq import dlq_json
-from hive.cli.learnings import learning_json, quarantined_json
 from hive.config import HiveSettings
 from hive.fleet import FleetView
 from hive.rounds.book import RoundBook, RoundRecord
@@ -21,6 +19,7 @@ from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter, Quarantined
 from hive.store.parquet import ParquetLearningStore
 from hive.ui.app import create_app
 from hive.ui.sources import knowledge_matrix
+from hive.views import dlq_json, learning_json, quarantined_json
 from streams.config import KafkaSettings
 from streams.events import Feedback, Heartbeat, Learning
 
