@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hive.cli.common import EXIT_USAGE, cell, reading_store, settings_or_exit
-from hive.ingest.ingestor import DESCRIPTIONS, REASONS
+from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.store.interface import DeadLetter
 from hive.views import dlq_json, payload_preview
 

@@ -15,7 +15,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from hive.config import HiveSettings
 from hive.fleet import FleetTracker
-from hive.ingest.ingestor import DESCRIPTIONS, REASONS
+from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.rounds.control import RoundNotFound
 from hive.ui.errors import error_response
 from hive.ui.render import render

@@ -12,7 +12,7 @@ from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry, RegistryError
 from hive.cores.release import cores_json
 from hive.fleet import FleetTracker
-from hive.ingest.ingestor import REASONS
+from hive.ingest.admit import REASONS
 from hive.rounds.book import RoundBook
 from hive.rounds.control import round_json, rounds_json
 from hive.rounds.last_check import describe_check, read_check

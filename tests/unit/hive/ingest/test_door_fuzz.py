@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from hive.fleet import UNPROCESSABLE as FLEET_UNPROCESSABLE
 from hive.fleet import FleetView
+from hive.ingest.admit import REASONS, UNPROCESSABLE, admit
 from hive.ingest.auth import SenderPolicy
-from hive.ingest.ingestor import REASONS, UNPROCESSABLE, admit
 from hive.rounds.triggers import active_agents
 from hive.store.parquet import ParquetLearningStore
 from hive.views import fleet_json
