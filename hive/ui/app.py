@@ -17,7 +17,7 @@ from hive.config import HiveSettings
 from hive.fleet import FleetTracker
 from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.rounds.control import RoundNotFound
-from hive.ui.errors import error_response
+from hive.ui.errors import answer_errors
 from hive.ui.render import render
 from hive.ui.sources import BadRequest, HiveReader, Unavailable, knowledge_matrix
 
@@ -106,17 +106,9 @@ def create_app(
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, err: Unavailable) -> Response:
-        return error_response(request, 503, str(err))
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, err: BadRequest) -> Response:
-        return error_response(request, 400, str(err))
-
-    @app.exception_handler(RoundNotFound)
-    async def round_not_found(request: Request, err: RoundNotFound) -> Response:
-        return error_response(request, 404, str(err))
+    answer_errors(app, 503, Unavailable)
+    answer_errors(app, 400, BadRequest)
+    answer_errors(app, 404, RoundNotFound)
 
     if allow_actions:
         # Imported only here: the write routes pull in the Kafka producer and the release code.
