@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from kafka import TopicPartition
 from kafka import errors as kafka_errors
@@ -32,7 +30,7 @@ UNPROCESSABLE = "unprocessable"
 MAX_NOTED = 1000
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     # Heartbeats carry zoned times (the schema refuses others); a zone-less time can still come from a caller
     # in Python, and is read as UTC so that it compares instead of raising TypeError.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -99,7 +97,7 @@ class FleetView:
         if rejection is not None:
             self._reject(rejection.reason, agent, f"ignoring heartbeats from {agent!r}: {rejection.detail}")
             return
-        ahead = (_utc(beat.sent_at) - _utc(now or datetime.now(UTC))).total_seconds()
+        ahead = (as_utc(beat.sent_at) - as_utc(now or datetime.now(UTC))).total_seconds()
         if ahead > max_skew_s:
             detail = f"sent {ahead:.0f} s in the future (allowed clock skew {max_skew_s:g} s)"
             self._reject(FUTURE, agent, f"ignoring a heartbeat from {agent!r}: {detail}")
@@ -119,7 +117,7 @@ class FleetView:
 
     def heartbeat_times(self) -> dict[str, datetime]:
         """Each agent's newest heartbeat time: what the schedule's per-agent trigger reads as activity."""
-        return {agent: _utc(beat.sent_at) for agent, beat in self.latest.items()}
+        return {agent: as_utc(beat.sent_at) for agent, beat in self.latest.items()}
 
 
 class FleetTracker:
@@ -234,47 +232,3 @@ def read_fleet(settings: HiveSettings, timeout_s: float = 10.0) -> FleetView:
         raise FleetReadError(f"cannot read {topics.FLEET} from {kafka.bootstrap}: {err}") from err
     finally:
         consumer.close()
-
-
-# An agent whose last heartbeat is older than this counts as gone: listed, but not in the fleet summary.
-ACTIVE_S = 60.0
-
-
-def fleet_json(
-    view: FleetView, champion: int | None, now: datetime | None = None, active_s: float = ACTIVE_S
-) -> dict[str, Any]:
-    """What ``hive fleet --json`` prints: each agent's core, heartbeat, lag and skew, and a fleet summary.
-
-    ``lag`` is the agent's ``spool_size`` counter (learnings waiting for the broker; None if it sent
-    none), and ``skew`` its running version minus the champion (None without a champion). An agent is
-    ``active`` when its last heartbeat is at most ``active_s`` old and it is not stopping; ``versions``
-    (version -> agents) and ``max_skew`` (the largest absolute skew, 0 when none) count active agents only.
-    """
-    now = _utc(now or datetime.now(UTC))
-    agents: list[dict[str, Any]] = []
-    for agent_id in sorted(view.latest):
-        beat = view.latest[agent_id]
-        sent_at = _utc(beat.sent_at)
-        # Never below 0: a heartbeat a little ahead (an agent's clock, within the allowed skew) is "just now".
-        age = max(0.0, (now - sent_at).total_seconds())
-        agents.append(
-            {
-                "agent_id": agent_id,
-                "skill": beat.skill,
-                "core_version": beat.core_version,
-                "state": beat.state,
-                "last_heartbeat": sent_at.isoformat(),
-                "heartbeat_age_s": round(age, 3),
-                "lag": beat.counters.get("spool_size"),
-                "skew": None if champion is None else beat.core_version - champion,
-                "active": age <= active_s and beat.state != "stopping",
-            }
-        )
-    active = [a for a in agents if a["active"]]
-    versions = Counter(a["core_version"] for a in active)
-    return {
-        "champion": champion,
-        "agents": agents,
-        "versions": {str(v): versions[v] for v in sorted(versions)},
-        "max_skew": max((abs(a["skew"]) for a in active if a["skew"] is not None), default=0),
-    }

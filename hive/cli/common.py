@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import sys
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ from rich.text import Text
 from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry
 from hive.store.interface import StoreError
-from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
+from hive.store.parquet import READ_ERRORS, NoStoreError, ParquetLearningStore, open_read_only
 
 # Exit codes: 1 when the hive's state cannot be read or the service fails, 2 for bad input or settings.
 EXIT_FAILURE = 1
@@ -50,17 +49,17 @@ def open_store(settings: HiveSettings) -> ParquetLearningStore:
     """The learning store under HIVE_HOME, read-only (a running ``hive serve`` may be writing it); exits 1
     when there is none."""
     directory = settings.store_dir
-    if not (directory / CATALOG_FILE).is_file():
+    try:
+        return open_read_only(directory)
+    except NoStoreError as err:
         typer.echo(
             f"no learning store at {directory}: set HIVE_HOME to the hive's directory (now {settings.home}), "
             "or start `hive serve` to create one",
             err=True,
         )
-        raise typer.Exit(EXIT_FAILURE)
-    try:
-        return ParquetLearningStore(directory, read_only=True)
-    except (StoreError, sqlite3.Error) as err:
-        typer.echo(f"cannot read the learning store at {directory}: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    except StoreError as err:
+        typer.echo(str(err), err=True)
         raise typer.Exit(EXIT_FAILURE) from err
 
 
@@ -70,8 +69,7 @@ def reading_store(settings: HiveSettings) -> Iterator[ParquetLearningStore]:
     store = open_store(settings)
     try:
         yield store
-    except (StoreError, sqlite3.Error, OSError) as err:
-        # OSError: a segment file that cannot be read.
+    except READ_ERRORS as err:
         typer.echo(f"cannot read the learning store: {err}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
     finally:

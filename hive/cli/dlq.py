@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from hive.cli.common import EXIT_USAGE, cell, reading_store, settings_or_exit
-from hive.ingest.ingestor import DESCRIPTIONS, REASONS
+from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.store.interface import DeadLetter
+from hive.views import dlq_json, payload_preview
 
 app = typer.Typer(help="Inspect the dead letters: records the hive refused, and why.", no_args_is_help=True)
-
-PREVIEW_CHARS = 60
 
 
 @app.command("ls")
@@ -54,45 +51,6 @@ def ls(
         )
 
 
-def dlq_json(
-    counts: dict[str, int], latest: list[DeadLetter], quarantined: dict[str, int] | None = None
-) -> dict[str, Any]:
-    """The report ``hive dlq ls --json`` prints (and the dashboard serves): counts per reason, the latest,
-    and the quarantined learnings counted per reason."""
-    return {
-        "total": sum(counts.values()),
-        "by_reason": counts,
-        "latest": [dead_letter_json(d) for d in latest],
-        "quarantined": {"total": sum((quarantined or {}).values()), "by_reason": quarantined or {}},
-    }
-
-
-def _preview(payload: bytes, size: int) -> str:
-    if size < 0:
-        return "(no value)"
-    text = payload.decode("utf-8", errors="replace")
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
-
-
-def dead_letter_json(d: DeadLetter) -> dict[str, Any]:
-    """One dead letter as JSON: its provenance, and its payload's head both exact (base64) and readable."""
-    return {
-        "reason": d.reason,
-        "detail": d.detail,
-        "source_topic": d.source_topic,
-        "source_partition": d.source_partition,
-        "source_offset": d.source_offset,
-        "size": d.size,
-        "key": d.key,
-        "agent_id": d.agent_id,
-        "recorded_at": d.recorded_at,
-        "payload_sha256": d.payload_sha256,
-        # Exact bytes for a program, and a readable preview for a person; the head is at most 4 KB.
-        "payload_head_base64": base64.b64encode(d.payload_head).decode("ascii"),
-        "payload_preview": _preview(d.payload_head, d.size),
-    }
-
-
 def _counts_table(counts: dict[str, int]) -> Table:
     table = Table(title=f"dead letters: {sum(counts.values())}")
     table.add_column("reason")
@@ -118,6 +76,6 @@ def _latest_table(latest: list[DeadLetter]) -> Table:
             cell(d.key or ""),
             "" if d.size < 0 else str(d.size),
             cell(d.detail),
-            cell(_preview(d.payload_head, d.size)),
+            cell(payload_preview(d.payload_head, d.size)),
         )
     return table

@@ -12,7 +12,8 @@ from rich.table import Table
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, settings_or_exit
 from hive.config import HiveSettings
 from hive.cores.registry import RegistryError
-from hive.fleet import ACTIVE_S, FleetReadError, fleet_json, read_fleet
+from hive.fleet import FleetReadError, read_fleet
+from hive.views import ACTIVE_S, fleet_json
 from streams.signing import KeyRingError
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from hive.cli.common import cell, reading_store, settings_or_exit
 from hive.store.interface import Quarantined
+from hive.views import learning_json, quarantined_json
 from streams.events import Learning
 
 app = typer.Typer(help="Inspect the learnings the hive has stored.", no_args_is_help=True)
@@ -88,20 +88,6 @@ def _ls_quarantined(limit: int, agent: str | None, skill: str | None, after_seq:
         Console(soft_wrap=False).print(_quarantine_table(rows))
 
 
-def quarantined_json(q: Quarantined) -> dict[str, Any]:
-    """One quarantined learning as ``hive learnings ls --quarantined --json`` prints it (the dashboard too)."""
-    return {
-        "id": q.learning_id,
-        "seq": q.seq,
-        "agent_id": q.agent_id,
-        "skill": q.skill,
-        "reason": q.reason,
-        "detail": q.detail,
-        "round_id": q.round_id,
-        "recorded_at": q.recorded_at,
-    }
-
-
 def _quarantine_table(rows: list[Quarantined]) -> Table:
     table = Table()
     for name in ("seq", "agent", "skill", "reason", "round", "recorded (UTC)", "detail"):
@@ -117,11 +103,6 @@ def _quarantine_table(rows: list[Quarantined]) -> Table:
             cell(q.detail),
         )
     return table
-
-
-def learning_json(seq: int, learning: Learning) -> dict[str, Any]:
-    """One stored learning as ``hive learnings ls --json`` prints it (and the dashboard serves it)."""
-    return {"seq": seq, **learning.model_dump(mode="json")}
 
 
 def _table(rows: list[tuple[int, Learning]]) -> Table:

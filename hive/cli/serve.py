@@ -120,7 +120,7 @@ def serve(
     from agents.skills import SkillLoadError, skill_catalog
     from hive.cores.registry import RegistryError
     from hive.cores.release import ReleaseError
-    from hive.ingest.ingestor import keyring
+    from hive.ingest.auth import keyring
     from hive.service import Hive
     from hive.store.interface import StoreError
     from streams.signing import KeyRingError

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
-import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.model import WEIGHTS_FILE, file_sha256
-from streams.durable import fsync_dir
+from hive.cores.registry_db import ensure_database, import_mlflow, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -23,7 +20,6 @@ CHAMPION = "champion"
 TAG_CORE_VERSION = "core_version"
 TAG_SHA256 = "sha256"
 TAG_ROUND_ID = "round_id"
-_SQLITE_PREFIX = "sqlite:///"
 
 
 class RegistryError(RuntimeError):
@@ -56,75 +52,6 @@ def verify_core(directory: Path, expected_sha256: str) -> None:
         )
 
 
-def _import_mlflow():
-    # `import mlflow` takes ~3 s and agent processes must start without it, so only the hive's
-    # registry calls pay for it.
-    import mlflow
-
-    # A fresh SQLite file logs "Creating initial MLflow database tables..." and "Updating database
-    # tables" at INFO. MLFLOW_LOGGING_LEVEL cannot silence them here: it is read once, at import, and
-    # transformers' save_pretrained often imported mlflow already (via deepspeed.autotuning). So quiet
-    # that one logger, keeping its warnings and errors, unless the user chose a level.
-    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    return mlflow
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    if not tracking_uri.startswith(_SQLITE_PREFIX):
-        return None
-    return Path(tracking_uri.removeprefix(_SQLITE_PREFIX)).resolve()
-
-
-def _sidecars(path: Path) -> list[Path]:
-    """``path`` and the journal files SQLite may leave beside it."""
-    return [path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))]
-
-
-def ensure_database(db: Path) -> bool:
-    """Creates the MLflow SQLite database ``db`` whole, or leaves an existing one alone; True when it created it.
-
-    MLflow migrates a new database in place, over dozens of transactions: a start killed among them left a
-    half-migrated file that every later start refused (``table _alembic_tmp_endpoints already exists``,
-    "out-of-date database schema"). So the tables are made in a temp file beside ``db``, which is fsynced and
-    renamed into place: ``db`` either does not exist or is whole. The temp file of a killed start is removed
-    and made again; a lock file keeps two first starts from building it at once.
-    """
-    if db.is_file():
-        return False
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with (db.parent / f".{db.name}.lock").open("a") as lock:
-        # Held until the rename: another process that waited finds the whole database and returns.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if db.is_file():
-            return False
-        tmp = db.parent / f".{db.name}.creating"
-        for leftover in _sidecars(tmp):
-            leftover.unlink(missing_ok=True)
-        _migrate(tmp)
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, db)
-        fsync_dir(db.parent)
-    return True
-
-
-def _migrate(path: Path) -> None:
-    """Creates MLflow's tables in the SQLite file ``path`` and upgrades them to the installed MLflow's schema."""
-    _import_mlflow()
-    import sqlalchemy
-
-    # What MLflow's tracking and registry stores run on a database without tables (SqlAlchemyStore.__init__);
-    # called on an engine of our own, so no store caches an engine on the temp file's URI.
-    from mlflow.store.db.utils import _initialize_tables
-
-    engine = sqlalchemy.create_engine(f"{_SQLITE_PREFIX}{path}")
-    try:
-        _initialize_tables(engine)
-    finally:
-        engine.dispose()
-
-
 class CoreRegistry:
     """Cores in an MLflow model registry, addressed by the hive's own integer core version.
 
@@ -147,7 +74,7 @@ class CoreRegistry:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.experiment = experiment
-        db = _sqlite_path(tracking_uri)
+        db = sqlite_path(tracking_uri)
         if artifact_root is None and db is not None:
             artifact_root = db.parent / "mlartifacts"
         self.artifact_root = artifact_root.resolve() if artifact_root is not None else None
@@ -251,7 +178,7 @@ class CoreRegistry:
         # Download from the version's source URI rather than `models:/NAME@alias`: MLflow resolves
         # models:/ URIs with the process-global registry URI (ModelsArtifactRepository._get_model_uri_infos),
         # which is not ours, and by default points at ./mlflow.db.
-        mlflow = _import_mlflow()
+        mlflow = import_mlflow()
         local = Path(
             mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri)
         )
@@ -315,8 +242,8 @@ class CoreRegistry:
 
     def _client(self) -> MlflowClient:
         if self._client_cache is None:
-            mlflow = _import_mlflow()
-            db = _sqlite_path(self.tracking_uri)
+            mlflow = import_mlflow()
+            db = sqlite_path(self.tracking_uri)
             if db is not None:
                 ensure_database(db)
             self._client_cache = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)

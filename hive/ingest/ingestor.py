@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
@@ -14,11 +13,11 @@ from kafka.errors import KafkaError
 
 from agents.skills import skill_catalog
 from hive.config import HiveSettings
-from hive.ingest import auth
-from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, Rejection, SenderPolicy, keyring
-from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter, LearningStore, StoreError
-from streams import codec, topics
-from streams.codec import OVERSIZE, DecodeError, decode
+from hive.ingest.admit import DESCRIPTIONS, UNPROCESSABLE, admit, dead_letter_entry
+from hive.ingest.auth import Rejection, SenderPolicy
+from hive.store.interface import DeadLetter, LearningStore, StoreError
+from streams import topics
+from streams.codec import OVERSIZE
 from streams.events import Learning
 from streams.kafka import make_consumer, make_producer
 from streams.signing import KeyRingError
@@ -32,48 +31,6 @@ DLQ_HEADROOM_BYTES = 4096
 # A broken key file (KeyRingError) is the operator's to fix: the batch waits for it rather than being
 # accepted unverified or dead-lettered for a fault that is not the sender's.
 RETRYABLE = (KafkaError, OSError, sqlite3.Error, StoreError, KeyRingError)
-
-# Why ingest refuses a learning that decodes; with codec.REASONS these are every dead-letter ``reason``.
-UNKNOWN_SKILL = "unknown_skill"
-UNPROCESSABLE = "unprocessable"
-REASONS = (*codec.REASONS, UNKNOWN_AGENT, REVOKED, UNSIGNED, SIGNATURE, UNKNOWN_SKILL, UNPROCESSABLE)
-DESCRIPTIONS = {
-    **codec.DESCRIPTIONS,
-    **auth.DESCRIPTIONS,
-    UNKNOWN_SKILL: "the skill is neither a built-in nor a plugin the hive loads (HIVE_SKILLS)",
-    UNPROCESSABLE: "checking the record failed in a way the hive did not foresee (a bug: see the hive's log)",
-}
-__all__ = ["DESCRIPTIONS", "REASONS", "IngestStats", "Ingestor", "Rejection", "SenderPolicy", "keyring"]
-
-
-def check_skill(learning: Learning, skills: frozenset[str]) -> Rejection | None:
-    """Refuses a learning of a skill the hive does not know: no round could load it to evaluate the core."""
-    if learning.skill in skills:
-        return None
-    return Rejection(UNKNOWN_SKILL, f"skill {learning.skill[:128]!r} is not a built-in nor in HIVE_SKILLS")
-
-
-def admit(
-    value: bytes | None, max_bytes: int, policy: SenderPolicy, skills: frozenset[str]
-) -> tuple[Learning | None, Rejection | None]:
-    """Checks one record's value at the door: (the learning, None) when it may be stored, else (the learning
-    if it decoded, why it is refused). Raises only KeyRingError (a key file the operator must fix; the batch
-    is retried).
-
-    No value may stop ingest: a check that fails in a way nobody foresaw refuses that record alone, as
-    ``unprocessable`` with the error, logged with its traceback, and the batch goes on.
-    """
-    learning: Learning | None = None
-    try:
-        learning = decode(value, Learning, max_bytes)
-        return learning, policy.check(learning) or check_skill(learning, skills)
-    except DecodeError as err:
-        return None, Rejection(err.reason, err.detail)
-    except KeyRingError:
-        raise
-    except Exception as err:  # one record's unforeseen failure must not stop the service (issue #9)
-        log.exception("a record could not be checked; dead-lettering it as %s", UNPROCESSABLE)
-        return learning, Rejection(UNPROCESSABLE, f"the hive could not check this record: {err!r}"[:1000])
 
 
 @dataclass
@@ -270,7 +227,7 @@ class Ingestor:
             rejection.detail,
         )
         dead.append(self._dead_letter(rec, rejection))
-        letters.append(_letter(rec, rejection, learning))
+        letters.append(dead_letter_entry(rec, rejection, learning))
 
     def _note_unsigned(self, agent_id: str) -> None:
         # Once per agent and process: an operator should know who sends unverified learnings, without a
@@ -350,21 +307,3 @@ class Ingestor:
         self._consumer.close(autocommit=False)
         if self._owns_producer:
             self._producer.close()
-
-
-def _letter(rec: Any, rejection: Rejection, learning: Learning | None) -> DeadLetter:
-    """What the store keeps of a refused record: the reason, its source, and the head of its payload."""
-    value = bytes(rec.value) if rec.value is not None else b""
-    key = bytes(rec.key).decode("utf-8", errors="replace")[:256] if rec.key is not None else None
-    return DeadLetter(
-        reason=rejection.reason,
-        detail=rejection.detail,
-        source_topic=rec.topic,
-        source_partition=rec.partition,
-        source_offset=rec.offset,
-        size=len(value) if rec.value is not None else -1,
-        payload_sha256=hashlib.sha256(value).hexdigest(),
-        payload_head=value[:PAYLOAD_HEAD_BYTES],
-        key=key,
-        agent_id=learning.agent_id if learning is not None else None,
-    )

@@ -106,7 +106,6 @@ class LearningStore(ABC):
     def max_seq(self) -> int:
         """The highest ``seq`` stored, or 0 when the store is empty."""
 
-    @abstractmethod
     def read(
         self,
         after_seq: int = 0,
@@ -120,6 +119,7 @@ class LearningStore(ABC):
 
         Raises StoreError naming the seq when a stored learning no longer parses (``read_checked`` does not).
         """
+        return [x for _, x in self.read_with_seq(after_seq, upto_seq, agent_id, skill, limit, skip_quarantined)]
 
     @abstractmethod
     def read_with_seq(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -207,17 +208,6 @@ class ParquetLearningStore(LearningStore):
                 bad.append(Quarantined(learning_id, seq, agent, skill, "unreadable", detail))
         return good, bad
 
-    def read(
-        self,
-        after_seq: int = 0,
-        upto_seq: int | None = None,
-        agent_id: str | None = None,
-        skill: str | None = None,
-        limit: int | None = None,
-        skip_quarantined: bool = False,
-    ) -> list[Learning]:
-        return [x for _, x in self.read_with_seq(after_seq, upto_seq, agent_id, skill, limit, skip_quarantined)]
-
     def quarantine(self, entries: Sequence[Quarantined]) -> int:
         return self._catalog.quarantine(entries)
 
@@ -264,3 +254,24 @@ class ParquetLearningStore(LearningStore):
 
     def close(self) -> None:
         self._catalog.close()
+
+
+class NoStoreError(StoreError):
+    """There is no learning store in the directory yet: ``hive serve`` creates it."""
+
+
+# What a read of a store opened by open_read_only may raise: the store's errors, the catalog's, a segment file's.
+READ_ERRORS = (StoreError, sqlite3.Error, OSError)
+
+
+def open_read_only(directory: Path) -> ParquetLearningStore:
+    """The learning store in ``directory`` opened read-only: a running ``hive serve`` may be appending to it.
+
+    Raises NoStoreError when there is none, and StoreError, saying why, when it cannot be opened.
+    """
+    if not (directory / CATALOG_FILE).is_file():
+        raise NoStoreError(f"no learning store at {directory}")
+    try:
+        return ParquetLearningStore(directory, read_only=True)
+    except (StoreError, sqlite3.Error) as err:
+        raise StoreError(f"cannot read the learning store at {directory}: {err}") from err

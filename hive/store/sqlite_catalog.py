@@ -9,75 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from hive.store.catalog_sql import (
+    DEAD_LETTER_COLUMNS,
+    DETAIL_CHARS,
+    QUARANTINE_COLUMNS,
+    QUARANTINE_SCHEMA,
+    REASON_CHARS,
+    SCHEMA,
+    learnings_where,
+)
 from hive.store.interface import DeadLetter, Quarantined, StoreError, TopicPartitionKey
-
-QUARANTINE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    learning_id TEXT PRIMARY KEY,
-    seq         INTEGER NOT NULL,
-    agent_id    TEXT NOT NULL,
-    skill       TEXT NOT NULL,
-    reason      TEXT NOT NULL,
-    detail      TEXT NOT NULL,
-    round_id    TEXT,
-    recorded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE INDEX IF NOT EXISTS quarantine_seq ON quarantine(seq);
-"""
-
-SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS segments (
-    name       TEXT PRIMARY KEY,
-    first_seq  INTEGER NOT NULL,
-    last_seq   INTEGER NOT NULL,
-    row_count  INTEGER NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE TABLE IF NOT EXISTS learnings (
-    id       TEXT PRIMARY KEY,
-    seq      INTEGER NOT NULL UNIQUE,
-    agent_id TEXT NOT NULL,
-    skill    TEXT NOT NULL,
-    segment  TEXT NOT NULL REFERENCES segments(name)
-);
-CREATE INDEX IF NOT EXISTS learnings_agent ON learnings(agent_id, seq);
-CREATE INDEX IF NOT EXISTS learnings_skill ON learnings(skill, seq);
-CREATE TABLE IF NOT EXISTS offsets (
-    topic       TEXT NOT NULL,
-    partition   INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition)
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    reason           TEXT NOT NULL,
-    detail           TEXT NOT NULL,
-    source_topic     TEXT NOT NULL,
-    source_partition INTEGER NOT NULL,
-    source_offset    INTEGER NOT NULL,
-    size             INTEGER NOT NULL,
-    payload_sha256   TEXT NOT NULL,
-    payload_head     BLOB NOT NULL,
-    record_key       TEXT,
-    agent_id         TEXT,
-    recorded_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    -- The payload hash is part of the identity: an in-memory broker that restarts reuses offsets.
-    UNIQUE (source_topic, source_partition, source_offset, payload_sha256)
-);
-CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason, id);
-"""
-    + QUARANTINE_SCHEMA
-)
-_QUARANTINE_COLUMNS = "learning_id, seq, agent_id, skill, reason, detail, round_id"
-# A reason or detail that the distill job wrote is kept, but bounded.
-REASON_CHARS = 64
-DETAIL_CHARS = 2000
-
-_DEAD_LETTER_COLUMNS = (
-    "reason, detail, source_topic, source_partition, source_offset, size, payload_sha256, payload_head, "
-    "record_key, agent_id"
-)
 
 # (id, seq, agent_id, skill)
 IdRow = tuple[str, int, str, str]
@@ -168,7 +109,7 @@ class SqliteCatalog:
                     )
                 cur.executemany(
                     # ON CONFLICT, not OR IGNORE: only a repeat is skipped; a NULL where none belongs still fails.
-                    f"INSERT INTO dead_letters({_DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO dead_letters({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(source_topic, source_partition, source_offset, payload_sha256) DO NOTHING",
                     [
                         (
@@ -202,19 +143,19 @@ class SqliteCatalog:
             return {r[0] for r in self._conn.execute("SELECT name FROM segments")}
 
     def count(self, agent_id: str | None = None, skill: str | None = None) -> int:
-        where, params = _where(0, None, agent_id, skill)
+        where, params = learnings_where(0, None, agent_id, skill)
         with self._lock:
             row = self._conn.execute(f"SELECT COUNT(*) FROM learnings {where}", params).fetchone()
         return int(row[0])
 
     def unique_ids(self, agent_id: str | None = None, skill: str | None = None) -> int:
-        where, params = _where(0, None, agent_id, skill)
+        where, params = learnings_where(0, None, agent_id, skill)
         with self._lock:
             return int(self._conn.execute(f"SELECT COUNT(DISTINCT id) FROM learnings {where}", params).fetchone()[0])
 
     def nth_newest_seq(self, n: int, agent_id: str | None = None, skill: str | None = None) -> int | None:
         """The seq of the ``n``-th newest matching learning, or None when fewer than ``n`` match."""
-        where, params = _where(0, None, agent_id, skill)
+        where, params = learnings_where(0, None, agent_id, skill)
         sql = f"SELECT seq FROM learnings {where} ORDER BY seq DESC LIMIT 1 OFFSET ?"
         with self._lock:
             row = self._conn.execute(sql, [*params, max(0, int(n) - 1)]).fetchone()
@@ -230,7 +171,7 @@ class SqliteCatalog:
     def dead_letters(self, limit: int | None = None, reason: str | None = None) -> list[DeadLetter]:
         if not self._has_dead_letters:
             return []
-        sql = f"SELECT {_DEAD_LETTER_COLUMNS}, recorded_at FROM dead_letters"
+        sql = f"SELECT {DEAD_LETTER_COLUMNS}, recorded_at FROM dead_letters"
         params: list[object] = []
         if reason is not None:
             sql += " WHERE reason = ?"
@@ -268,7 +209,9 @@ class SqliteCatalog:
         skip_quarantined: bool = False,
     ) -> list[tuple[int, str]]:
         """(seq, segment) of the matching learnings, ordered by seq."""
-        where, params = _where(after_seq, upto_seq, agent_id, skill, skip_quarantined and self._quarantine_exists())
+        where, params = learnings_where(
+            after_seq, upto_seq, agent_id, skill, skip_quarantined and self._quarantine_exists()
+        )
         sql = f"SELECT seq, segment FROM learnings {where} ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
@@ -284,7 +227,7 @@ class SqliteCatalog:
     def per_agent_counts(
         self, after_seq: int = 0, upto_seq: int | None = None, skip_quarantined: bool = False
     ) -> dict[str, int]:
-        where, params = _where(after_seq, upto_seq, None, None, skip_quarantined and self._quarantine_exists())
+        where, params = learnings_where(after_seq, upto_seq, None, None, skip_quarantined and self._quarantine_exists())
         sql = f"SELECT agent_id, COUNT(*) FROM learnings {where} GROUP BY agent_id ORDER BY agent_id"
         with self._lock:
             return {str(a): int(n) for a, n in self._conn.execute(sql, params)}
@@ -335,7 +278,7 @@ class SqliteCatalog:
         if not rows:
             return 0
         sql = (
-            f"INSERT INTO quarantine({_QUARANTINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO quarantine({QUARANTINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(learning_id) DO NOTHING"
         )
         if self.read_only:
@@ -354,7 +297,7 @@ class SqliteCatalog:
     ) -> list[Quarantined]:
         if not self._quarantine_exists():
             return []
-        sql = f"SELECT {_QUARANTINE_COLUMNS}, recorded_at FROM quarantine WHERE seq > ?"
+        sql = f"SELECT {QUARANTINE_COLUMNS}, recorded_at FROM quarantine WHERE seq > ?"
         params: list[object] = [int(after_seq)]
         if upto_seq is not None:
             sql += " AND seq <= ?"
@@ -399,17 +342,3 @@ def _insert(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[object, ...
         cur.execute("ROLLBACK")
         raise
     return added
-
-
-def _where(
-    after_seq: int, upto_seq: int | None, agent_id: str | None, skill: str | None, skip_quarantined: bool = False
-) -> tuple[str, list[object]]:
-    clauses: list[str] = ["seq > ?"]
-    params: list[object] = [int(after_seq)]
-    for clause, value in (("seq <= ?", upto_seq), ("agent_id = ?", agent_id), ("skill = ?", skill)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    if skip_quarantined:
-        clauses.append("id NOT IN (SELECT learning_id FROM quarantine)")
-    return "WHERE " + " AND ".join(clauses), params

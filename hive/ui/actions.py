@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from hive.cores.registry import RegistryError
 from hive.cores.release import ReleaseError, release_core, rollback
 from hive.rounds.control import RoundStateError, cancel_round
-from hive.ui.errors import error_response
+from hive.ui.errors import answer_errors, error_response
 from hive.ui.sources import HiveReader, Unavailable
 from streams.kafka import make_producer
 
@@ -89,22 +89,9 @@ def mount_actions(app: FastAPI, reader: HiveReader, token: str | None = None) ->
                 return error_response(request, 401, "this dashboard's actions need its token (hive ui --token)")
         return await call_next(request)
 
-    @app.exception_handler(RoundStateError)
-    async def round_state(request: Request, err: RoundStateError) -> Response:
-        return error_response(request, 409, str(err))
-
-    @app.exception_handler(ReleaseError)
-    async def release_refused(request: Request, err: ReleaseError) -> Response:
-        return error_response(request, 409, str(err))
-
-    @app.exception_handler(RegistryError)
-    async def registry_refused(request: Request, err: RegistryError) -> Response:
-        # An unknown core version (UnknownVersionError) or a core that fails its sha256 check.
-        return error_response(request, 409, str(err))
-
-    @app.exception_handler(KafkaError)
-    async def broker_failed(request: Request, err: KafkaError) -> Response:
-        return error_response(request, 503, f"the broker did not take the release: {err}")
+    # RegistryError: an unknown core version (UnknownVersionError) or a core that fails its sha256 check.
+    answer_errors(app, 409, RoundStateError, ReleaseError, RegistryError)
+    answer_errors(app, 503, KafkaError, prefix="the broker did not take the release: ")
 
     def cancel(round_id: str) -> dict[str, Any]:
         cancel_round(reader.settings, round_id)

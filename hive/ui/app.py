@@ -10,13 +10,14 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from hive.config import HiveSettings
 from hive.fleet import FleetTracker
-from hive.ingest.ingestor import DESCRIPTIONS, REASONS
+from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.rounds.control import RoundNotFound
-from hive.ui.errors import error_response
+from hive.ui.errors import answer_errors
 from hive.ui.render import render
 from hive.ui.sources import BadRequest, HiveReader, Unavailable, knowledge_matrix
 
@@ -30,6 +31,40 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+# On loopback, only these Host names are answered (see app_from_env).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+class DashboardSettings(BaseSettings):
+    """How ``hive ui`` serves the dashboard, from ``HIVE_UI_*`` variables.
+
+    ``hive ui`` checks its options, then sets these variables for ``app_from_env``: uvicorn builds the app
+    from an import string, so the options travel by environment and the CLI never imports the dashboard.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HIVE_UI_", extra="ignore")
+
+    # The address the server listens on: on a loopback name the app answers only loopback Host headers.
+    host: str = "127.0.0.1"
+    allow_actions: bool = False
+    # The secret every write must carry; empty means none.
+    token: str = ""
+
+
+def app_from_env() -> FastAPI:
+    """The dashboard that ``hive ui`` serves (a uvicorn factory): the hive from ``HIVE_*``, and the options
+    from ``HIVE_UI_*`` (``DashboardSettings``). Raises KeyRingError for bad ``HIVE_INGEST__*`` key settings."""
+    options = DashboardSettings()
+    # On loopback, only loopback names may reach it: a web page cannot rebind its own DNS name to 127.0.0.1
+    # and read the dashboard. On any other address the operator chose who may connect.
+    allowed = [*LOOPBACK_NAMES] if options.host in LOOPBACK_NAMES else None
+    return create_app(
+        HiveSettings(),
+        allowed_hosts=allowed,
+        allow_actions=options.allow_actions,
+        action_token=options.token or None,
+    )
 
 
 def create_app(
@@ -71,17 +106,9 @@ def create_app(
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, err: Unavailable) -> Response:
-        return error_response(request, 503, str(err))
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, err: BadRequest) -> Response:
-        return error_response(request, 400, str(err))
-
-    @app.exception_handler(RoundNotFound)
-    async def round_not_found(request: Request, err: RoundNotFound) -> Response:
-        return error_response(request, 404, str(err))
+    answer_errors(app, 503, Unavailable)
+    answer_errors(app, 400, BadRequest)
+    answer_errors(app, 404, RoundNotFound)
 
     if allow_actions:
         # Imported only here: the write routes pull in the Kafka producer and the release code.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from hive.ui.render import render
@@ -21,3 +21,13 @@ def error_response(request: Request, status: int, detail: str) -> Response:
     }
     page = render("error.html", title=title.get(status, "Error"), detail=detail, status=status, actions=False)
     return HTMLResponse(page, status_code=status)
+
+
+def answer_errors(app: FastAPI, status: int, *errors: type[Exception], prefix: str = "") -> None:
+    """Answers each of ``errors`` that a route raises with ``status`` and the error's message after ``prefix``."""
+
+    async def answer(request: Request, err: Exception) -> Response:
+        return error_response(request, status, prefix + str(err))
+
+    for error in errors:
+        app.add_exception_handler(error, answer)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hive.cli.dlq import dlq_json
-from hive.cli.learnings import learning_json, quarantined_json
 from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry, RegistryError
 from hive.cores.release import cores_json
-from hive.fleet import FleetTracker, fleet_json
-from hive.ingest.ingestor import REASONS
+from hive.fleet import FleetTracker
+from hive.ingest.admit import REASONS
 from hive.rounds.book import RoundBook
 from hive.rounds.control import round_json, rounds_json
 from hive.rounds.last_check import describe_check, read_check
 from hive.store.interface import StoreError
-from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
+from hive.store.parquet import READ_ERRORS, NoStoreError, ParquetLearningStore, open_read_only
+from hive.views import dlq_json, fleet_json, learning_json, quarantined_json
 
 
 class Unavailable(RuntimeError):
@@ -35,15 +33,15 @@ def read_store(settings: HiveSettings) -> Iterator[ParquetLearningStore]:
     """The learning store opened read-only for one request: ``hive serve`` may be appending to it meanwhile,
     and a store opened per request sees its latest commits."""
     directory = settings.store_dir
-    if not (directory / CATALOG_FILE).is_file():
-        raise Unavailable(f"no learning store at {directory} yet: `hive serve` creates it")
     try:
-        store = ParquetLearningStore(directory, read_only=True)
-    except (StoreError, sqlite3.Error) as err:
-        raise Unavailable(f"cannot read the learning store at {directory}: {err}") from err
+        store = open_read_only(directory)
+    except NoStoreError as err:
+        raise Unavailable(f"no learning store at {directory} yet: `hive serve` creates it") from err
+    except StoreError as err:
+        raise Unavailable(str(err)) from err
     try:
         yield store
-    except (StoreError, sqlite3.Error, OSError) as err:
+    except READ_ERRORS as err:
         raise Unavailable(f"cannot read the learning store at {directory}: {err}") from err
     finally:
         store.close()

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hive.ingest.ingestor import REVOKED, UNKNOWN_SKILL, UNSIGNED
+from hive.ingest.admit import UNKNOWN_SKILL
+from hive.ingest.auth import REVOKED, UNSIGNED
 from hive.store.interface import StoreError
 from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics

@@ -13,7 +13,8 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from hive.ingest.ingestor import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNKNOWN_SKILL, UNSIGNED
+from hive.ingest.admit import UNKNOWN_SKILL
+from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED
 from hive.store.interface import PAYLOAD_HEAD_BYTES, StoreError
 from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hive.config import ScheduleSettings
-from hive.fleet import FUTURE, KEY_FILE, FleetView, fleet_json
+from hive.fleet import FUTURE, KEY_FILE, FleetView
 from hive.ingest.auth import REVOKED, SIGNATURE, UNSIGNED, SenderPolicy
 from hive.rounds.triggers import Backlog, active_agents, evaluate
+from hive.views import fleet_json
 from streams import codec
 from streams.codec import encode
 from streams.events import Heartbeat

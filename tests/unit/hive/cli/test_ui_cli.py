@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
+from uvicorn.importer import import_from_string
 
 from hive.cli.app import app
+from hive.cli.ui import DASHBOARD_APP, dashboard_environment
 
 
 def test_help_names_the_options() -> None:
@@ -55,7 +60,8 @@ def test_loopback_is_told_by_address() -> None:
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "localhost.evil.example", "127.0.0.1.nip.io"))
 
 
-def test_a_missing_key_directory_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_missing_key_directory_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HIVE_UI_HOST", raising=False)
     env = {
         "HIVE_HOME": str(tmp_path),
         "HIVE_KAFKA_BOOTSTRAP": "127.0.0.1:1",  # a broker configured: the fleet page checks heartbeats' keys
@@ -64,3 +70,26 @@ def test_a_missing_key_directory_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["ui", "--port", "0"], env=env)
     assert result.exit_code == 2, result.output
     assert "invalid HIVE_INGEST__* settings" in result.output and "no-such-dir" in result.output
+    # The options were handed to the dashboard's factory for its build only.
+    assert "HIVE_UI_HOST" not in os.environ
+
+
+def test_the_options_reach_the_dashboard_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``hive ui`` hands over (by import string and HIVE_UI_* variables) is what the app serves."""
+    monkeypatch.setenv("HIVE_HOME", str(tmp_path))
+    monkeypatch.setenv("HIVE_KAFKA_BOOTSTRAP", "")
+    token = "a-token-of-20-chars!"
+    for name, value in dashboard_environment("localhost", allow_actions=True, token=token).items():
+        monkeypatch.setenv(name, value)
+    factory = import_from_string(DASHBOARD_APP)
+    with TestClient(factory(), base_url="http://localhost") as c:
+        assert "actions enabled" in c.get("/").text
+        assert c.post("/api/cores/rollback").status_code == 401
+        assert c.post("/api/cores/rollback", headers={"Authorization": f"Bearer {token}"}).status_code == 503
+    with TestClient(factory(), base_url="http://evil.example") as c:
+        assert c.get("/").status_code == 400
+    for name, value in dashboard_environment("127.0.0.1", allow_actions=False, token=None).items():
+        monkeypatch.setenv(name, value)
+    with TestClient(factory(), base_url="http://127.0.0.1") as c:
+        assert "read-only" in c.get("/").text
+        assert c.post("/api/cores/rollback").status_code in (404, 405)

@@ -28,8 +28,9 @@ from hive.cores.release import (
     release_core,
     rollback,
 )
-from hive.fleet import FleetView, fleet_json
+from hive.fleet import FleetView
 from hive.rounds.book import RoundBook, RoundRecord
+from hive.views import fleet_json
 from streams import topics
 from streams.codec import decode
 from streams.events import CoreRelease, Heartbeat

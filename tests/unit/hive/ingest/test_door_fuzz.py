@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hive.fleet import UNPROCESSABLE as FLEET_UNPROCESSABLE
-from hive.fleet import FleetView, fleet_json
+from hive.fleet import FleetView
+from hive.ingest.admit import REASONS, UNPROCESSABLE, admit
 from hive.ingest.auth import SenderPolicy
-from hive.ingest.ingestor import REASONS, UNPROCESSABLE, admit
 from hive.rounds.triggers import active_agents
 from hive.store.parquet import ParquetLearningStore
+from hive.views import fleet_json
 from streams.codec import encode
 from streams.events import Feedback, Heartbeat, Learning
 from streams.signing import KeyRing, signed

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from hive.config import HiveSettings, IngestSettings
-from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, SenderPolicy
-from hive.ingest.ingestor import DESCRIPTIONS, REASONS, UNKNOWN_SKILL, check_skill, keyring
+from hive.ingest.admit import DESCRIPTIONS, REASONS, UNKNOWN_SKILL, check_skill
+from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, SenderPolicy, keyring
 from streams import codec
 from streams.events import Feedback, Heartbeat, Learning
 from streams.signing import KeyRing, signed

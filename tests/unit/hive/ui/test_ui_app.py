@@ -11,16 +11,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from hive.cli.dlq import dlq_json
-from hive.cli.learnings import learning_json, quarantined_json
 from hive.config import HiveSettings
 from hive.fleet import FleetView
 from hive.rounds.book import RoundBook, RoundRecord
 from hive.rounds.last_check import record_check
 from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter, Quarantined
 from hive.store.parquet import ParquetLearningStore
-from hive.ui.app import create_app
+from hive.ui.app import app_from_env, create_app
 from hive.ui.sources import knowledge_matrix
+from hive.views import dlq_json, learning_json, quarantined_json
 from streams.config import KafkaSettings
 from streams.events import Feedback, Heartbeat, Learning
 
@@ -256,6 +255,28 @@ def test_loopback_host_check(settings: HiveSettings) -> None:
         assert c.get("/").status_code == 200
     with TestClient(app, base_url="http://evil.example:8765") as c:
         assert c.get("/").status_code == 400
+
+
+def test_the_factory_reads_the_hive_ui_variables(settings: HiveSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    _unfinished_round(settings)
+    monkeypatch.setenv("HIVE_HOME", str(settings.home))
+    monkeypatch.setenv("HIVE_KAFKA_BOOTSTRAP", "")
+    for name, value in {"HIVE_UI_HOST": "127.0.0.1", "HIVE_UI_ALLOW_ACTIONS": "true", "HIVE_UI_TOKEN": TOKEN}.items():
+        monkeypatch.setenv(name, value)
+    app = app_from_env()
+    with TestClient(app, base_url="http://evil.example:8765") as c:
+        assert c.get("/").status_code == 400
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/rounds").json()[0]["id"] == "r0001"
+        assert c.post("/api/rounds/r0003/cancel").status_code == 401
+        assert c.post("/api/rounds/r0003/cancel", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    # Off loopback any Host is answered; without the variables the dashboard is read-only.
+    for name in ("HIVE_UI_ALLOW_ACTIONS", "HIVE_UI_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HIVE_UI_HOST", "0.0.0.0")
+    with TestClient(app_from_env(), base_url="http://dashboard.example") as c:
+        assert c.get("/").status_code == 200
+        assert c.post("/api/rounds/r0003/cancel").status_code in (404, 405)
 
 
 def test_actions_are_off_by_default(client: TestClient) -> None:
