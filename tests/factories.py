@@ -1,6 +1,6 @@
 """Test data shared by every tier: one way to make a Learning (``from factories import make_learning``).
 
-``tests/`` is on ``sys.path`` because pytest puts the directory of the root ``conftest.py`` there.
+``tests/`` is on ``sys.path`` because pytest puts the directory of ``tests/conftest.py`` there (no ``__init__.py``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ def make_learning(
     **fields: Any,
 ) -> Learning:
     """A valid, unsigned Learning with a fresh id; ``n`` tells apart the prompts of one agent and skill
-    (``"<skill> <n>"`` unless ``prompt`` is given). ``fields`` sets any other Learning field."""
+    (``"<skill> <n>"`` unless ``prompt`` is given). ``fields`` sets any other Learning field, ``id`` included
+    (a seeded test draws its ids from its own random generator)."""
+    fields.setdefault("id", uuid.uuid4())
     return Learning(
-        id=uuid.uuid4(),
         agent_id=agent,
         skill=skill,
         core_version=core_version,

@@ -7,16 +7,16 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import make_learning
 
 from agents.skills import BUILTIN_SKILLS
 from streams.broker import EmbeddedBroker
-from streams.events import Feedback, Learning
+from streams.events import Learning
 
 
 def _start(log_path: Path) -> EmbeddedBroker:
@@ -145,15 +145,7 @@ def add_learnings(agent_keys: Any) -> Callable[[int], list[Learning]]:
         items = []
         for i in range(n):
             prompt, answer = add.sample(rng)
-            learning = Learning(
-                id=uuid.uuid4(),
-                agent_id=f"agent-{i % 2}",
-                skill="add",
-                core_version=0,
-                prompt=prompt,
-                completion="0",
-                feedback=Feedback(reward=0.0, correction=answer),
-            )
+            learning = make_learning(f"agent-{i % 2}", prompt=prompt, completion="0", reward=0.0, correction=answer)
             items.append(agent_keys.sign(learning))
         return items
 

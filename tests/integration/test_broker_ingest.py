@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import make_learning
 from kafka import KafkaAdminClient, TopicPartition
 
 from hive.config import HiveSettings
@@ -19,7 +20,7 @@ from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning
+from streams.events import Learning
 from streams.kafka import create_topics, make_consumer, make_producer, send_and_wait
 
 AGENTS = ("agent-a", "agent-b", "agent-c")
@@ -31,22 +32,24 @@ def kafka_settings(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap=bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=2000)
 
 
-def make_learning(rng: random.Random, agent: str, n: int) -> Learning:
+def random_learning(rng: random.Random, agent: str, n: int) -> Learning:
+    """A learning drawn from ``rng``, id included, so that a seed gives the same ones; every third is wrong and
+    carries its correction."""
     word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 6)))
-    return Learning(
+    right = n % 3 != 0
+    return make_learning(
+        agent,
         id=uuid.UUID(int=rng.getrandbits(128)),
-        agent_id=agent,
-        skill="add",
-        core_version=0,
         prompt=word,
-        completion=word[::-1] if n % 3 else word,
-        feedback=Feedback(reward=1.0) if n % 3 else Feedback(reward=0.0, correction=word[::-1]),
+        completion=word[::-1] if right else word,
+        reward=1.0 if right else 0.0,
+        correction=None if right else word[::-1],
     )
 
 
 def malformed(max_bytes: int) -> list[tuple[str, bytes]]:
     """One message per DecodeError reason, with the reason the ingest must give it."""
-    good = json.loads(encode(make_learning(random.Random(7), "agent-a", 1)))
+    good = json.loads(encode(random_learning(random.Random(7), "agent-a", 1)))
     short_teacher = {"k": 2, "token_ids": [[1]], "logprobs": [[-1]]}  # one id where k says two
     return [
         (codec.INVALID_JSON, b'{"agent_id": "agent-a", '),
@@ -117,7 +120,7 @@ def test_ingest_stores_each_learning_once_and_dead_letters_the_rest(
     settings = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=agent_keys.ingest())
     create_topics(kafka)
     rng = random.Random(0)
-    valid = [agent_keys.sign(make_learning(rng, AGENTS[i % len(AGENTS)], i)) for i in range(N_VALID)]
+    valid = [agent_keys.sign(random_learning(rng, AGENTS[i % len(AGENTS)], i)) for i in range(N_VALID)]
     first, second = valid[: N_VALID // 2], valid[N_VALID // 2 :]
     bad = malformed(kafka.max_message_bytes)
 
@@ -256,7 +259,7 @@ def test_a_learning_the_store_cannot_take_is_dead_lettered_alone(
     settings = HiveSettings(home=tmp_path / "hive", kafka=kafka, ingest=agent_keys.ingest())
     create_topics(kafka)
     rng = random.Random(5)
-    batch = [agent_keys.sign(make_learning(rng, "agent-a", i)) for i in range(20)]
+    batch = [agent_keys.sign(random_learning(rng, "agent-a", i)) for i in range(20)]
     ends: dict[tuple[str, int], int] = {}
     produce(kafka, [(x.agent_id.encode(), encode(x)) for x in batch], ends)
     store = PickyStore(settings.store_dir, batch[7].id)

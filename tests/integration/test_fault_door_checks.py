@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from factories import make_learning
 
 from hive.ingest.admit import UNKNOWN_SKILL
 from hive.ingest.auth import REVOKED, UNSIGNED
@@ -18,7 +19,6 @@ from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning
 from streams.kafka import create_topics, make_producer
 from streams.signing import signed
 
@@ -41,21 +41,8 @@ ROUND_ARGS = (
 CHECKS_TO_SURVIVE_S = 1.2
 
 
-def learning(agent: str, skill: str = "add", **changes: Any) -> Learning:
-    item = Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt="2+2",
-        completion="4",
-        feedback=Feedback(reward=1.0),
-    )
-    return item.model_copy(update=changes)
-
-
 def zone_less(agent: str) -> bytes:
-    data = json.loads(encode(learning(agent)))
+    data = json.loads(encode(make_learning(agent)))
     return json.dumps(data | {"created_at": "2026-11-22T12:00:00"}).encode()
 
 
@@ -109,11 +96,11 @@ def test_poison_is_refused_at_the_door_and_the_service_stays_up(
             (topics.FLEET, b"agent-0", json.dumps(zone_less_beat).encode()),
             # From an agent without a key: accepted unsigned before signatures were required, then stored.
             (topics.LEARNINGS, b"agent-nokey", zone_less("agent-nokey")),
-            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(learning("agent-0", skill="no-such-skill")))),
-            (topics.LEARNINGS, b"agent-nokey", encode(learning("agent-nokey"))),
-            (topics.LEARNINGS, b"agent-revoked", encode(agent_keys.sign(learning("agent-revoked")))),
-            (topics.LEARNINGS, b"agent-del", encode(agent_keys.sign(learning("agent-del")))),
-            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(learning("agent-0")))),
+            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(make_learning("agent-0", "no-such-skill")))),
+            (topics.LEARNINGS, b"agent-nokey", encode(make_learning("agent-nokey"))),
+            (topics.LEARNINGS, b"agent-revoked", encode(agent_keys.sign(make_learning("agent-revoked")))),
+            (topics.LEARNINGS, b"agent-del", encode(agent_keys.sign(make_learning("agent-del")))),
+            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(make_learning("agent-0")))),
         )
         dead = wait_for("the first messages", stored=2, letters=4)
         assert Counter(dead) == Counter(
@@ -130,8 +117,8 @@ def test_poison_is_refused_at_the_door_and_the_service_stays_up(
         # Deleting an agent's key file revokes it at once: no restart, and no falling back to "unsigned is fine".
         agent_keys.path("agent-del").unlink()
         send(
-            (topics.LEARNINGS, b"agent-del", encode(signed(learning("agent-del"), old_key))),
-            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(learning("agent-0")))),
+            (topics.LEARNINGS, b"agent-del", encode(signed(make_learning("agent-del"), old_key))),
+            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(make_learning("agent-0")))),
         )
         dead = wait_for("the learning after the key file was deleted", stored=3, letters=5)
         assert dead.count((UNSIGNED, "agent-del")) == 1
@@ -140,8 +127,8 @@ def test_poison_is_refused_at_the_door_and_the_service_stays_up(
         assert serve.terminate() == 0, serve.log_tail()
         serve.start()
         send(
-            (topics.LEARNINGS, b"agent-del", encode(signed(learning("agent-del"), old_key))),
-            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(learning("agent-0")))),
+            (topics.LEARNINGS, b"agent-del", encode(signed(make_learning("agent-del"), old_key))),
+            (topics.LEARNINGS, b"agent-0", encode(agent_keys.sign(make_learning("agent-0")))),
         )
         dead = wait_for("the learning after the restart", stored=4, letters=6)
         assert dead.count((UNSIGNED, "agent-del")) == 2

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from factories import make_learning
 from kafka import TopicPartition
 
 from hive.ingest.admit import UNKNOWN_SKILL
@@ -20,7 +21,7 @@ from hive.store.parquet import ParquetLearningStore
 from streams import codec, topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning, TeacherSignal
+from streams.events import Learning, TeacherSignal
 from streams.kafka import create_topics, make_consumer, make_producer
 from streams.signing import signed
 
@@ -38,15 +39,8 @@ def learning(rng: random.Random, agent: str, n: int) -> Learning:
         teacher = TeacherSignal(
             k=2, token_ids=[[i, i + 1] for i in range(rows)], logprobs=[[-0.1, -3.0] for _ in range(rows)]
         )
-    return Learning(
-        id=uuid.UUID(int=rng.getrandbits(128)),
-        agent_id=agent,
-        skill="add",
-        core_version=0,
-        prompt=word,
-        completion=word[::-1],
-        feedback=Feedback(reward=1.0),
-        teacher=teacher,
+    return make_learning(
+        agent, id=uuid.UUID(int=rng.getrandbits(128)), prompt=word, completion=word[::-1], teacher=teacher
     )
 
 

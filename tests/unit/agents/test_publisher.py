@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from factories import make_learning
 from kafka.errors import KafkaTimeoutError, UnknownProducerIdError
 
 from agents.publisher import Publisher, PublisherClosed
 from agents.spool import Spool
 from streams import topics
-from streams.events import Feedback, Learning
+from streams.events import Learning
 from streams.signing import verify
 
 AGENT = "agent-a"
@@ -101,18 +101,6 @@ class FakeProducer:
         return None
 
 
-def learning(n: int) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=AGENT,
-        skill="reverse",
-        core_version=0,
-        prompt=f"p{n}",
-        completion=f"c{n}",
-        feedback=Feedback(reward=1.0),
-    )
-
-
 def make_publisher(tmp_path: Path, broker: FakeBroker, spool_max: int = 100, key: bytes | None = None) -> Publisher:
     publisher = Publisher(
         Spool(tmp_path / "spool.sqlite", spool_max),
@@ -141,12 +129,12 @@ def ids(values: list[bytes]) -> list[str]:
 def test_learnings_wait_in_the_spool_while_the_broker_is_down_and_replay_in_order(tmp_path: Path) -> None:
     broker = FakeBroker()
     publisher = make_publisher(tmp_path, broker)
-    sent = [learning(i) for i in range(3)]
+    sent = [make_learning(AGENT, n=i) for i in range(3)]
     publisher.publish(sent)
     until(lambda: len(broker.values(topics.LEARNINGS)) == 3)
 
     broker.up = False
-    later = [learning(i) for i in range(3, 10)]
+    later = [make_learning(AGENT, n=i) for i in range(3, 10)]
     publisher.publish(later[:4])
     until(lambda: publisher.counters()["send_errors"] >= 2)
     publisher.publish(later[4:])  # the agent keeps working: publish does not wait for the broker
@@ -172,7 +160,7 @@ def test_a_full_spool_blocks_publish_with_a_counted_warning_and_drops_nothing(
 ) -> None:
     broker = FakeBroker(up=False)
     publisher = make_publisher(tmp_path, broker, spool_max=3)
-    batch = [learning(i) for i in range(5)]
+    batch = [make_learning(AGENT, n=i) for i in range(5)]
     done = threading.Event()
 
     def work() -> None:
@@ -201,10 +189,10 @@ def test_a_shutdown_while_full_spools_past_the_bound_and_close_leaves_the_rest_f
     publisher = make_publisher(tmp_path, broker, spool_max=2)
     stop = threading.Event()
     stop.set()
-    publisher.publish([learning(i) for i in range(5)], stop)
+    publisher.publish([make_learning(AGENT, n=i) for i in range(5)], stop)
     assert publisher.close(drain_timeout_s=0.3) == 5
     with pytest.raises(PublisherClosed):
-        publisher.publish([learning(9)])
+        publisher.publish([make_learning(AGENT, n=9)])
     publisher.spool.close()
 
     broker.up = True
@@ -219,7 +207,7 @@ def test_signed_learnings_verify_and_heartbeats_are_best_effort(tmp_path: Path) 
     publisher = make_publisher(tmp_path, broker, key=b"secret")
     publisher.beat(b'{"beat": 1}')
     publisher.beat(b'{"beat": 2}')  # the first never left: counted, not queued
-    publisher.publish([learning(0)])
+    publisher.publish([make_learning(AGENT, n=0)])
     assert publisher.counters()["heartbeat_errors"] == 1
 
     broker.up = True
@@ -233,9 +221,9 @@ def test_signed_learnings_verify_and_heartbeats_are_best_effort(tmp_path: Path) 
 
 def test_an_oversize_learning_is_refused_before_anything_is_spooled(tmp_path: Path) -> None:
     publisher = make_publisher(tmp_path, FakeBroker())
-    big = learning(1).model_copy(update={"completion": "x" * 4000})
+    big = make_learning(AGENT, n=1, completion="x" * 4000)
     small = Publisher(publisher.spool, FakeBroker().producer, AGENT, max_message_bytes=1000)
     with pytest.raises(ValueError, match="message limit"):
-        small.publish([learning(0), big])
+        small.publish([make_learning(AGENT, n=0), big])
     assert len(publisher.spool) == 0
     publisher.close(drain_timeout_s=0.5)

@@ -5,31 +5,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 import pytest
+from factories import make_learning
 from typer.testing import CliRunner
 
 from hive.cli.app import app
 from hive.config import HiveSettings
 from hive.store.interface import DeadLetter, Quarantined
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning
+from streams.events import Learning
 
 runner = CliRunner()
 
 
-def learning(agent: str, skill: str, n: int) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt=f"[bold]prompt {n}\x1b[31m",  # markup and an escape code: shown as text, not interpreted
-        completion=f"answer {n}",
-        feedback=Feedback(reward=1.0),
-    )
+# Markup and an escape code in every prompt: the table shows them as text, not interpreted.
+MARKED = "[bold]prompt {}\x1b[31m"
 
 
 def letter(offset: int, reason: str, payload: bytes | None) -> DeadLetter:
@@ -52,8 +44,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HIVE_HOME", str(tmp_path / "hive"))
     settings = HiveSettings()
     with ParquetLearningStore(settings.store_dir) as store:
-        store.append([learning("agent-a", "reverse", i) for i in range(5)], {})
-        store.append([learning("agent-b", "add", i) for i in range(3)], {("hive.learnings", 1): 4})
+        a = [make_learning("agent-a", "reverse", prompt=MARKED.format(i), completion=f"answer {i}") for i in range(5)]
+        b = [make_learning("agent-b", "add", prompt=MARKED.format(i), completion=f"answer {i}") for i in range(3)]
+        store.append(a, {})
+        store.append(b, {("hive.learnings", 1): 4})
         store.append(
             [],
             {},

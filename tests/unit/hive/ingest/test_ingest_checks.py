@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
+from factories import make_learning
 from pydantic import ValidationError
 
 from hive.config import HiveSettings, IngestSettings
 from hive.ingest.admit import DESCRIPTIONS, REASONS, UNKNOWN_SKILL, check_skill
 from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, SenderPolicy, keyring
 from streams import codec
-from streams.events import Feedback, Heartbeat, Learning
+from streams.events import Heartbeat, Learning
 from streams.signing import KeyRing, signed
 
 SECRET = b"secret-key-16-bytes!"
 OLD, NEW = b"o" * 32, b"n" * 32
-
-
-def learning(agent: str, skill: str = "add") -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt="p",
-        completion="c",
-        feedback=Feedback(reward=1),
-    )
 
 
 KEYS = KeyRing({"keyed": (SECRET,), "rotating": (NEW, OLD)})
@@ -39,37 +27,37 @@ def policy(**kw: object) -> SenderPolicy:
 
 
 def test_signed_learnings_and_heartbeats_pass() -> None:
-    assert policy().check(signed(learning("keyed"), SECRET)) is None
+    assert policy().check(signed(make_learning("keyed"), SECRET)) is None
     beat = Heartbeat(agent_id="keyed", skill="add", core_version=0)
     assert policy().check(signed(beat, SECRET)) is None
 
 
 def test_during_a_rotation_either_key_verifies() -> None:
-    assert policy().check(signed(learning("rotating"), OLD)) is None
-    assert policy().check(signed(learning("rotating"), NEW)) is None
-    rejection = policy().check(signed(learning("rotating"), SECRET))
+    assert policy().check(signed(make_learning("rotating"), OLD)) is None
+    assert policy().check(signed(make_learning("rotating"), NEW)) is None
+    rejection = policy().check(signed(make_learning("rotating"), SECRET))
     assert rejection is not None and rejection.reason == SIGNATURE
 
 
 def test_an_agent_without_a_key_is_refused_by_default() -> None:
-    rejection = policy().check(learning("keyless"))
+    rejection = policy().check(make_learning("keyless"))
     assert rejection is not None and rejection.reason == UNSIGNED
     # Signed with some key is no better: the hive has nothing to check it with.
-    rejection = policy().check(signed(learning("keyless"), SECRET))
+    rejection = policy().check(signed(make_learning("keyless"), SECRET))
     assert rejection is not None and rejection.reason == UNSIGNED
     beat = policy().check(Heartbeat(agent_id="keyless", skill="add", core_version=0))
     assert beat is not None and beat.reason == UNSIGNED
     # Only when signatures are not required is it admitted, unverified.
     open_policy = policy(require_signatures=False)
-    assert open_policy.check(learning("keyless")) is None and open_policy.is_unsigned("keyless")
+    assert open_policy.check(make_learning("keyless")) is None and open_policy.is_unsigned("keyless")
 
 
 @pytest.mark.parametrize(
     ("item", "match"),
     [
-        (learning("keyed"), "not signed"),
-        (signed(learning("keyed"), b"wrong-key-of-16-bytes"), "does not match"),
-        (signed(learning("keyed"), SECRET).model_copy(update={"prompt": "tampered"}), "does not match"),
+        (make_learning("keyed"), "not signed"),
+        (signed(make_learning("keyed"), b"wrong-key-of-16-bytes"), "does not match"),
+        (signed(make_learning("keyed"), SECRET).model_copy(update={"prompt": "tampered"}), "does not match"),
     ],
 )
 def test_agents_with_keys_must_sign(item: Learning, match: str) -> None:
@@ -79,7 +67,7 @@ def test_agents_with_keys_must_sign(item: Learning, match: str) -> None:
 
 
 def test_a_revoked_agent_is_refused_even_when_correctly_signed() -> None:
-    rejection = policy(revoked={"keyed"}).check(signed(learning("keyed"), SECRET))
+    rejection = policy(revoked={"keyed"}).check(signed(make_learning("keyed"), SECRET))
     assert rejection is not None and rejection.reason == REVOKED
     beat = signed(Heartbeat(agent_id="keyed", skill="add", core_version=0), SECRET)
     rejection = policy(revoked={"keyed"}).check(beat)
@@ -88,17 +76,17 @@ def test_a_revoked_agent_is_refused_even_when_correctly_signed() -> None:
 
 def test_allow_list_comes_first() -> None:
     allowed = {"keyed"}
-    assert policy(allowed=allowed).check(signed(learning("keyed"), SECRET)) is None
-    rejection = policy(allowed=allowed).check(learning("stranger"))
+    assert policy(allowed=allowed).check(signed(make_learning("keyed"), SECRET)) is None
+    rejection = policy(allowed=allowed).check(make_learning("stranger"))
     assert rejection is not None and rejection.reason == UNKNOWN_AGENT
-    rejection = policy(allowed=set()).check(learning("keyed"))  # an empty list admits nobody
+    rejection = policy(allowed=set()).check(make_learning("keyed"))  # an empty list admits nobody
     assert rejection is not None and rejection.reason == UNKNOWN_AGENT
 
 
 def test_unknown_skills_are_refused() -> None:
     skills = frozenset({"add", "capital"})
-    assert check_skill(learning("a", "add"), skills) is None
-    rejection = check_skill(learning("a", "reverse"), skills)
+    assert check_skill(make_learning("a", "add"), skills) is None
+    rejection = check_skill(make_learning("a", "reverse"), skills)
     assert rejection is not None and rejection.reason == UNKNOWN_SKILL and "'reverse'" in rejection.detail
 
 
@@ -123,7 +111,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert ring.get("inline") == (b"s3cret-of-16-bytes",)
     assert ring.get("filed") == (b"\x0a\x0b" * 8,)
     policy = SenderPolicy.from_settings(settings.ingest)
-    rejection = policy.check(signed(learning("filed"), b"\x0a\x0b" * 8))
+    rejection = policy.check(signed(make_learning("filed"), b"\x0a\x0b" * 8))
     assert rejection is not None and rejection.reason == REVOKED
 
 

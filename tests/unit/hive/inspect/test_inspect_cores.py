@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from factories import make_learning
 from typer.testing import CliRunner
 
 from agents.evaluation import TaskOutput, skill_outputs
@@ -20,24 +20,11 @@ from hive.cores.files import core_dir
 from hive.cores.registry import CoreRegistry
 from hive.inspect.cores import compare_outputs, next_token_topk, probe_model, token_text, which_right
 from hive.store.parquet import ParquetLearningStore
-from streams.events import ClaimCheck, Feedback, Learning
+from streams.events import ClaimCheck
 
 runner = CliRunner()
 SIZE = CoreSize(width=32, layers=1)
 TASKS = 6
-
-
-def _learning(agent: str, adapter: ClaimCheck | None) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill="add",
-        core_version=1,
-        prompt="add 1 2",
-        completion="3",
-        feedback=Feedback(reward=1.0),
-        adapter=adapter,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +48,11 @@ def hive_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     elsewhere = home.parent / "elsewhere" / "specialist"
     outside = ClaimCheck(uri=elsewhere.resolve().as_uri(), sha256=save_core(build_core(SIZE, seed=8), elsewhere))
     with ParquetLearningStore(settings.store_dir) as store:
-        store.append([_learning("agent-s", None), _learning("agent-s", good), _learning("agent-s", None)], {})
-        store.append([_learning("agent-n", None), _learning("agent-t", bad), _learning("agent-o", outside)], {})
+        # Learnings on core v1, the base each adapter is loaded onto.
+        adapters = [("agent-s", None), ("agent-s", good), ("agent-s", None)]
+        store.append([make_learning(agent, core_version=1, adapter=claim) for agent, claim in adapters], {})
+        adapters = [("agent-n", None), ("agent-t", bad), ("agent-o", outside)]
+        store.append([make_learning(agent, core_version=1, adapter=claim) for agent, claim in adapters], {})
     return home
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
+from factories import make_learning
 from typer.testing import CliRunner
 
 from hive.cli.inspect import app
@@ -14,7 +14,7 @@ from hive.config import HiveSettings
 from hive.inspect.common import InspectInputError
 from hive.inspect.round import leave_one_out, load_round, round_contributions, write_loo_round
 from hive.rounds.book import RoundBook, RoundRecord, write_learnings, write_manifest
-from streams.events import Feedback, Learning
+from streams.events import Learning
 
 runner = CliRunner()
 PER_AGENT = {
@@ -24,18 +24,6 @@ PER_AGENT = {
 
 
 ADAPTERS = {"roots": ["/srv/agents"], "max_bytes": 4096}
-
-
-def _learning(agent: str, skill: str, n: int) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt=f"{skill} {n}",
-        completion="x",
-        feedback=Feedback(reward=0.0, correction=str(n)),
-    )
 
 
 def _round(book: RoundBook, round_id: str, learnings: list[Learning], state: str = "released", **extra) -> RoundRecord:
@@ -80,11 +68,14 @@ def _round(book: RoundBook, round_id: str, learnings: list[Learning], state: str
 def book(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RoundBook:
     monkeypatch.setenv("HIVE_HOME", str(tmp_path / "hive"))
     book = RoundBook(HiveSettings().rounds_dir)
-    two = [_learning("agent-a", "add", i) for i in range(3)] + [_learning("agent-b", "capital", i) for i in range(2)]
+    # Each a wrong answer with its correction, as a round trains on them.
+    a = [make_learning("agent-a", "add", i, reward=0.0, correction=str(i)) for i in range(3)]
+    two = a + [make_learning("agent-b", "capital", i, reward=0.0, correction=str(i)) for i in range(2)]
     _round(book, "r0001", two)
     (book.path("r0001") / "out").mkdir()
     (book.path("r0001") / "out" / "metrics.json").write_text(json.dumps({"steps": 40, "per_agent": PER_AGENT}))
-    _round(book, "r0002", [_learning("agent-a", "add", 9)])  # made before per-agent metrics: no metrics.json
+    # Made before per-agent metrics: no metrics.json.
+    _round(book, "r0002", [make_learning("agent-a", "add", 9, reward=0.0, correction="9")])
     _round(book, "r0003", two, state="open")
     return book
 

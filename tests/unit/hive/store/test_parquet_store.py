@@ -5,28 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from factories import make_learning
 
 from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter, StoreError
 from hive.store.parquet import CATALOG_FILE, SEGMENTS_DIR, ParquetLearningStore
-from streams.events import Feedback, Learning, TeacherSignal
-
-
-def learning(agent: str = "a1", skill: str = "reverse", n: int = 0, **over: object) -> Learning:
-    fields: dict = {
-        "id": uuid.uuid4(),
-        "agent_id": agent,
-        "skill": skill,
-        "core_version": 1,
-        "prompt": f"p{n}",
-        "completion": f"c{n}",
-        "feedback": Feedback(reward=0.5, correction=f"x{n}"),
-    }
-    return Learning(**(fields | over))
+from streams.events import Learning, TeacherSignal
 
 
 @pytest.fixture
@@ -45,8 +32,8 @@ def test_empty_store(store: ParquetLearningStore) -> None:
 
 
 def test_append_assigns_seq_and_reads_in_order(store: ParquetLearningStore) -> None:
-    first = [learning("a1", n=i) for i in range(3)]
-    second = [learning("a2", n=i) for i in range(2)]
+    first = [make_learning("a1", n=i) for i in range(3)]
+    second = [make_learning("a2", n=i) for i in range(2)]
     assert store.append(first, {("hive.learnings", 0): 3}) == 3
     assert store.append(second, {("hive.learnings", 1): 2}) == 2
     assert store.max_seq() == 5
@@ -58,19 +45,19 @@ def test_append_assigns_seq_and_reads_in_order(store: ParquetLearningStore) -> N
 
 
 def test_dedupe_against_store_and_within_batch(store: ParquetLearningStore) -> None:
-    a, b = learning(n=1), learning(n=2)
+    a, b = make_learning(n=1), make_learning(n=2)
     twin = a.model_copy(update={"prompt": "changed"})  # same id, so the first one wins
     assert store.append([a, twin, b], {}) == 2
     assert store.append([a, b], {}) == 0
-    assert store.append([b, learning(n=3)], {}) == 1
+    assert store.append([b, make_learning(n=3)], {}) == 1
     assert store.count() == store.unique_ids() == 3
-    assert store.read()[0].prompt == "p1"
+    assert store.read()[0].prompt == "add 1"
 
 
 def test_counts_by_agent_and_skill(store: ParquetLearningStore) -> None:
-    batch = [learning("a1", "s1", 0), learning("a1", "s2", 1), learning("a2", "s1", 2)]
+    batch = [make_learning("a1", "s1", 0), make_learning("a1", "s2", 1), make_learning("a2", "s1", 2)]
     store.append(batch, {})
-    store.append([learning("a3", "s1", 3)], {})
+    store.append([make_learning("a3", "s1", 3)], {})
     assert store.count(agent_id="a1") == 2
     assert store.count(skill="s1") == 3
     assert store.count(agent_id="a1", skill="s1") == 1
@@ -79,7 +66,7 @@ def test_counts_by_agent_and_skill(store: ParquetLearningStore) -> None:
 
 
 def test_offsets_merge_and_advance_even_without_new_learnings(store: ParquetLearningStore) -> None:
-    a = learning()
+    a = make_learning()
     store.append([a], {("t", 0): 5, ("t", 1): 2})
     store.append([a], {("t", 0): 9})
     assert store.offsets() == {("t", 0): 9, ("t", 1): 2}
@@ -87,7 +74,7 @@ def test_offsets_merge_and_advance_even_without_new_learnings(store: ParquetLear
 
 def test_everything_survives_reopen(tmp_path: Path) -> None:
     teacher = TeacherSignal(k=2, token_ids=[[1, 2]], logprobs=[[-0.1, -3.0]])
-    items = [learning("a1", n=0, teacher=teacher), learning("a2", n=1)]
+    items = [make_learning("a1", n=0, reward=0.5, correction="x0", teacher=teacher), make_learning("a2", n=1)]
     with ParquetLearningStore(tmp_path) as s:
         s.append(items, {("hive.learnings", 3): 17})
     with ParquetLearningStore(tmp_path) as s:
@@ -95,12 +82,12 @@ def test_everything_survives_reopen(tmp_path: Path) -> None:
         assert s.read()[0].teacher == teacher
         assert s.offsets() == {("hive.learnings", 3): 17}
         assert s.append(items, {}) == 0
-        assert s.append([learning(n=2)], {}) == 1
+        assert s.append([make_learning(n=2)], {}) == 1
         assert s.max_seq() == 3
 
 
 def test_segment_holds_columns_and_full_json(store: ParquetLearningStore) -> None:
-    item = learning("a9", "s9", 4)
+    item = make_learning("a9", "s9", 4, core_version=1, reward=0.5, correction="x4")
     store.append([item], {})
     (segment,) = (store.directory / SEGMENTS_DIR).glob("*.parquet")
     row = pq.read_table(segment).to_pylist()[0]
@@ -113,7 +100,7 @@ def test_segment_holds_columns_and_full_json(store: ParquetLearningStore) -> Non
 
 def test_orphan_segment_is_ignored_and_removed(tmp_path: Path) -> None:
     with ParquetLearningStore(tmp_path) as s:
-        s.append([learning(n=0)], {("t", 0): 1})
+        s.append([make_learning(n=0)], {("t", 0): 1})
         (committed,) = (tmp_path / SEGMENTS_DIR).glob("*.parquet")
     # A crash after the segment was written but before the catalog commit leaves a file like this.
     orphan = tmp_path / SEGMENTS_DIR / "seg-000000000002-000000000002.parquet"
@@ -125,13 +112,13 @@ def test_orphan_segment_is_ignored_and_removed(tmp_path: Path) -> None:
         assert not half_written.exists()
         assert s.count() == 1
         assert s.offsets() == {("t", 0): 1}
-        assert s.append([learning(n=5)], {}) == 1
+        assert s.append([make_learning(n=5)], {}) == 1
         assert s.max_seq() == 2
 
 
 def test_missing_committed_segment_is_reported(tmp_path: Path) -> None:
     with ParquetLearningStore(tmp_path) as s:
-        s.append([learning()], {})
+        s.append([make_learning()], {})
     for segment in (tmp_path / SEGMENTS_DIR).glob("*.parquet"):
         segment.unlink()
     with pytest.raises(StoreError, match="missing on disk"):
@@ -144,7 +131,7 @@ def test_failed_catalog_commit_leaves_no_segment(store: ParquetLearningStore, mo
 
     monkeypatch.setattr(store._catalog, "commit", boom)
     with pytest.raises(OSError, match="disk full"):
-        store.append([learning(id=uuid.uuid4())], {})
+        store.append([make_learning()], {})
     assert list((store.directory / SEGMENTS_DIR).iterdir()) == []
     assert (store.directory / CATALOG_FILE).exists()
     assert store.count() == 0
@@ -166,7 +153,7 @@ def letter(offset: int, reason: str = "schema", payload: bytes = b"{bad", partit
 
 def test_dead_letters_commit_with_the_batch_and_a_replay_adds_none(store: ParquetLearningStore) -> None:
     batch = [letter(0), letter(1, "oversize", b"x" * 5000), letter(2, "signature")]
-    assert store.append([learning()], {("hive.learnings", 0): 3}, batch) == 1
+    assert store.append([make_learning()], {("hive.learnings", 0): 3}, batch) == 1
     assert store.append([], {("hive.learnings", 0): 3}, batch) == 0  # the same batch, replayed
     assert store.dead_letter_counts() == {"oversize": 1, "schema": 1, "signature": 1}
     latest = store.dead_letters()
@@ -183,7 +170,7 @@ def test_dead_letters_commit_with_the_batch_and_a_replay_adds_none(store: Parque
 def test_dead_letters_roll_back_with_a_failed_append(store: ParquetLearningStore) -> None:
     broken = dataclasses.replace(letter(0), detail=None)  # NOT NULL: the catalog transaction fails
     with pytest.raises(sqlite3.IntegrityError):
-        store.append([learning()], {("hive.learnings", 0): 1}, [letter(1), broken])
+        store.append([make_learning()], {("hive.learnings", 0): 1}, [letter(1), broken])
     assert store.count() == 0
     assert store.dead_letter_counts() == {}
     assert store.offsets() == {}
@@ -192,7 +179,7 @@ def test_dead_letters_roll_back_with_a_failed_append(store: ParquetLearningStore
 
 def test_read_only_store_reads_while_the_writer_runs_and_touches_nothing(tmp_path: Path) -> None:
     with ParquetLearningStore(tmp_path / "store") as writer:
-        items = [learning("a1", n=i) for i in range(5)] + [learning("a2", skill="add", n=9)]
+        items = [make_learning("a1", "reverse", i) for i in range(5)] + [make_learning("a2", "add", 9)]
         writer.append(items, {("t", 0): 6}, [letter(3)])
         # A segment written but not yet in the catalog: the writer's append in progress, for a reader.
         in_flight = tmp_path / "store" / SEGMENTS_DIR / "seg-in-flight.parquet"
@@ -201,12 +188,12 @@ def test_read_only_store_reads_while_the_writer_runs_and_touches_nothing(tmp_pat
             assert reader.count() == reader.unique_ids() == 6
             assert reader.unique_ids(agent_id="a2") == reader.count(skill="add") == 1
             assert [seq for seq, _ in reader.tail(2)] == [5, 6]
-            assert [x.prompt for _, x in reader.tail(2, agent_id="a1")] == ["p3", "p4"]
+            assert [x.prompt for _, x in reader.tail(2, agent_id="a1")] == ["reverse 3", "reverse 4"]
             assert len(reader.tail(100)) == 6
             assert reader.tail(0) == []
             assert reader.dead_letter_counts() == {"schema": 1}
             with pytest.raises(StoreError, match="read-only"):
-                reader.append([learning()], {})
+                reader.append([make_learning()], {})
         assert in_flight.exists()
     with pytest.raises(StoreError, match="no catalog"):
         ParquetLearningStore(tmp_path / "nowhere", read_only=True)
@@ -215,7 +202,7 @@ def test_read_only_store_reads_while_the_writer_runs_and_touches_nothing(tmp_pat
 
 def test_read_only_store_of_an_older_catalog_without_dead_letters(tmp_path: Path) -> None:
     with ParquetLearningStore(tmp_path / "store") as writer:
-        writer.append([learning()], {})
+        writer.append([make_learning()], {})
     with sqlite3.connect(tmp_path / "store" / CATALOG_FILE) as conn:
         conn.execute("DROP TABLE dead_letters")
     with ParquetLearningStore(tmp_path / "store", read_only=True) as reader:

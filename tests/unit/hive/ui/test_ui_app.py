@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from factories import make_learning
 from fastapi.testclient import TestClient
 
 from hive.config import HiveSettings
@@ -21,21 +21,9 @@ from hive.ui.app import app_from_env, create_app
 from hive.ui.sources import knowledge_matrix
 from hive.views import dlq_json, learning_json, quarantined_json
 from streams.config import KafkaSettings
-from streams.events import Feedback, Heartbeat, Learning
+from streams.events import Heartbeat
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-def learning(agent: str, skill: str, n: int, prompt: str | None = None) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt=prompt if prompt is not None else f"p{n}",
-        completion=f"c{n}",
-        feedback=Feedback(reward=0.25 * (n % 5), correction=f"x{n}"),
-    )
 
 
 def dead_letter(reason: str, offset: int, payload: bytes) -> DeadLetter:
@@ -76,9 +64,10 @@ class FakeTracker:
 def settings(tmp_path: Path) -> HiveSettings:
     home = tmp_path / ".hive"
     with ParquetLearningStore(home / "store") as store:
-        store.append([learning("a1", "reverse", n) for n in range(5)], {})
-        store.append([learning("a2", "sort", n) for n in range(3)], {})
-        store.append([learning("a2", "sort", 9, prompt=HOSTILE)], {})
+        # Rewards from 0 to 1 and a correction on each, as the learnings page shows them.
+        store.append([make_learning("a1", "reverse", n, reward=0.25 * n, correction=f"x{n}") for n in range(5)], {})
+        store.append([make_learning("a2", "sort", n, reward=0.25 * n, correction=f"x{n}") for n in range(3)], {})
+        store.append([make_learning("a2", "sort", 9, prompt=HOSTILE, reward=1.0, correction="x9")], {})
         dead = [dead_letter("invalid_json", 1, b"{not json"), dead_letter("schema", 2, HOSTILE.encode())]
         store.append([], {}, dead)
     book = RoundBook(home / "rounds")
