@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import make_learning
 
 from agents.skills import BUILTIN_SKILLS
 from streams.broker import EmbeddedBroker
 from streams.events import Learning
+
+from factories import make_learning
 
 
 def _start(log_path: Path) -> EmbeddedBroker:

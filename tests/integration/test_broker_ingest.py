@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import make_learning
 from kafka import KafkaAdminClient, TopicPartition
 
 from hive.config import HiveSettings
@@ -22,6 +21,8 @@ from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.events import Learning
 from streams.kafka import create_topics, make_consumer, make_producer, send_and_wait
+
+from factories import make_learning
 
 AGENTS = ("agent-a", "agent-b", "agent-c")
 N_VALID = 300

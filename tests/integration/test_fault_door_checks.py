@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from factories import make_learning
-
 from hive.ingest.admit import UNKNOWN_SKILL
 from hive.ingest.auth import REVOKED, UNSIGNED
 from hive.store.interface import StoreError
@@ -21,6 +19,8 @@ from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.kafka import create_topics, make_producer
 from streams.signing import signed
+
+from factories import make_learning
 
 DEADLINE_S = 120.0
 FAST_GROUP = {"HIVE_KAFKA_SESSION_TIMEOUT_MS": "3000", "HIVE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from factories import make_learning
 from kafka import TopicPartition
 
 from hive.ingest.admit import UNKNOWN_SKILL
@@ -24,6 +23,8 @@ from streams.config import KafkaSettings
 from streams.events import Learning, TeacherSignal
 from streams.kafka import create_topics, make_consumer, make_producer
 from streams.signing import signed
+
+from factories import make_learning
 
 DEADLINE_S = 60.0
 KEY_A = b"alpha-key-given-inline"  # given inline

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from factories import make_learning
 from kafka.errors import KafkaTimeoutError, UnknownProducerIdError
 
 from agents.publisher import Publisher, PublisherClosed
@@ -18,6 +17,8 @@ from agents.spool import Spool
 from streams import topics
 from streams.events import Learning
 from streams.signing import verify
+
+from factories import make_learning
 
 AGENT = "agent-a"
 

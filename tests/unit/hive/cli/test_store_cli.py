@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from factories import make_learning
 from typer.testing import CliRunner
 
 from hive.cli.app import app
@@ -16,6 +15,8 @@ from hive.config import HiveSettings
 from hive.store.interface import DeadLetter, Quarantined
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Learning
+
+from factories import make_learning
 
 runner = CliRunner()
 

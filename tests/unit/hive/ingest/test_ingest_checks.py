@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import make_learning
 from pydantic import ValidationError
 
 from hive.config import HiveSettings, IngestSettings
@@ -14,6 +13,8 @@ from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, Sender
 from streams import codec
 from streams.events import Heartbeat, Learning
 from streams.signing import KeyRing, signed
+
+from factories import make_learning
 
 SECRET = b"secret-key-16-bytes!"
 OLD, NEW = b"o" * 32, b"n" * 32

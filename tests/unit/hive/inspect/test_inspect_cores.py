@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from factories import make_learning
 from typer.testing import CliRunner
 
 from agents.evaluation import TaskOutput, skill_outputs
@@ -21,6 +20,8 @@ from hive.cores.registry import CoreRegistry
 from hive.inspect.cores import compare_outputs, next_token_topk, probe_model, token_text, which_right
 from hive.store.parquet import ParquetLearningStore
 from streams.events import ClaimCheck
+
+from factories import make_learning
 
 runner = CliRunner()
 SIZE = CoreSize(width=32, layers=1)

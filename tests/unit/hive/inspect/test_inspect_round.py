@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from factories import make_learning
 from typer.testing import CliRunner
 
 from hive.cli.inspect import app
@@ -15,6 +14,8 @@ from hive.inspect.common import InspectInputError
 from hive.inspect.round import leave_one_out, load_round, round_contributions, write_loo_round
 from hive.rounds.book import RoundBook, RoundRecord, write_learnings, write_manifest
 from streams.events import Learning
+
+from factories import make_learning
 
 runner = CliRunner()
 PER_AGENT = {

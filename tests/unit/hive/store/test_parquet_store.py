@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from factories import make_learning
 
 from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter, StoreError
 from hive.store.parquet import CATALOG_FILE, SEGMENTS_DIR, ParquetLearningStore
 from streams.events import Learning, TeacherSignal
+
+from factories import make_learning
 
 
 @pytest.fixture

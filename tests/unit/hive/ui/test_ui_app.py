@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from factories import make_learning
 from fastapi.testclient import TestClient
 
 from hive.config import HiveSettings
@@ -22,6 +21,8 @@ from hive.ui.sources import knowledge_matrix
 from hive.views import dlq_json, learning_json, quarantined_json
 from streams.config import KafkaSettings
 from streams.events import Heartbeat
+
+from factories import make_learning
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
