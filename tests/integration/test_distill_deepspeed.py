@@ -19,6 +19,8 @@ import pytest
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
+from distill.checkpoint import COMMITTED
+from distill.data import UNUSABLE
 from distill.launch import (
     LOG_HEADER,
     PROJECT_ROOT,
@@ -29,7 +31,6 @@ from distill.launch import (
     run_round,
 )
 from distill.manifest import resolve_ds_config
-from distill.train import COMMITTED, UNUSABLE
 from streams.broker import free_port
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
