@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,27 @@ def save_checkpoint(
         # The fingerprint first: a committed checkpoint always says which run it belongs to.
         durable.write_text(ckpt_dir / FINGERPRINT, json.dumps(fingerprint, sort_keys=True))
         durable.write_text(ckpt_dir / COMMITTED, tag)
+
+
+def resume(engine, ckpt_dir: Path, fingerprint: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Loads this run's committed checkpoint under ``ckpt_dir`` into ``engine`` and returns its client state (the
+    step and the history so far); None when training starts from step 0. Every rank must call this.
+
+    A checkpoint another run wrote (see ``stale_checkpoint``) is removed, not resumed.
+    """
+    if not (ckpt_dir / COMMITTED).is_file():
+        return None
+    stale = stale_checkpoint(ckpt_dir, fingerprint)
+    # Every rank has decided (on the same files) before rank 0 may remove them.
+    torch.distributed.barrier()
+    if stale is not None:
+        if rank == 0:
+            print(f"distill: discarding checkpoint {ckpt_dir}: {stale}; starting from step 0", flush=True)
+            shutil.rmtree(ckpt_dir)
+        torch.distributed.barrier()
+        return None
+    # Every rank loads its own shard; the client state carries the step and the history so far.
+    _, client = engine.load_checkpoint(str(ckpt_dir), tag=(ckpt_dir / COMMITTED).read_text().strip())
+    if client is not None and rank == 0:
+        print(f"distill: resumed from {ckpt_dir} at step {client['step']}", flush=True)
+    return client

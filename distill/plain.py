@@ -17,8 +17,9 @@ from agents.model import load_core
 from distill.data import load_data
 from distill.dataset import BalancedSampler
 from distill.manifest import Manifest, load_manifest, resolve_ds_config
+from distill.report import write_json
 from distill.step import load_previous_core, train_step
-from distill.train import load_ds_config, write_json
+from distill.train import load_ds_config
 
 # The keys of a DeepSpeed optimizer section that select an implementation rather than being AdamW arguments.
 DS_ONLY_OPTIMIZER_KEYS = ("torch_adam", "adam_w_mode", "fp32_optimizer_states")
