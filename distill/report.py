@@ -65,6 +65,7 @@ def close_run(tracker: Tracker, out_dir: Path, metrics: dict[str, Any]) -> None:
     """Writes ``metrics.json``, logs its figures and the file itself to the tracker, and ends the run."""
     write_json(out_dir / METRICS, metrics)
     tracker.log_metrics({f"eval_{name}": acc for name, acc in metrics["eval"].items()})
+    tracker.log_metrics({f"base_eval_{name}": acc for name, acc in metrics["base_eval"].items()})
     tracker.log_metrics({f"teacher_skipped_{k}": n for k, n in metrics["teacher_skipped"].items()})
     tracker.log_metrics({"final_loss": metrics["final_loss"] or 0.0, "tokens_per_s": metrics["tokens_per_s"] or 0.0})
     tracker.log_artifact(out_dir / METRICS)

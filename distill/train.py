@@ -160,8 +160,8 @@ def train(job: Job) -> Trained:
 
 
 def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
-    """Rank 0, once the other ranks are gone: evaluates the saved core, attributes the round per agent, and
-    writes metrics.json."""
+    """Rank 0, once the other ranks are gone: evaluates the saved core and the base core on the same held-out
+    tasks, attributes the round per agent, and writes metrics.json."""
     manifest, data, losses = job.manifest, job.data, trained.losses
     # The other ranks are done; evaluation decodes on rank 0 and may use their cores.
     torch.set_num_threads(max(1, min(job.world_size, os.cpu_count() or 1)))
@@ -169,6 +169,9 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
     scores = evaluate_skills(core, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
     # The base core: retention already holds it; otherwise it is loaded only now that training is over.
     base = job.previous if job.previous is not None else load_core(manifest.base_core)
+    # The same held-out tasks for the core the round started from, so the hive's gate compares two metric
+    # dicts and never loads a model itself.
+    base_scores = evaluate_skills(base, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
     per_agent = per_agent_metrics(data.examples, base, core, manifest.distill.temperature)
     wall_s = time.perf_counter() - started
     metrics = {
@@ -178,6 +181,7 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "eval": scores,
+        "base_eval": base_scores,
         "sha256": sha,
         "tokens": trained.tokens,
         "wall_s": wall_s,
@@ -196,7 +200,7 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
         "mlflow_run_id": job.tracker.run_id,
     }
     close_run(job.tracker, manifest.out_dir, metrics)
-    print(f"distill: done in {wall_s:.1f}s, eval {json.dumps(scores)}", flush=True)
+    print(f"distill: done in {wall_s:.1f}s, eval {json.dumps(scores)}, base {json.dumps(base_scores)}", flush=True)
 
 
 if __name__ == "__main__":
