@@ -14,9 +14,11 @@ class ManifestError(ValueError):
 
 
 class DistillParams(BaseModel):
-    """The hive's ``DistillSettings`` fields, plus ``checkpoint_every`` (0 = no checkpoints).
+    """How a round distills: processes, steps, the loss weights and checkpoints (0 = no checkpoints).
 
-    Unknown fields are ignored so that a newer hive can add settings without breaking an older job.
+    These defaults are the product's: the hive's ``DistillSettings`` inherits them, so a manifest written without
+    a field means what the hive would have sent. Unknown fields are ignored so that a newer hive can add settings
+    without breaking an older job.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -29,14 +31,18 @@ class DistillParams(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
     kd_weight: float = Field(default=1.0, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
-    # Applies only to a round with a replay file: without earlier learnings there is nothing to retain.
+    # KL to the previous core on replay batches; it applies only when a round has earlier learnings to replay.
     retention_weight: float = Field(default=1.0, ge=0)
-    replay_size: int = Field(default=512, ge=0)
+    # Earlier rounds' learnings sampled into each round's replay set, balanced per skill (0 = no replay).
+    # 512 was too few for a skill with hundreds of distinct tasks (morse forgot 0.17); 4096 kept it.
+    replay_size: int = Field(default=4096, ge=0)
+    # Top-k of the teacher signal the job computes from an agent's adapter when a learning ships none.
     topk: int = Field(default=16, ge=1)
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = Field(default=900, ge=1)
-    checkpoint_every: int = Field(default=0, ge=0)
+    # Steps between checkpoints: a round that a crash or a restart interrupted resumes from the last one.
+    checkpoint_every: int = Field(default=100, ge=0)
 
     def ds_config_path(self) -> Path:
         """The DeepSpeed config: a path as given if it exists, else a file name under distill/configs/."""
