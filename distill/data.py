@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.dataset import BalancedSampler, Example, LoadReport, build_examples, read_learnings
+from distill.dataset import BalancedSampler, Example, LoadReport, build_examples
 from distill.lineage import learning_ids_text, round_lineage
-from distill.manifest import Manifest
+from distill.manifest import Manifest, read_learnings
 from distill.teachers import AdapterTeachers
 from streams import durable
 from streams.events import Learning

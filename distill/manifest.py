@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams import durable
+from streams.events import STORED, Learning
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ManifestError(ValueError):
     """A manifest that cannot be read or does not describe a runnable round."""
+
+
+class LearningsError(ValueError):
+    """A learnings file that cannot be read as one Learning JSON per line."""
 
 
 class DistillParams(BaseModel):
@@ -159,3 +167,29 @@ def load_manifest(path: Path) -> Manifest:
         return Manifest.model_validate_json(text)
     except ValidationError as err:
         raise ManifestError(f"invalid manifest {path}: {err}") from err
+
+
+def write_learnings(path: Path, learnings: Iterable[Learning]) -> None:
+    """Writes a round's learnings file (``learnings.jsonl``, ``replay.jsonl``): one Learning JSON per line, in
+    the order given, atomically and durably."""
+    durable.write_lines(path, [learning.model_dump_json() for learning in learnings])
+
+
+def read_learnings(path: Path) -> list[Learning]:
+    """Reads a file ``write_learnings`` wrote, in file order; blank lines are allowed, a malformed line is an
+    error (LearningsError, naming the file and the line)."""
+    try:
+        lines = durable.read_lines(Path(path))
+    except OSError as err:
+        raise LearningsError(f"cannot read learnings {path}: {err}") from err
+    learnings: list[Learning] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            # STORED: the file is the hive's own copy of stored learnings; a round left unfinished by a hive that
+            # still accepted zone-less times must resume, reading them as UTC.
+            learnings.append(Learning.model_validate_json(line, context=STORED))
+        except ValidationError as err:
+            raise LearningsError(f"{path}:{number}: not a valid Learning: {err}") from err
+    return learnings
