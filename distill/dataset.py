@@ -9,17 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 
 from agents.model import MAX_POSITIONS, Batch, make_batch
 from agents.tokenizer import ByteTokenizer
+from distill.manifest import read_learnings
 from distill.teachers import AdapterTeachers, Dropped
-from streams.durable import read_lines
-from streams.events import STORED, Learning
-
-
-class DatasetError(ValueError):
-    """A learnings file that cannot be read as one Learning JSON per line."""
+from streams.events import Learning
 
 
 @dataclass(frozen=True)
@@ -98,25 +93,6 @@ def example_from_learning(
     return example, reason
 
 
-def read_learnings(path: Path) -> list[Learning]:
-    """Reads one ``Learning`` JSON per line, in file order; blank lines are allowed, a malformed line is an error."""
-    try:
-        lines = read_lines(Path(path))
-    except OSError as err:
-        raise DatasetError(f"cannot read learnings {path}: {err}") from err
-    learnings: list[Learning] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            # STORED: the file is the hive's own copy of stored learnings; a round left unfinished by a hive that
-            # still accepted zone-less times must resume, reading them as UTC.
-            learnings.append(Learning.model_validate_json(line, context=STORED))
-        except ValidationError as err:
-            raise DatasetError(f"{path}:{number}: not a valid Learning: {err}") from err
-    return learnings
-
-
 def build_examples(
     learnings: Sequence[Learning], require_signal: bool = True, teachers: AdapterTeachers | None = None
 ) -> tuple[list[Example], LoadReport]:
@@ -150,7 +126,7 @@ def build_examples(
 def load_examples(
     path: Path, require_signal: bool = True, teachers: AdapterTeachers | None = None
 ) -> tuple[list[Example], LoadReport]:
-    """``build_examples`` over the learnings of a JSONL file (see ``read_learnings``)."""
+    """``build_examples`` over the learnings of a round's learnings file (see ``distill.manifest.read_learnings``)."""
     return build_examples(read_learnings(path), require_signal, teachers)
 
 

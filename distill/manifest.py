@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams import durable
+from streams.events import STORED, Learning
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -13,10 +17,16 @@ class ManifestError(ValueError):
     """A manifest that cannot be read or does not describe a runnable round."""
 
 
-class DistillParams(BaseModel):
-    """The hive's ``DistillSettings`` fields, plus ``checkpoint_every`` (0 = no checkpoints).
+class LearningsError(ValueError):
+    """A learnings file that cannot be read as one Learning JSON per line."""
 
-    Unknown fields are ignored so that a newer hive can add settings without breaking an older job.
+
+class DistillParams(BaseModel):
+    """How a round distills: processes, steps, the loss weights and checkpoints (0 = no checkpoints).
+
+    These defaults are the product's: the hive's ``DistillSettings`` inherits them, so a manifest written without
+    a field means what the hive would have sent. Unknown fields are ignored so that a newer hive can add settings
+    without breaking an older job.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -29,14 +39,18 @@ class DistillParams(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
     kd_weight: float = Field(default=1.0, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
-    # Applies only to a round with a replay file: without earlier learnings there is nothing to retain.
+    # KL to the previous core on replay batches; it applies only when a round has earlier learnings to replay.
     retention_weight: float = Field(default=1.0, ge=0)
-    replay_size: int = Field(default=512, ge=0)
+    # Earlier rounds' learnings sampled into each round's replay set, balanced per skill (0 = no replay).
+    # 512 was too few for a skill with hundreds of distinct tasks (morse forgot 0.17); 4096 kept it.
+    replay_size: int = Field(default=4096, ge=0)
+    # Top-k of the teacher signal the job computes from an agent's adapter when a learning ships none.
     topk: int = Field(default=16, ge=1)
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = Field(default=900, ge=1)
-    checkpoint_every: int = Field(default=0, ge=0)
+    # Steps between checkpoints: a round that a crash or a restart interrupted resumes from the last one.
+    checkpoint_every: int = Field(default=100, ge=0)
 
     def ds_config_path(self) -> Path:
         """The DeepSpeed config: a path as given if it exists, else a file name under distill/configs/."""
@@ -153,3 +167,29 @@ def load_manifest(path: Path) -> Manifest:
         return Manifest.model_validate_json(text)
     except ValidationError as err:
         raise ManifestError(f"invalid manifest {path}: {err}") from err
+
+
+def write_learnings(path: Path, learnings: Iterable[Learning]) -> None:
+    """Writes a round's learnings file (``learnings.jsonl``, ``replay.jsonl``): one Learning JSON per line, in
+    the order given, atomically and durably."""
+    durable.write_lines(path, [learning.model_dump_json() for learning in learnings])
+
+
+def read_learnings(path: Path) -> list[Learning]:
+    """Reads a file ``write_learnings`` wrote, in file order; blank lines are allowed, a malformed line is an
+    error (LearningsError, naming the file and the line)."""
+    try:
+        lines = durable.read_lines(Path(path))
+    except OSError as err:
+        raise LearningsError(f"cannot read learnings {path}: {err}") from err
+    learnings: list[Learning] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            # STORED: the file is the hive's own copy of stored learnings; a round left unfinished by a hive that
+            # still accepted zone-less times must resume, reading them as UTC.
+            learnings.append(Learning.model_validate_json(line, context=STORED))
+        except ValidationError as err:
+            raise LearningsError(f"{path}:{number}: not a valid Learning: {err}") from err
+    return learnings

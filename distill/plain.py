@@ -14,9 +14,12 @@ from typing import Any
 import torch
 
 from agents.model import load_core
+from distill.data import load_data
 from distill.dataset import BalancedSampler
 from distill.manifest import Manifest, load_manifest, resolve_ds_config
-from distill.train import load_data, load_ds_config, load_previous_core, train_step, write_json
+from distill.report import write_json
+from distill.step import load_previous_core, train_step
+from distill.train import load_ds_config
 
 # The keys of a DeepSpeed optimizer section that select an implementation rather than being AdamW arguments.
 DS_ONLY_OPTIMIZER_KEYS = ("torch_adam", "adam_w_mode", "fp32_optimizer_states")
@@ -76,7 +79,7 @@ def warmup_cosine(
 
 
 class PlainEngine:
-    """The part of DeepSpeed's engine that ``distill.train.train_step`` uses, over a plain module.
+    """The part of DeepSpeed's engine that ``distill.step.train_step`` uses, over a plain module.
 
     ``step()`` does what DeepSpeed's does for an fp32 run: clip the gradient norm, step the optimizer,
     step the lr schedule, zero the gradients.

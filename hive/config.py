@@ -7,36 +7,18 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from distill.manifest import DistillParams
 from streams.config import KafkaSettings
 from streams.signing import parse_keys
 
 
-class DistillSettings(BaseModel):
-    """How a round distills: processes, steps and the loss weights."""
+class DistillSettings(DistillParams):
+    """How a round distills (``HIVE_DISTILL__*``): the manifest's ``DistillParams``, whose defaults are the hive's,
+    plus the learning rate of the rounds after the first."""
 
-    nproc: int = 2
-    steps: int = 400
-    batch_size: int = 64
-    lr: float = 3e-3
     # A core that earlier rounds already taught is tuned gently: at 3e-3 a later round made it forget
     # up to 0.17 of an earlier skill, at 1e-3 at most 0.01 (hive bench fleet, docs/benchmarks.md).
-    continual_lr: float = 1e-3
-    warmup_steps: int = 20
-    temperature: float = 1.0
-    kd_weight: float = 1.0
-    ce_weight: float = 1.0
-    # KL to the previous core on replay batches; it applies only when a round has earlier learnings to replay.
-    retention_weight: float = 1.0
-    # Earlier rounds' learnings sampled into each round's replay set, balanced per skill (0 = no replay).
-    # 512 was too few for a skill with hundreds of distinct tasks (morse forgot 0.17); 4096 kept it.
-    replay_size: int = 4096
-    # Top-k of the teacher signal the hive computes from an agent's adapter when a learning ships none.
-    topk: int = 16
-    ds_config: str = "zero2_cpu.yaml"
-    seed: int = 0
-    timeout_s: int = 900
-    # Steps between checkpoints: a round that a crash or a restart interrupted resumes from the last one.
-    checkpoint_every: int = 100
+    continual_lr: float = Field(default=1e-3, gt=0)
 
     def for_round(self, first: bool) -> dict:
         """The manifest's distill block: the first round from a fresh core learns at ``lr``, later ones at

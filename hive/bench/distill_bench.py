@@ -112,6 +112,8 @@ def build_round(directory: Path, plan: DistillBenchPlan) -> Path:
             ds_config=plan.ds_config,
             seed=plan.seed,
             timeout_s=plan.timeout_s,
+            # Both arms time the same step loop; the plain arm writes no checkpoints, so neither does this one.
+            checkpoint_every=0,
         ),
         eval=EvalParams(tasks=EVAL_TASKS),
     )

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.manifest import LearningsError, read_learnings, write_learnings
 from hive.inspect.common import InspectInputError, InspectStateError
 from hive.rounds.book import ProgressFn, RoundBook, RoundRecord, write_manifest
-from streams.durable import read_lines
 
 # Rounds whose candidate was evaluated: the only ones with a full eval to attribute against.
 EVALUATED = ("released", "rejected")
@@ -53,17 +53,11 @@ def agent_skills(learnings: Path) -> dict[str, dict[str, int]]:
     if not learnings.is_file():
         return {}
     try:
-        lines = read_lines(learnings)
-    except OSError as err:
-        raise InspectStateError(f"cannot read {learnings}: {err}") from err
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            counts.setdefault(row["agent_id"], Counter())[row["skill"]] += 1
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InspectStateError(f"{learnings}:{number}: not a learning: {err}") from err
+        items = read_learnings(learnings)
+    except LearningsError as err:
+        raise InspectStateError(str(err)) from err
+    for learning in items:
+        counts.setdefault(learning.agent_id, Counter())[learning.skill] += 1
     return {agent: dict(sorted(c.items())) for agent, c in sorted(counts.items())}
 
 
@@ -142,18 +136,15 @@ def write_loo_round(book: RoundBook, record: RoundRecord, agent: str, steps: int
     source = book.path(record.id)
     try:
         manifest = json.loads((source / "manifest.json").read_text())
-        lines = read_lines(source / "learnings.jsonl")
-    except (OSError, json.JSONDecodeError) as err:
+        learnings = read_learnings(source / "learnings.jsonl")
+    except (OSError, json.JSONDecodeError, LearningsError) as err:
         raise InspectStateError(f"round {record.id}: cannot read its manifest or learnings: {err}") from err
-    try:
-        kept = [line for line in lines if line.strip() and json.loads(line)["agent_id"] != agent]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InspectStateError(f"round {record.id}: its learnings.jsonl holds a line that is not a learning") from err
+    kept = [learning for learning in learnings if learning.agent_id != agent]
     if not kept:
         return None
     directory = loo_directory(book, record, agent)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "learnings.jsonl").write_text("".join(line + "\n" for line in kept))
+    write_learnings(directory / "learnings.jsonl", kept)
     distill = dict(manifest["distill"])
     distill["steps"] = steps
     # DeepSpeed's warmup schedulers need warmup within the run; a shortened run keeps the round's otherwise.

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, save_core
+from agents.evaluation import evaluate_skills
+from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, load_core, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
+from distill.checkpoint import COMMITTED
+from distill.data import UNUSABLE
 from distill.launch import (
     LOG_HEADER,
     PROJECT_ROOT,
@@ -29,7 +32,6 @@ from distill.launch import (
     run_round,
 )
 from distill.manifest import resolve_ds_config
-from distill.train import COMMITTED, UNUSABLE
 from streams.broker import free_port
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
@@ -146,6 +148,10 @@ def test_round_trains_saves_and_evaluates(first_round: tuple[Path, dict, list]) 
     assert metrics["sha256"] == file_sha256(out / "core" / "model.safetensors")
     assert set(metrics["eval"]) == set(SKILLS)
     assert all(0.0 <= acc <= 1.0 for acc in metrics["eval"].values())
+    # The base core on exactly the same held-out tasks, so the hive's gate needs no model of its own.
+    assert set(metrics["base_eval"]) == set(metrics["eval"])
+    skills = [BUILTIN_SKILLS[name] for name in SKILLS]
+    assert metrics["base_eval"] == evaluate_skills(load_core(root / "core_v0"), skills, n=20, seed=10_000)
     assert metrics["tokens"] > 0
     assert metrics["tokens_per_s"] > 0
     # One progress line per 10 steps reached the callback, with the losses the job recorded.
@@ -169,6 +175,7 @@ def test_round_is_tracked_in_mlflow(first_round: tuple[Path, dict, list]) -> Non
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(metrics["losses"])
     for skill in SKILLS:
         assert run.data.metrics[f"eval_{skill}"] == metrics["eval"][skill]
+        assert run.data.metrics[f"base_eval_{skill}"] == metrics["base_eval"][skill]
     # Lineage: which learnings, from which agents and seqs, this core came from.
     assert run.data.params["learnings"] == str(N_TEACHER + N_CORRECTIONS)
     assert (run.data.params["after_seq"], run.data.params["upto_seq"]) == ("40", str(40 + N_TEACHER + N_CORRECTIONS))

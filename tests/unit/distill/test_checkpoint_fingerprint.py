@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from agents.model import CoreSize, build_core, save_core
+from distill.checkpoint import FINGERPRINT, run_fingerprint, stale_checkpoint
+from distill.data import Data
 from distill.dataset import BalancedSampler, LoadReport
 from distill.manifest import Manifest
-from distill.train import FINGERPRINT, Data, run_fingerprint, stale_checkpoint
 
 
 @pytest.fixture(scope="module")

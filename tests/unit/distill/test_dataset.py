@@ -11,7 +11,8 @@ import torch
 
 from agents.model import make_batch
 from agents.tokenizer import ByteTokenizer
-from distill.dataset import BalancedSampler, DatasetError, Example, collate, load_examples
+from distill.dataset import BalancedSampler, Example, collate, load_examples
+from distill.manifest import LearningsError
 from streams.events import Feedback, Learning, TeacherSignal
 
 TOK = ByteTokenizer()
@@ -72,7 +73,7 @@ def test_replay_keeps_learnings_without_a_signal(tmp_path: Path) -> None:
 def test_a_malformed_line_is_an_error_with_its_number(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
     path.write_text(_learning("a", "p", "x").model_dump_json() + "\n\n{not json}\n")
-    with pytest.raises(DatasetError, match=r"l\.jsonl:3"):
+    with pytest.raises(LearningsError, match=r"l\.jsonl:3"):
         load_examples(path)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agents.model import CoreSize, build_core, topk_signal
+from distill.attribution import per_agent_metrics
 from distill.dataset import Example
-from distill.train import per_agent_metrics
 
 SIZE = CoreSize(width=32, layers=1)
 PAIRS = [(f"add {i} {i + 1}", str(2 * i + 1)) for i in range(12)]

@@ -10,9 +10,10 @@ import torch
 
 from agents.model import CoreSize, build_core
 from agents.tokenizer import ByteTokenizer
+from distill.data import Data
 from distill.dataset import BalancedSampler, Example, LoadReport
 from distill.manifest import DistillParams
-from distill.train import Data, train_step
+from distill.step import train_step
 
 
 class Engine:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.data import load_data
 from distill.manifest import load_manifest
-from distill.train import load_data
 from hive.bench.distill_bench import DistillBenchPlan, build_round, summary_line
 
 

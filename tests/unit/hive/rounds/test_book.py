@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.dataset import read_learnings
-from distill.manifest import load_manifest
+from distill.manifest import load_manifest, read_learnings
 from hive.config import DistillSettings, HiveSettings
 from hive.cores.files import CoreFiles
 from hive.rounds.book import RoundBook, RoundRecord, open_round, sample_replay

@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import distill.launch
-from distill.dataset import read_learnings
 from distill.launch import DistillError
-from distill.manifest import load_manifest
+from distill.manifest import load_manifest, read_learnings
 from hive.config import DistillSettings, HiveSettings, ScheduleSettings
 from hive.cores.files import CoreFiles
 from hive.rounds import control as round_control

@@ -1,0 +1,34 @@
+"""One set of distill defaults: the hive's DistillSettings inherits the manifest's DistillParams."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.manifest import DistillParams
+from hive.config import DistillSettings, HiveSettings
+
+
+def test_the_hive_and_the_manifest_agree_on_every_shared_default() -> None:
+    params, settings = DistillParams().model_dump(), DistillSettings().model_dump()
+    assert set(settings) - set(params) == {"continual_lr"}
+    assert {name: settings[name] for name in params} == params
+    # The hive's tuned values are the product's (see the comments in distill/manifest.py).
+    assert (params["replay_size"], params["checkpoint_every"]) == (4096, 100)
+
+
+def test_a_rounds_manifest_block_parses_back_to_the_same_params() -> None:
+    settings = DistillSettings(steps=7, lr=2e-3, continual_lr=5e-4, checkpoint_every=0)
+    assert DistillParams.model_validate(settings.for_round(first=True)) == DistillParams(
+        steps=7, lr=2e-3, checkpoint_every=0
+    )
+    assert DistillParams.model_validate(settings.for_round(first=False)).lr == 5e-4
+
+
+def test_env_variables_reach_the_settings_and_are_checked_as_the_job_checks_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HIVE_DISTILL__REPLAY_SIZE", "512")
+    assert HiveSettings().distill.replay_size == 512
+    monkeypatch.setenv("HIVE_DISTILL__STEPS", "0")
+    with pytest.raises(ValueError, match="steps"):
+        HiveSettings()
