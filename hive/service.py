@@ -7,12 +7,14 @@ import threading
 from typing import TYPE_CHECKING
 
 from hive.config import HiveSettings
-from hive.cores.files import CoreFiles
+from hive.cores.files import CoreFiles, champion_core
 from hive.cores.registry import CoreRegistry
 from hive.fleet import FleetTracker
 from hive.ingest.ingestor import Ingestor
-from hive.rounds.book import NoNewLearnings, ProgressFn, RoundBook, RoundRecord
-from hive.rounds.control import RoundBusy, RoundRunner, champion_core, round_lock
+from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
+from hive.rounds.lock import RoundBusy, round_lock
+from hive.rounds.progress import ProgressFn
+from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog, ScheduleDecision
 from hive.store.parquet import ParquetLearningStore
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer

@@ -17,7 +17,7 @@ from agents.tokenizer import VOCAB_SIZE
 from hive.bench.distill_bench import machine_info
 from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
 from hive.config import DistillSettings
-from hive.rounds.book import sample_replay, write_learnings, write_manifest
+from hive.rounds.open import sample_replay, write_learnings, write_manifest
 from streams.events import Learning, TeacherSignal
 
 METHODS = ("base", "specialist", "core", "weight_average", "task_arithmetic", "ties", "multitask")

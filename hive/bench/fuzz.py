@@ -22,8 +22,8 @@ from kafka.errors import KafkaError
 from hive.bench.poison import Message, PoisonPlan, build_traffic, poisoned_adapters
 from hive.config import HiveSettings, IngestSettings
 from hive.fleet import read_fleet
-from hive.rounds.control import round_json
 from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
+from hive.views import round_json
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
 from streams.config import KafkaSettings

@@ -15,7 +15,8 @@ from rich.table import Table
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, data_only_stdout, open_store, settings_or_exit
 from hive.cli.schedule import describe, with_schedule
 from hive.config import HiveSettings
-from hive.rounds.control import RoundNotFound, RoundStateError
+from hive.rounds.book import RoundNotFound
+from hive.rounds.cancel import RoundStateError
 
 app = typer.Typer(help="Distillation rounds: list, show, run (or dry-run), cancel and skip them.", no_args_is_help=True)
 
@@ -30,7 +31,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
     A failed round shows its error; when the schedule is blocked by failed rounds, or the hive's last round
     check failed, a line on stderr says so.
     """
-    from hive.rounds.control import rounds_json
+    from hive.views import rounds_json
 
     settings = _hive_or_exit()
     rows = rounds_json(settings)
@@ -78,7 +79,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
 @app.command("show")
 def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_json: bool = JsonOption) -> None:
     """One round in full: progress while it runs, the gate's per-skill comparison, and any error."""
-    from hive.rounds.control import round_json
+    from hive.views import round_json
 
     try:
         row = round_json(_hive_or_exit(), round_id)
@@ -161,7 +162,7 @@ def cancel(
     Its learnings go to the next round. Exits 2 for an unknown or finished round, 1 when the process running
     it has not stopped it within --wait seconds (the request stays; it is honoured when it looks).
     """
-    from hive.rounds.control import cancel_round
+    from hive.rounds.cancel import cancel_round
 
     settings = settings_or_exit()
     try:
@@ -195,7 +196,8 @@ def skip(
     learnings are never distilled, nor replayed. Exits 2 for an unknown round or one that is not failed.
     """
     from hive.rounds.book import RoundBook
-    from hive.rounds.control import round_view, skip_round
+    from hive.rounds.cancel import skip_round
+    from hive.views import round_view
 
     settings = _hive_or_exit()
     book = RoundBook(settings.rounds_dir)
@@ -259,7 +261,8 @@ def _run(settings: HiveSettings) -> list:
     from hive.cores.registry import CoreRegistry, RegistryError
     from hive.cores.release import release_core
     from hive.rounds.book import NoNewLearnings, RoundError
-    from hive.rounds.control import RoundBusy, RoundRunner, round_lock
+    from hive.rounds.lock import RoundBusy, round_lock
+    from hive.rounds.runner import RoundRunner
     from streams.kafka import make_producer
 
     store = open_store(settings)
@@ -327,7 +330,7 @@ class _ProgressBar:
 
 def _dry_run(settings: HiveSettings, as_json: bool) -> None:
     from hive.cores.registry import CoreRegistry
-    from hive.rounds.control import RoundRunner
+    from hive.rounds.runner import RoundRunner
 
     heartbeats = _heartbeats(settings)
     store = open_store(settings)
@@ -389,7 +392,7 @@ def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
 
 
 def _view(settings: HiveSettings, round_id: str) -> dict[str, Any]:
-    from hive.rounds.control import round_json
+    from hive.views import round_json
 
     return round_json(settings, round_id)
 

@@ -248,7 +248,7 @@ class _ProgressLogger:
         self._next = 0
 
     def __call__(self, step: int, total: int, loss: float) -> None:
-        from hive.rounds.control import eta_s
+        from hive.rounds.progress import eta_s
 
         now = time.monotonic()
         if self._first is None:

@@ -13,7 +13,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from hive.cores.files import existing_core
 from hive.cores.registry import CHAMPION, CoreRegistry, verify_core
-from hive.rounds.book import RoundBook
 from streams import durable, topics
 from streams.codec import encode
 from streams.events import AgentId, CoreRelease
@@ -364,39 +363,3 @@ def _close_entry(settings: HiveSettings, entry: dict[str, Any], outcome: dict[st
         _append_history(settings, {"of": entry["id"], "time": entry["time"], **outcome})
     except OSError:
         log.exception("cannot record the outcome (%s) of the release of core v%s", outcome["action"], entry["version"])
-
-
-# --- reading --------------------------------------------------------------------------------------------
-
-
-def cores_json(settings: HiveSettings, registry: CoreRegistry) -> list[dict[str, Any]]:
-    """Every registered core, oldest first, with its per-skill accuracy and where it was last released.
-
-    ``eval`` is {skill: accuracy} from the round records: a round's ``eval`` for its candidate and its
-    ``champion_eval`` for its base core, newer rounds overriding older figures skill by skill. Across
-    cores it is the knowledge matrix (skills x core versions). ``released_to`` is the targets of the
-    latest release of the core (None: the fleet), and ``released_at`` its time (None: never released).
-    """
-    evals: dict[int, dict[str, float]] = {}
-    rounds = sorted(RoundBook(settings.rounds_dir).all(), key=lambda r: (r.created_at, r.id))
-    for record in rounds:
-        if record.champion_eval:
-            evals.setdefault(record.base_version, {}).update(record.champion_eval)
-        if record.candidate_version is not None and record.eval:
-            evals.setdefault(record.candidate_version, {}).update(record.eval)
-    latest: dict[int, dict[str, Any]] = {}
-    for entry in read_history(settings):
-        latest[entry["version"]] = entry
-    rows = []
-    for row in registry.list_versions():
-        version = row["core_version"]
-        released = latest.get(version) if version is not None else None
-        rows.append(
-            {
-                **row,
-                "eval": dict(sorted(evals.get(version, {}).items())) if version is not None else {},
-                "released_to": released.get("targets") if released else None,
-                "released_at": released.get("time") if released else None,
-            }
-        )
-    return rows

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from hive.inspect.common import InspectInputError, InspectStateError
-from hive.rounds.book import ProgressFn, RoundBook, RoundRecord, write_manifest
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.open import write_manifest
+from hive.rounds.progress import ProgressFn
 from streams.durable import read_lines
 
 # Rounds whose candidate was evaluated: the only ones with a full eval to attribute against.

@@ -12,14 +12,13 @@ from hive.cli.dlq import dlq_json
 from hive.cli.learnings import learning_json, quarantined_json
 from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry, RegistryError
-from hive.cores.release import cores_json
 from hive.fleet import FleetTracker, fleet_json
 from hive.ingest.ingestor import REASONS
 from hive.rounds.book import RoundBook
-from hive.rounds.control import round_json, rounds_json
 from hive.rounds.last_check import describe_check, read_check
 from hive.store.interface import StoreError
 from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
+from hive.views import cores_json, round_json, rounds_json
 
 
 class Unavailable(RuntimeError):

@@ -15,7 +15,7 @@ from distill.launch import LOG_HEADER
 from hive.cli.app import app
 from hive.config import HiveSettings
 from hive.cores.release import read_history
-from hive.rounds.control import kill_leftovers
+from hive.rounds.cancel import kill_leftovers
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings

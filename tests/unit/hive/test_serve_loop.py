@@ -16,13 +16,14 @@ import pytest
 from hive.cli import serve
 from hive.config import DistillSettings, HiveSettings, ScheduleSettings
 from hive.cores.files import CoreFiles
-from hive.rounds import control as round_control
+from hive.rounds import runner as round_runner
 from hive.rounds.book import RoundBook, RoundError, RoundRecord, end_round
-from hive.rounds.control import RoundRunner, rounds_json
 from hive.rounds.last_check import describe_check, read_check, record_check
+from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog
 from hive.service import Hive
 from hive.store.parquet import ParquetLearningStore
+from hive.views import rounds_json
 from streams.events import Feedback, Learning
 
 
@@ -115,7 +116,7 @@ def test_an_interrupted_round_is_left_to_resume(tmp_path: Path) -> None:
     stop = serve._Stop()
     hive = FakeHive([KeyboardInterrupt()], stop, tmp_path, book)
     assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
-    # Unfinished on disk: the next start resumes it (hive.rounds.control), and readers show it "interrupted".
+    # Unfinished on disk: the next start resumes it (hive.rounds.runner), and readers show it "interrupted".
     states = {r.id: r.state for r in book.all()}
     assert states == {"r0001": "released", "r0002": "distilling"}
 
@@ -145,7 +146,7 @@ def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_registry: ob
     )
     store = ParquetLearningStore(settings.store_dir)
     store.append([learning(i) for i in range(3)], {})
-    monkeypatch.setattr(round_control, "champion_core", lambda s, r: CoreFiles(0, tmp_path / "v0", "0" * 64))
+    monkeypatch.setattr(round_runner, "champion_core", lambda s, r: CoreFiles(0, tmp_path / "v0", "0" * 64))
     hive = object.__new__(Hive)
     hive.settings = settings
     hive.runner = RoundRunner(settings, store, fake_registry, None)  # type: ignore[arg-type]
@@ -181,7 +182,7 @@ def test_an_exception_in_a_round_fails_that_round_and_the_loop_goes_on(
         stop.event.set()
         return end_round(book, record, "released", None)
 
-    monkeypatch.setattr(round_control, "run_round", buggy_then_fine)
+    monkeypatch.setattr(round_runner, "run_round", buggy_then_fine)
     threading.Timer(10.0, stop.event.set).start()  # a bound, should the loop never run the second round
     assert serve._loop(real_hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.05) is None
     assert calls == ["r0001", "r0002"]

@@ -22,7 +22,6 @@ from hive.cores.release import (
     FLEET_KEY,
     ReleaseError,
     champion_stack,
-    cores_json,
     history_path,
     read_history,
     release_core,
@@ -30,6 +29,7 @@ from hive.cores.release import (
 )
 from hive.fleet import FleetView, fleet_json
 from hive.rounds.book import RoundBook, RoundRecord
+from hive.views import cores_json
 from streams import topics
 from streams.codec import decode
 from streams.events import CoreRelease, Heartbeat

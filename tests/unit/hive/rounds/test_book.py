@@ -13,7 +13,8 @@ from distill.dataset import read_learnings
 from distill.manifest import load_manifest
 from hive.config import DistillSettings, HiveSettings
 from hive.cores.files import CoreFiles
-from hive.rounds.book import RoundBook, RoundRecord, open_round, sample_replay
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.open import open_round, sample_replay
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 
