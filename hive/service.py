@@ -138,7 +138,7 @@ class Hive:
             log.info("no round: %s", err)
             return None
 
-    def run_round(self, on_progress: ProgressFn | None = None, trigger: str = "manual") -> RoundRecord:
+    def open_and_run_now(self, on_progress: ProgressFn | None = None, trigger: str = "manual") -> RoundRecord:
         """Opens a round over the new learnings now, whatever the schedule says, and runs it to its end."""
         with round_lock(self.settings.home) as lock:
             return self.runner.open_and_run(lock, trigger, on_progress)

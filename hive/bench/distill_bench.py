@@ -142,7 +142,7 @@ def _load_1m() -> float | None:
 def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict[str, Any]:
     """The real round job under the DeepSpeed launcher, ``plan.nproc`` CPU ranks; no MLflow."""
     # The launcher module is light; the ranks it starts import DeepSpeed, this process never does.
-    from distill.launch import DistillError, run_round
+    from distill.launch import DistillError, launch_job
 
     def progress(step: int, total: int, loss: float) -> None:
         if step % 50 == 0 or step == total:
@@ -151,7 +151,7 @@ def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> 
     load = _load_1m()
     started = time.perf_counter()
     try:
-        metrics = run_round(manifest_path, nproc=plan.nproc, on_progress=progress, timeout_s=plan.timeout_s)
+        metrics = launch_job(manifest_path, nproc=plan.nproc, on_progress=progress, timeout_s=plan.timeout_s)
     except DistillError as err:
         raise BenchError(f"the DeepSpeed arm failed: {err}") from err
     return {

@@ -73,7 +73,7 @@ def _distill(
     steps: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """One round of the real distill job, under the DeepSpeed launcher."""
-    from distill.launch import run_round
+    from distill.launch import launch_job
 
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ def _distill(
     manifest = write_manifest(
         directory, name, base_dir, replay_path, skill_specs, distill, eval_={"tasks": plan.eval_tasks}
     )
-    metrics = run_round(manifest)
+    metrics = launch_job(manifest)
     return directory / "out" / "core", metrics
 
 

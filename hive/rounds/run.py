@@ -53,8 +53,7 @@ def run_round(
     record is saved (the round runner quarantines what the job could not use).
     """
     # The launcher is a subprocess: the hive never imports the distill job's training code.
-    from distill.launch import DistillCancelled, DistillError
-    from distill.launch import run_round as launch
+    from distill.launch import DistillCancelled, DistillError, launch_job
 
     started = time.monotonic()
     directory = book.path(record.id)
@@ -64,7 +63,7 @@ def run_round(
         book.save(record)
 
         try:
-            metrics = launch(
+            metrics = launch_job(
                 directory / "manifest.json",
                 on_progress=on_progress,
                 timeout_s=settings.distill.timeout_s,

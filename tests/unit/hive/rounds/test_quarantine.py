@@ -159,7 +159,7 @@ def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_ru
         )
         raise DistillError("distill job exited with 1", "RuntimeError: shape mismatch")
 
-    monkeypatch.setattr(distill.launch, "run_round", failing_job)
+    monkeypatch.setattr(distill.launch, "launch_job", failing_job)
     monkeypatch.setattr(round_runner, "champion_core", lambda settings, registry: base)
     runner = RoundRunner(settings, store, fake_registry, None)  # type: ignore[arg-type]
     with round_lock(settings.home) as lock, pytest.raises(RoundFailed):
