@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from hive.config import HiveSettings
 from hive.cores.files import CoreFiles, champion_core
 from hive.cores.registry import CoreRegistry
+from hive.cores.release import round_release
 from hive.fleet import FleetTracker
 from hive.ingest.ingestor import Ingestor
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
@@ -36,7 +37,8 @@ class Hive:
         self.book = RoundBook(settings.rounds_dir)
         self.registry = CoreRegistry.from_settings(settings)
         self.producer = make_producer(settings.kafka)
-        self.runner = RoundRunner(settings, self.store, self.registry, self._release_round)
+        release = round_release(settings, self.registry, self.producer)
+        self.runner = RoundRunner(settings, self.store, self.registry, release)
         self.ingestor = Ingestor(settings, self.store, self.producer)
         self.fleet = FleetTracker.from_settings(settings)  # heartbeats are checked as learnings are
         self._stop = threading.Event()
@@ -93,13 +95,6 @@ class Hive:
         if read_history(self.settings):
             return None
         return self.release(self.champion())
-
-    def _release_round(self, version: int, record: RoundRecord) -> None:
-        from hive.cores.release import release_core
-
-        release_core(
-            self.settings, self.registry, self.producer, version, round_id=record.id, gate=record.eval, action="round"
-        )
 
     def new_learnings(self) -> int:
         return self.runner.backlog().new_learnings

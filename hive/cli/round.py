@@ -259,7 +259,7 @@ def _run(settings: HiveSettings) -> list:
     from kafka.errors import KafkaError
 
     from hive.cores.registry import CoreRegistry, RegistryError
-    from hive.cores.release import release_core
+    from hive.cores.release import round_release
     from hive.rounds.book import NoNewLearnings, RoundError
     from hive.rounds.lock import RoundBusy, round_lock
     from hive.rounds.runner import RoundRunner
@@ -273,11 +273,7 @@ def _run(settings: HiveSettings) -> list:
         typer.echo(f"cannot reach the broker at {settings.kafka.bootstrap}: {err!r}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
     registry = CoreRegistry.from_settings(settings)
-
-    def release(version: int, record: Any) -> None:
-        release_core(settings, registry, producer, version, round_id=record.id, gate=record.eval, action="round")
-
-    runner = RoundRunner(settings, store, registry, release)
+    runner = RoundRunner(settings, store, registry, round_release(settings, registry, producer))
     bar = _ProgressBar()
     try:
         with round_lock(settings.home) as lock, bar:

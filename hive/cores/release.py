@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from kafka import KafkaProducer
 
     from hive.config import HiveSettings
+    from hive.rounds.book import RoundRecord
+    from hive.rounds.run import ReleaseFn
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +227,16 @@ def release_core(
         plan = _plan(settings, registry, version, targets, action, round_id, dry_run, champion, previous)
         plan.canary_after = version
     return _execute(settings, registry, producer, plan, gate)
+
+
+def round_release(settings: HiveSettings, registry: CoreRegistry, producer: KafkaProducer) -> ReleaseFn:
+    """How a round releases the core that passed its gate: to the whole fleet (action ``round``), with the
+    round's id and its candidate's per-skill figures. ``hive serve`` and ``hive round run`` both use it."""
+
+    def release(version: int, record: RoundRecord) -> None:
+        release_core(settings, registry, producer, version, round_id=record.id, gate=record.eval, action="round")
+
+    return release
 
 
 def rollback(
