@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from hive.config import HiveSettings
 from hive.cores.files import CoreFiles, champion_core
 from hive.cores.registry import CoreRegistry
-from hive.cores.release import round_release
+from hive.cores.release import ReleasePlan, release_core, round_release
+from hive.cores.release_history import read_history
 from hive.fleet import FleetTracker
 from hive.ingest.ingestor import Ingestor
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
@@ -19,9 +19,6 @@ from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog, ScheduleDecision
 from hive.store.parquet import ParquetLearningStore
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
-
-if TYPE_CHECKING:
-    from hive.cores.release import ReleasePlan
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +80,11 @@ class Hive:
 
     def release(self, core: CoreFiles) -> ReleasePlan:
         """Makes ``core`` champion and publishes it to the whole fleet (as ``hive core promote`` does)."""
-        from hive.cores.release import release_core
-
         return release_core(self.settings, self.registry, self.producer, core.version, action="promote")
 
     def announce(self) -> ReleasePlan | None:
         """On a hive that never released a core, builds core v0 (if needed) and releases the champion, so
         that agents have a core to start from; returns the release, or None when one was made before."""
-        from hive.cores.release import read_history
-
         if read_history(self.settings):
             return None
         return self.release(self.champion())

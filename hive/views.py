@@ -7,7 +7,7 @@ from typing import Any
 
 from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry
-from hive.cores.release import read_history
+from hive.cores.release_history import read_history
 from hive.rounds.book import UNFINISHED, RoundBook, RoundRecord, get_round
 from hive.rounds.cancel import CANCEL_FILE
 from hive.rounds.lock import lock_holder

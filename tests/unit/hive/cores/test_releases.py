@@ -21,13 +21,11 @@ from hive.cores.release import (
     CANARY_KEY,
     FLEET_KEY,
     ReleaseError,
-    champion_stack,
-    history_path,
-    read_history,
     release_core,
     rollback,
     round_release,
 )
+from hive.cores.release_history import champion_stack, history_path, read_history
 from hive.fleet import FleetView, fleet_json
 from hive.rounds.book import RoundBook, RoundRecord
 from hive.views import cores_json
@@ -476,7 +474,7 @@ def test_a_crash_after_the_publish_leaves_the_release_in_the_history(
     def die(*args: object) -> None:
         raise SystemExit(137)
 
-    monkeypatch.setattr(releases, "_close_entry", die)
+    monkeypatch.setattr(releases, "close_entry", die)
     producer = FakeProducer()
     with pytest.raises(SystemExit):
         release_core(settings, registry, producer, 1)
