@@ -1,4 +1,4 @@
-"""Running a round: distill it under DeepSpeed, gate it, register and release a passing core."""
+"""Running a round: distill it under DeepSpeed, gate its figures, register and release a passing core."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from agents.evaluation import evaluate_skills
-from agents.model import load_core
-from agents.skills import SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
 from hive.cores.files import core_dir, existing_core
 from hive.cores.gate import decide
@@ -42,7 +39,11 @@ def run_round(
     cancel: threading.Event | None = None,
     after_job: JobEndFn | None = None,
 ) -> RoundRecord:
-    """Distills, evaluates the champion on the same held-out tasks, gates, registers and releases a passing core.
+    """Distills, gates, registers and releases a passing core.
+
+    The distill job reports the candidate's per-skill accuracy (``eval``) and its base core's on the same
+    held-out tasks (``base_eval``); the gate compares the two, and a job that reports no ``base_eval`` fails
+    the round.
 
     Calling it again on a round that was interrupted resumes it: the distill job restarts from its last
     checkpoint, and a candidate already registered is not registered twice. ``release(version, record)``
@@ -84,13 +85,13 @@ def run_round(
             if k in metrics
         }
         record.eval = dict(metrics["eval"])
-        try:
-            skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
-        except (SkillLoadError, KeyError) as err:
-            end_round(book, record, "failed", f"cannot load the round's skills: {err}", started)
-            raise RoundFailed(f"round {record.id} failed: {record.error}") from err
-        champion = load_core(core_dir(settings, record.base_version))
-        record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
+        if "base_eval" not in metrics:
+            error = "the distill job reported no base_eval: the gate has no figures of the base core to compare with"
+            end_round(book, record, "failed", error, started)
+            raise RoundFailed(f"round {record.id} failed: {error}")
+        # The job evaluated the base core (the champion the round started from) on the candidate's held-out
+        # tasks: the hive compares two sets of figures and never loads a model itself.
+        record.champion_eval = dict(metrics["base_eval"])
         decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)
         record.gate_reasons = decision.reasons
         if not decision.passed:
