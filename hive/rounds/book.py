@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from distill.manifest import Lineage
 from streams import durable
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,16 @@ def parse_record(data: bytes, round_id: str) -> RoundRecord:
     return record
 
 
+class _ManifestRange(BaseModel):
+    """The fields of a round's ``distill.manifest.Manifest`` that name the seqs it took, read on their own:
+    a manifest that a crash left broken elsewhere still tells its round's range."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    store_range: Lineage | None = None
+    lineage: Lineage | None = None
+
+
 class RoundBook:
     """The rounds of one hive, one directory each under ``HIVE_HOME/rounds``.
 
@@ -168,11 +179,12 @@ class RoundBook:
         directory = self.path(round_id)
         after = upto = 0
         try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-            seqs = manifest.get("store_range") or manifest.get("lineage") or {}
-            after, upto = int(seqs["after_seq"]), int(seqs["upto_seq"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            after = upto = 0  # the manifest cannot tell either: the range stays unknown
+            manifest = _ManifestRange.model_validate_json((directory / "manifest.json").read_bytes())
+        except (OSError, ValidationError):
+            manifest = _ManifestRange()  # the manifest cannot tell either: the range stays unknown
+        seqs = manifest.store_range or manifest.lineage
+        if seqs is not None:
+            after, upto = seqs.after_seq, seqs.upto_seq
         try:
             created = (directory / ROUND_FILE).stat().st_mtime
         except OSError:

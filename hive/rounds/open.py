@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from agents.skills import skill_catalog
+from distill.manifest import AdapterParams, DistillParams, EvalParams, Lineage, Manifest, MlflowParams
 from hive.config import HiveSettings
 from hive.cores.files import CoreFiles
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundError, RoundRecord, failing_round
@@ -127,10 +127,10 @@ def open_round(
             replay,
             [catalog[s] for s in record.skills],
             settings.distill.for_round(first=base.version == 0),
-            eval_={"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
-            mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
-            lineage={"after_seq": after, "upto_seq": upto} if whole else None,
-            store_range={"after_seq": after, "upto_seq": upto},
+            eval_=EvalParams(tasks=settings.gate.eval_tasks, seed=settings.gate.eval_seed),
+            mlflow=MlflowParams(tracking_uri=settings.mlflow_uri, experiment=experiment, run_name=record.id),
+            lineage=Lineage(after_seq=after, upto_seq=upto) if whole else None,
+            store_range=Lineage(after_seq=after, upto_seq=upto),
             adapters=settings.adapters_manifest(),
         )
     return record
@@ -151,35 +151,35 @@ def write_manifest(
     base_core: Path,
     replay: Path | None,
     skill_specs: list[str],
-    distill: dict[str, Any],
-    eval_: dict[str, Any],
-    mlflow: dict[str, Any] | None = None,
-    lineage: dict[str, int] | None = None,
-    store_range: dict[str, int] | None = None,
-    adapters: dict[str, Any] | None = None,
+    distill: DistillParams | dict[str, Any],
+    eval_: EvalParams | dict[str, Any],
+    mlflow: MlflowParams | dict[str, Any] | None = None,
+    lineage: Lineage | dict[str, int] | None = None,
+    store_range: Lineage | dict[str, int] | None = None,
+    adapters: AdapterParams | dict[str, Any] | None = None,
 ) -> Path:
-    """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``, durably.
+    """Writes the job's ``distill.manifest.Manifest`` as ``directory/manifest.json``, over
+    ``directory/learnings.jsonl``, durably; pydantic's ValidationError says what the job would refuse.
 
     ``store_range`` is the hive's own record of the seqs the round took (the job ignores it): a round.json
     lost to a crash is rebuilt as failed with that range.
     """
-    manifest = {
-        "round_id": round_id,
-        "base_core": str(base_core.resolve()),
-        "out_dir": str((directory / "out").resolve()),
-        "learnings": str((directory / "learnings.jsonl").resolve()),
-        "replay": str(replay.resolve()) if replay is not None else None,
-        "skills": skill_specs,
-        "distill": distill,
-        "eval": eval_,
-        "mlflow": mlflow,
-        "lineage": lineage,
-        "adapters": adapters,
-    }
-    if store_range is not None:
-        manifest["store_range"] = store_range
+    manifest = Manifest(
+        round_id=round_id,
+        base_core=base_core.resolve(),
+        out_dir=(directory / "out").resolve(),
+        learnings=(directory / "learnings.jsonl").resolve(),
+        replay=replay.resolve() if replay is not None else None,
+        skills=skill_specs,
+        distill=DistillParams.model_validate(distill),
+        eval=EvalParams.model_validate(eval_),
+        mlflow=None if mlflow is None else MlflowParams.model_validate(mlflow),
+        lineage=None if lineage is None else Lineage.model_validate(lineage),
+        store_range=None if store_range is None else Lineage.model_validate(store_range),
+        adapters=AdapterParams() if adapters is None else AdapterParams.model_validate(adapters),
+    )
     path = directory / "manifest.json"
-    durable.write_text(path, json.dumps(manifest, indent=2))
+    durable.write_text(path, manifest.model_dump_json(indent=2))
     return path
 
 
