@@ -112,7 +112,7 @@ def _kill_on(cancel: threading.Event, done: threading.Event, proc: subprocess.Po
             return
 
 
-def run_round(
+def launch_job(
     manifest_path: Path | str,
     nproc: int | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,

@@ -124,6 +124,8 @@ class Manifest(BaseModel):
     eval: EvalParams = Field(default_factory=EvalParams)
     mlflow: MlflowParams | None = None
     lineage: Lineage | None = None
+    # the hive's own record of the seqs the round took; the job ignores it
+    store_range: Lineage | None = None
 
     @field_validator("adapters", mode="before")
     @classmethod

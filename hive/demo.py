@@ -253,7 +253,7 @@ def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: 
         _wait(learned, deadline, "the agents to learn on the job and the round threshold", tick_learning)
         reporter.learning(total_steps, total_steps, hive.store.count())
         reporter.phase(f"threshold reached: {hive.new_learnings()} learnings stored; distilling with DeepSpeed")
-        record = hive.run_round(on_progress=reporter.distilling)
+        record = hive.open_and_run_now(on_progress=reporter.distilling)
         if record.state != "released" or record.candidate_version is None:
             raise DemoError(f"round {record.id} was {record.state}: {'; '.join(record.gate_reasons) or record.error}")
         version = record.candidate_version

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from hive.config import HiveSettings
-from hive.cores.files import CoreFiles
+from hive.cores.files import CoreFiles, champion_core
 from hive.cores.registry import CoreRegistry
+from hive.cores.release import ReleasePlan, release_core, round_release
+from hive.cores.release_history import read_history
 from hive.fleet import FleetTracker
 from hive.ingest.ingestor import Ingestor
-from hive.rounds.book import NoNewLearnings, ProgressFn, RoundBook, RoundRecord
-from hive.rounds.control import RoundBusy, RoundRunner, champion_core, round_lock
+from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
+from hive.rounds.lock import RoundBusy, round_lock
+from hive.rounds.progress import ProgressFn
+from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog, ScheduleDecision
 from hive.store.parquet import ParquetLearningStore
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
-
-if TYPE_CHECKING:
-    from hive.cores.release import ReleasePlan
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ class Hive:
         self.book = RoundBook(settings.rounds_dir)
         self.registry = CoreRegistry.from_settings(settings)
         self.producer = make_producer(settings.kafka)
-        self.runner = RoundRunner(settings, self.store, self.registry, self._release_round)
+        release = round_release(settings, self.registry, self.producer)
+        self.runner = RoundRunner(settings, self.store, self.registry, release)
         self.ingestor = Ingestor(settings, self.store, self.producer)
         self.fleet = FleetTracker.from_settings(settings)  # heartbeats are checked as learnings are
         self._stop = threading.Event()
@@ -79,25 +80,14 @@ class Hive:
 
     def release(self, core: CoreFiles) -> ReleasePlan:
         """Makes ``core`` champion and publishes it to the whole fleet (as ``hive core promote`` does)."""
-        from hive.cores.release import release_core
-
         return release_core(self.settings, self.registry, self.producer, core.version, action="promote")
 
     def announce(self) -> ReleasePlan | None:
         """On a hive that never released a core, builds core v0 (if needed) and releases the champion, so
         that agents have a core to start from; returns the release, or None when one was made before."""
-        from hive.cores.release import read_history
-
         if read_history(self.settings):
             return None
         return self.release(self.champion())
-
-    def _release_round(self, version: int, record: RoundRecord) -> None:
-        from hive.cores.release import release_core
-
-        release_core(
-            self.settings, self.registry, self.producer, version, round_id=record.id, gate=record.eval, action="round"
-        )
 
     def new_learnings(self) -> int:
         return self.runner.backlog().new_learnings
@@ -136,7 +126,7 @@ class Hive:
             log.info("no round: %s", err)
             return None
 
-    def run_round(self, on_progress: ProgressFn | None = None, trigger: str = "manual") -> RoundRecord:
+    def open_and_run_now(self, on_progress: ProgressFn | None = None, trigger: str = "manual") -> RoundRecord:
         """Opens a round over the new learnings now, whatever the schedule says, and runs it to its end."""
         with round_lock(self.settings.home) as lock:
             return self.runner.open_and_run(lock, trigger, on_progress)

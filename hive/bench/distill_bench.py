@@ -18,7 +18,7 @@ from typing import Any
 
 from agents.model import build_core, save_core
 from agents.skills import BUILTIN_SKILLS
-from distill.manifest import DistillParams, EvalParams, Manifest
+from distill.manifest import DistillParams, EvalParams, Manifest, write_learnings
 from hive.bench.machine import load_1m, machine_info
 from hive.bench.synthetic import core_signals, learning_id, synthetic_learning
 from streams.events import Learning, TeacherSignal
@@ -98,7 +98,7 @@ def build_round(directory: Path, plan: DistillBenchPlan) -> Path:
     core = build_core(seed=plan.seed)
     save_core(core, directory / "core_v0")
     learnings = directory / "learnings.jsonl"
-    learnings.write_text("".join(item.model_dump_json() + "\n" for item in synthetic_learnings(plan, core)))
+    write_learnings(learnings, synthetic_learnings(plan, core))
     manifest = Manifest(
         round_id=ROUND_ID,
         base_core=directory / "core_v0",
@@ -142,7 +142,7 @@ def arm_report(metrics: dict[str, Any], started: float, load_before: float | Non
 def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> dict[str, Any]:
     """The real round job under the DeepSpeed launcher, ``plan.nproc`` CPU ranks; no MLflow."""
     # The launcher module is light; the ranks it starts import DeepSpeed, this process never does.
-    from distill.launch import DistillError, run_round
+    from distill.launch import DistillError, launch_job
 
     def progress(step: int, total: int, loss: float) -> None:
         if step % 50 == 0 or step == total:
@@ -151,7 +151,7 @@ def run_deepspeed_arm(manifest_path: Path, plan: DistillBenchPlan, say: Say) -> 
     load = load_1m()
     started = time.perf_counter()
     try:
-        metrics = run_round(manifest_path, nproc=plan.nproc, on_progress=progress, timeout_s=plan.timeout_s)
+        metrics = launch_job(manifest_path, nproc=plan.nproc, on_progress=progress, timeout_s=plan.timeout_s)
     except DistillError as err:
         raise BenchError(f"the DeepSpeed arm failed: {err}") from err
     return arm_report(

@@ -14,11 +14,12 @@ from agents.evaluation import evaluate_skills
 from agents.model import build_core, load_core, save_core
 from agents.skills import load_skills
 from agents.tokenizer import VOCAB_SIZE
+from distill.manifest import write_learnings
 from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
 from hive.bench.machine import machine_info
 from hive.bench.synthetic import core_signals
 from hive.config import DistillSettings
-from hive.rounds.book import sample_replay, write_learnings, write_manifest
+from hive.rounds.open import sample_replay, write_manifest
 from streams.events import Learning, TeacherSignal
 
 METHODS = ("base", "specialist", "core", "weight_average", "task_arithmetic", "ties", "multitask")
@@ -74,7 +75,7 @@ def _distill(
     steps: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """One round of the real distill job, under the DeepSpeed launcher."""
-    from distill.launch import run_round
+    from distill.launch import launch_job
 
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def _distill(
     manifest = write_manifest(
         directory, name, base_dir, replay_path, skill_specs, distill, eval_={"tasks": plan.eval_tasks}
     )
-    metrics = run_round(manifest)
+    metrics = launch_job(manifest)
     return directory / "out" / "core", metrics
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from distill.manifest import read_learnings
 from hive.bench.fuzz_checks import FuzzError, account, check_leftovers, leave_crash_leftovers
 from hive.bench.hostile import Message
 from hive.bench.poison import PoisonPlan, build_traffic, poisoned_adapters
@@ -27,7 +28,6 @@ from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
 from streams.config import KafkaSettings
-from streams.durable import read_lines
 from streams.kafka import make_producer
 
 Say = Callable[[str], None]
@@ -254,7 +254,7 @@ def run_fuzz(plan: PoisonPlan, workdir: Path, say: Say, timeout_s: float = 600.0
 
 
 def _round_ids(path: Path) -> set[str]:
-    return {json.loads(line)["id"] for line in read_lines(path) if line.strip()}
+    return {str(learning.id) for learning in read_learnings(path)}
 
 
 def summary_line(report: dict[str, Any]) -> str:

@@ -14,7 +14,8 @@ from rich.table import Table
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_registry, settings_or_exit
 from hive.config import HiveSettings
 from hive.cores.registry import CoreIntegrityError, CoreRegistry, RegistryError, UnknownVersionError
-from hive.cores.release import ReleaseError, ReleasePlan, cores_json, parse_agent_ids
+from hive.cores.release import ReleaseError, ReleasePlan, parse_agent_ids
+from hive.views import cores_json
 from streams import topics
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, data_only_stdout, open_store, settings_or_exit
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, data_only_stdout, open_store, settings_or_exit
+from hive.cli.round_render import TERMINAL, ProgressBar, eval_table, print_plan, print_round, rounds_table, state_text
 from hive.cli.schedule import describe, with_schedule
 from hive.config import HiveSettings
-from hive.rounds.control import RoundNotFound, RoundStateError
+from hive.rounds.book import RoundNotFound
+from hive.rounds.cancel import RoundStateError
 
 app = typer.Typer(help="Distillation rounds: list, show, run (or dry-run), cancel and skip them.", no_args_is_help=True)
 
 JsonOption = typer.Option(False, "--json", help="Print JSON on stdout.")
-TERMINAL = ("released", "rejected", "failed", "cancelled", "skipped")
 
 
 @app.command("list")
@@ -30,7 +29,7 @@ def list_rounds(as_json: bool = JsonOption) -> None:
     A failed round shows its error; when the schedule is blocked by failed rounds, or the hive's last round
     check failed, a line on stderr says so.
     """
-    from hive.rounds.control import rounds_json
+    from hive.views import rounds_json
 
     settings = _hive_or_exit()
     rows = rounds_json(settings)
@@ -41,44 +40,13 @@ def list_rounds(as_json: bool = JsonOption) -> None:
     if not rows:
         typer.echo("no rounds yet", err=True)
         return
-    table = Table()
-    for name in (
-        "round",
-        "state",
-        "trigger",
-        "core",
-        "learnings",
-        "agents",
-        "steps",
-        "loss",
-        "wall",
-        "opened",
-        "error",
-    ):
-        table.add_column(name, justify="right" if name in ("learnings", "agents", "steps", "loss", "wall") else "left")
-    for row in rows:
-        table.add_row(
-            row["id"],
-            _state(row),
-            cell(row["trigger"] or "", 30),
-            f"v{row['base_version']} -> v{row['candidate_version']}"
-            if row["candidate_version"] is not None
-            else f"v{row['base_version']}",
-            str(row["learnings"]),
-            str(len(row["per_agent"])),
-            _steps(row),
-            "" if row["distill"].get("final_loss") is None else f"{row['distill']['final_loss']:.4f}",
-            f"{row['wall_s']:.0f} s" if row["wall_s"] else "",
-            _when(row["created_at"]),
-            cell((row["error"] or "").split("\n", 1)[0], 60),
-        )
-    Console(soft_wrap=False).print(table)
+    Console(soft_wrap=False).print(rounds_table(rows))
 
 
 @app.command("show")
 def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_json: bool = JsonOption) -> None:
     """One round in full: progress while it runs, the gate's per-skill comparison, and any error."""
-    from hive.rounds.control import round_json
+    from hive.views import round_json
 
     try:
         row = round_json(_hive_or_exit(), round_id)
@@ -88,27 +56,7 @@ def show(round_id: str = typer.Argument(..., help="The round, e.g. r0003."), as_
     if as_json:
         typer.echo(json.dumps(row, indent=2))
         return
-    console = Console(soft_wrap=False)
-    console.print(f"[bold]{row['id']}[/bold]  {_state(row)}  opened {_when(row['created_at'])}")
-    console.print(
-        f"base core v{row['base_version']}, candidate "
-        f"{'v' + str(row['candidate_version']) if row['candidate_version'] is not None else 'none'}; "
-        f"learnings seq {row['after_seq'] + 1}..{row['upto_seq']} ({row['learnings']}); "
-        f"trigger: {row['trigger'] or '-'}; resumed {row['resumes']} times"
-        + (f"; quarantined {row['quarantined']} learnings" if row.get("quarantined") else ""),
-        markup=False,
-    )
-    console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in sorted(row["per_agent"].items())), markup=False)
-    if row["progress"]:
-        console.print(f"progress: {_progress_text(row['progress'])}", markup=False)
-    if row["distill"]:
-        console.print("distill: " + ", ".join(f"{k} {v}" for k, v in row["distill"].items()), markup=False)
-    if row["eval"] or row["champion_eval"]:
-        console.print(_eval_table(row))
-    for reason in row["gate_reasons"]:
-        console.print(f"gate: {reason}", markup=False)
-    if row["error"]:
-        console.print(f"error: {row['error']}", markup=False)
+    print_round(row)
 
 
 @app.command("run")
@@ -143,9 +91,9 @@ def run(
         typer.echo(json.dumps(rows, indent=2))
     else:
         for row in rows:
-            typer.echo(f"{row['id']}: {_state(row)}" + (f": {row['error']}" if row["error"] else ""))
+            typer.echo(f"{row['id']}: {state_text(row)}" + (f": {row['error']}" if row["error"] else ""))
             if row["eval"]:
-                Console(soft_wrap=False).print(_eval_table(row))
+                Console(soft_wrap=False).print(eval_table(row))
     if any(row["state"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILURE)
 
@@ -161,7 +109,7 @@ def cancel(
     Its learnings go to the next round. Exits 2 for an unknown or finished round, 1 when the process running
     it has not stopped it within --wait seconds (the request stays; it is honoured when it looks).
     """
-    from hive.rounds.control import cancel_round
+    from hive.rounds.cancel import cancel_round
 
     settings = settings_or_exit()
     try:
@@ -177,7 +125,7 @@ def cancel(
     if as_json:
         typer.echo(json.dumps(row, indent=2))
     else:
-        typer.echo(f"{round_id}: {_state(row)}")
+        typer.echo(f"{round_id}: {state_text(row)}")
     if row["state"] not in TERMINAL:
         typer.echo(f"round {round_id} has not stopped within {wait_s:g} s; the request stays in place", err=True)
         raise typer.Exit(EXIT_FAILURE)
@@ -195,7 +143,8 @@ def skip(
     learnings are never distilled, nor replayed. Exits 2 for an unknown round or one that is not failed.
     """
     from hive.rounds.book import RoundBook
-    from hive.rounds.control import round_view, skip_round
+    from hive.rounds.cancel import skip_round
+    from hive.views import round_view
 
     settings = _hive_or_exit()
     book = RoundBook(settings.rounds_dir)
@@ -257,9 +206,10 @@ def _run(settings: HiveSettings) -> list:
     from kafka.errors import KafkaError
 
     from hive.cores.registry import CoreRegistry, RegistryError
-    from hive.cores.release import release_core
+    from hive.cores.release import round_release
     from hive.rounds.book import NoNewLearnings, RoundError
-    from hive.rounds.control import RoundBusy, RoundRunner, round_lock
+    from hive.rounds.lock import RoundBusy, round_lock
+    from hive.rounds.runner import RoundRunner
     from streams.kafka import make_producer
 
     store = open_store(settings)
@@ -270,12 +220,8 @@ def _run(settings: HiveSettings) -> list:
         typer.echo(f"cannot reach the broker at {settings.kafka.bootstrap}: {err!r}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err
     registry = CoreRegistry.from_settings(settings)
-
-    def release(version: int, record: Any) -> None:
-        release_core(settings, registry, producer, version, round_id=record.id, gate=record.eval, action="round")
-
-    runner = RoundRunner(settings, store, registry, release)
-    bar = _ProgressBar()
+    runner = RoundRunner(settings, store, registry, round_release(settings, registry, producer))
+    bar = ProgressBar()
     try:
         with round_lock(settings.home) as lock, bar:
             records = runner.resume_unfinished(lock, bar.update)
@@ -297,37 +243,9 @@ def _run(settings: HiveSettings) -> list:
     return records
 
 
-class _ProgressBar:
-    """Steps, loss and ETA of the running distillation, on stderr (stdout stays for --json)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("distilling"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("step {task.completed}/{task.total}  loss {task.fields[loss]}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.task: Any = None
-
-    def __enter__(self) -> _ProgressBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, step: int, total: int, loss: float) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task("distill", total=total, loss="?")
-        self.progress.update(self.task, completed=step, total=total, loss=f"{loss:.4f}")
-
-
 def _dry_run(settings: HiveSettings, as_json: bool) -> None:
     from hive.cores.registry import CoreRegistry
-    from hive.rounds.control import RoundRunner
+    from hive.rounds.runner import RoundRunner
 
     heartbeats = _heartbeats(settings)
     store = open_store(settings)
@@ -335,40 +253,14 @@ def _dry_run(settings: HiveSettings, as_json: bool) -> None:
         plan = RoundRunner(settings, store, CoreRegistry.from_settings(settings), None).plan(heartbeats)
     finally:
         store.close()
-    from hive.rounds.last_check import describe_check, read_check
+    from hive.rounds.last_check import read_check
 
     last_check = read_check(settings.home)
     payload = {**plan.to_json(), "schedule_settings": describe(settings.schedule), "last_check": last_check}
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
-    console = Console(soft_wrap=False)
-    console.print(f"would {plan.action}: {plan.reason}", markup=False)
-    if plan.action == "open":
-        console.print(
-            f"round {plan.round_id} from core v{plan.base_version}: learnings seq {plan.after_seq + 1}..{plan.upto_seq}"
-            f", plus {plan.replay} replayed; evaluating {', '.join(plan.skills_evaluated)}",
-            markup=False,
-        )
-        console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in plan.per_agent.items()), markup=False)
-        console.print("per skill: " + ", ".join(f"{s} {n}" for s, n in plan.per_skill.items()), markup=False)
-        console.print("distill: " + ", ".join(f"{k} {v}" for k, v in plan.distill.items()), markup=False)
-    if plan.quarantined:
-        console.print(f"left out: {plan.quarantined} quarantined learnings (`hive learnings ls --quarantined`)")
-    for reason, n in plan.would_quarantine.items():
-        console.print(f"would quarantine: {n} learnings ({reason})", markup=False)
-    check = describe_check(last_check)
-    if check is not None:
-        console.print(check, markup=False)
-    decision = plan.schedule
-    console.print(
-        f"schedule ({payload['schedule_settings']}): {'due' if decision['due'] else 'not due'}: {decision['reason']}",
-        markup=False,
-    )
-    for trigger in decision["triggers"]:
-        console.print(
-            f"  {trigger['name']}: {'fired' if trigger['fired'] else 'no'}: {trigger['detail']}", markup=False
-        )
+    print_plan(plan, payload["schedule_settings"], last_check)
 
 
 def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
@@ -389,52 +281,6 @@ def _heartbeats(settings: HiveSettings) -> dict[str, datetime] | None:
 
 
 def _view(settings: HiveSettings, round_id: str) -> dict[str, Any]:
-    from hive.rounds.control import round_json
+    from hive.views import round_json
 
     return round_json(settings, round_id)
-
-
-def _state(row: dict[str, Any]) -> str:
-    state = row["display_state"]
-    if row.get("cancel_requested") and row["state"] not in TERMINAL:
-        state += " (cancel requested)"
-    if row.get("progress") and row["display_state"] == "distilling":
-        state += f" {_progress_text(row['progress'])}"
-    return state
-
-
-def _progress_text(progress: dict[str, Any]) -> str:
-    if "step" not in progress:
-        return str(progress.get("error", "?"))
-    eta = progress.get("eta_s")
-    return (
-        f"step {progress['step']}/{progress['total']} loss {progress['loss']:.4f} "
-        f"ETA {'?' if eta is None else f'{eta:.0f} s'}"
-    )
-
-
-def _steps(row: dict[str, Any]) -> str:
-    if row["distill"].get("steps") is not None:
-        return str(row["distill"]["steps"])
-    progress = row.get("progress") or {}
-    return f"{progress['step']}/{progress['total']}" if "step" in progress else ""
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def _eval_table(row: dict[str, Any]) -> Table:
-    table = Table(title="held-out accuracy per skill")
-    for name in ("skill", f"v{row['base_version']} (base)", "candidate", "delta"):
-        table.add_column(name, justify="left" if name == "skill" else "right")
-    for skill in sorted(set(row["eval"]) | set(row["champion_eval"])):
-        before, after = row["champion_eval"].get(skill), row["eval"].get(skill)
-        delta = "" if before is None or after is None else f"{after - before:+.3f}"
-        table.add_row(
-            cell(skill),
-            "" if before is None else f"{before:.3f}",
-            "" if after is None else f"{after:.3f}",
-            delta,
-        )
-    return table

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, save_core
 from hive.config import HiveSettings
+from hive.cores.registry import CHAMPION, CoreRegistry
 from streams.durable import fsync_dir
 
 
@@ -57,3 +58,18 @@ def build_core_v0(settings: HiveSettings, seed: int = 0) -> CoreFiles:
     os.replace(building, directory)
     fsync_dir(directory.parent)
     return CoreFiles(0, directory, sha)
+
+
+def champion_core(settings: HiveSettings, registry: CoreRegistry) -> CoreFiles:
+    """The current champion core, building and registering core v0 on a new hive."""
+    version = registry.champion_version()
+    if version is not None:
+        return existing_core(settings, version)
+    if registry.has_version(0):
+        # A hive stopped between registering v0 and aliasing it: finish the job rather than build v0 again.
+        registry.set_alias(CHAMPION, 0)
+        return existing_core(settings, 0)
+    core = build_core_v0(settings)
+    registry.log_core(core.directory, core.version, core.sha256)
+    registry.set_alias(CHAMPION, core.version)
+    return core

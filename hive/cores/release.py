@@ -1,20 +1,18 @@
-"""Release control: which registered core the fleet (or a canary) runs, with its history under HIVE_HOME."""
+"""Release control: which registered core the fleet (or a canary) runs; each release is recorded in its history."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
 from hive.cores.files import existing_core
 from hive.cores.registry import CHAMPION, CoreRegistry, verify_core
-from hive.rounds.book import RoundBook
-from streams import durable, topics
+from hive.cores.release_history import append_history, champion_stack, close_entry, history_path, read_history
+from streams import topics
 from streams.codec import encode
 from streams.events import AgentId, CoreRelease
 from streams.kafka import send_and_wait
@@ -23,12 +21,13 @@ if TYPE_CHECKING:
     from kafka import KafkaProducer
 
     from hive.config import HiveSettings
+    from hive.rounds.book import RoundRecord
+    from hive.rounds.run import ReleaseFn
 
 log = logging.getLogger(__name__)
 
 PREVIOUS = "previous"
 CANARY = "canary"
-HISTORY_FILE = "releases.jsonl"
 # Agents follow partition 0 only. Two keys, so that on a compacted topic the latest fleet release and the
 # latest canary both survive, and a canary never erases the fleet release.
 RELEASE_PARTITION = 0
@@ -36,9 +35,6 @@ FLEET_KEY = b"core"
 CANARY_KEY = b"canary"
 
 Action = Literal["round", "promote", "rollback", "canary"]
-ACTIONS: tuple[str, ...] = ("round", "promote", "rollback", "canary")
-# The lines that close a release entry: it went out (with its offset), or it never did.
-OUTCOMES: tuple[str, ...] = ("published", "failed")
 _AGENT_ID: TypeAdapter[str] = TypeAdapter(AgentId)
 
 
@@ -86,82 +82,6 @@ class ReleasePlan:
 
 def _v(version: int | None) -> str:
     return "none" if version is None else f"v{version}"
-
-
-# --- history --------------------------------------------------------------------------------------------
-
-
-def history_path(settings: HiveSettings) -> Path:
-    return settings.home / HISTORY_FILE
-
-
-def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
-    """Every recorded release, oldest first, as it stands after its outcome lines.
-
-    A release is written as an entry (with an ``id``, ``offset`` None) *before* it is published; then a
-    line ``{"action": "published", "of": id, "offset": N}`` fills in its offset, or a line
-    ``{"action": "failed", "of": id, "error": ...}`` withdraws it, since it never went out. An entry whose
-    outcome never came (the hive died while publishing) stays, with ``offset`` None: `hive core promote`
-    of its version publishes it for sure. A line that is not a JSON object (a write cut short by a crash)
-    is skipped with a warning: the rest of the history stays usable.
-    """
-    path = history_path(settings)
-    if not path.is_file():
-        return []
-    entries: list[dict[str, Any]] = []
-    by_id: dict[str, dict[str, Any]] = {}
-    for number, entry in durable.read_json_lines(path):
-        if isinstance(entry, dict) and entry.get("action") in OUTCOMES and isinstance(entry.get("of"), str):
-            target = by_id.pop(entry["of"], None)
-            if target is None:
-                log.warning("%s line %d is the outcome of a release it does not hold; skipped", path, number)
-            elif entry["action"] == "published":
-                target["offset"] = entry.get("offset")
-            else:
-                entries.remove(target)
-        elif isinstance(entry, dict) and isinstance(entry.get("version"), int) and entry.get("action") in ACTIONS:
-            entries.append(entry)
-            if isinstance(entry.get("id"), str):
-                by_id[entry["id"]] = entry
-        else:
-            log.warning("%s line %d is not a release entry; skipped", path, number)
-    return entries
-
-
-def _append_history(settings: HiveSettings, entry: dict[str, Any]) -> None:
-    path = history_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One fsynced write of one line in append mode: the service and the CLI may both append, and O_APPEND
-    # keeps each small write whole.
-    durable.append_line(path, json.dumps(entry, sort_keys=True))
-
-
-def champion_stack(history: list[dict[str, Any]]) -> list[int]:
-    """The champions in force, oldest first, replayed from the history: a fleet release of a new
-    version pushes it, a rollback pops back to the version it released; canaries change nothing.
-
-    The previous champion recorded with the first fleet release seeds the stack, so a champion set before
-    the history began (core v0 of a new hive) is still one to roll back to.
-    """
-    stack: list[int] = []
-    for entry in history:
-        action, version = entry["action"], entry["version"]
-        if action == "canary":
-            continue
-        before = entry.get("previous_champion")
-        if not stack and isinstance(before, int) and before != version:
-            stack.append(before)
-        if action == "rollback":
-            while stack and stack[-1] != version:
-                stack.pop()
-            if not stack:
-                stack.append(version)
-        elif not stack or stack[-1] != version:
-            stack.append(version)
-    return stack
-
-
-# --- releasing ------------------------------------------------------------------------------------------
 
 
 def parse_agent_ids(raw: list[str]) -> list[str]:
@@ -226,6 +146,16 @@ def release_core(
         plan = _plan(settings, registry, version, targets, action, round_id, dry_run, champion, previous)
         plan.canary_after = version
     return _execute(settings, registry, producer, plan, gate)
+
+
+def round_release(settings: HiveSettings, registry: CoreRegistry, producer: KafkaProducer) -> ReleaseFn:
+    """How a round releases the core that passed its gate: to the whole fleet (action ``round``), with the
+    round's id and its candidate's per-skill figures. ``hive serve`` and ``hive round run`` both use it."""
+
+    def release(version: int, record: RoundRecord) -> None:
+        release_core(settings, registry, producer, version, round_id=record.id, gate=record.eval, action="round")
+
+    return release
 
 
 def rollback(
@@ -324,7 +254,7 @@ def _execute(
     # Written before the release goes out: a hive that dies while publishing leaves a history that names
     # the release (an operator re-runs `hive core promote`), never agents on a core the history does not know.
     try:
-        _append_history(settings, entry)
+        append_history(settings, entry)
     except OSError as err:
         raise ReleaseError(
             f"core v{version} was not released: the release history {history_path(settings)} cannot be written: {err}"
@@ -333,9 +263,9 @@ def _execute(
         metadata = send_and_wait(producer, topics.CORE, key, encode(release), partition=RELEASE_PARTITION)
     except Exception as err:
         # The broker did not ack it: withdraw the entry, so that the history does not count it.
-        _close_entry(settings, entry, {"action": "failed", "error": f"{type(err).__name__}: {err}"})
+        close_entry(settings, entry, {"action": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
-    _close_entry(settings, entry, {"action": "published", "offset": metadata.offset})
+    close_entry(settings, entry, {"action": "published", "offset": metadata.offset})
     plan.published = {
         "topic": topics.CORE,
         "partition": metadata.partition,
@@ -355,48 +285,3 @@ def _execute(
         registry.set_alias(CANARY, version)
     log.info("%s", plan.describe())
     return plan
-
-
-def _close_entry(settings: HiveSettings, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
-    """Appends the outcome line of history ``entry``; one that cannot be written is logged: the entry
-    stands as released with an unknown offset, which `hive core promote` of its version settles."""
-    try:
-        _append_history(settings, {"of": entry["id"], "time": entry["time"], **outcome})
-    except OSError:
-        log.exception("cannot record the outcome (%s) of the release of core v%s", outcome["action"], entry["version"])
-
-
-# --- reading --------------------------------------------------------------------------------------------
-
-
-def cores_json(settings: HiveSettings, registry: CoreRegistry) -> list[dict[str, Any]]:
-    """Every registered core, oldest first, with its per-skill accuracy and where it was last released.
-
-    ``eval`` is {skill: accuracy} from the round records: a round's ``eval`` for its candidate and its
-    ``champion_eval`` for its base core, newer rounds overriding older figures skill by skill. Across
-    cores it is the knowledge matrix (skills x core versions). ``released_to`` is the targets of the
-    latest release of the core (None: the fleet), and ``released_at`` its time (None: never released).
-    """
-    evals: dict[int, dict[str, float]] = {}
-    rounds = sorted(RoundBook(settings.rounds_dir).all(), key=lambda r: (r.created_at, r.id))
-    for record in rounds:
-        if record.champion_eval:
-            evals.setdefault(record.base_version, {}).update(record.champion_eval)
-        if record.candidate_version is not None and record.eval:
-            evals.setdefault(record.candidate_version, {}).update(record.eval)
-    latest: dict[int, dict[str, Any]] = {}
-    for entry in read_history(settings):
-        latest[entry["version"]] = entry
-    rows = []
-    for row in registry.list_versions():
-        version = row["core_version"]
-        released = latest.get(version) if version is not None else None
-        rows.append(
-            {
-                **row,
-                "eval": dict(sorted(evals.get(version, {}).items())) if version is not None else {},
-                "released_to": released.get("targets") if released else None,
-                "released_at": released.get("time") if released else None,
-            }
-        )
-    return rows

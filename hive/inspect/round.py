@@ -12,7 +12,9 @@ from typing import Any
 
 from distill.manifest import LearningsError, read_learnings, write_learnings
 from hive.inspect.common import InspectInputError, InspectStateError
-from hive.rounds.book import ProgressFn, RoundBook, RoundRecord, write_manifest
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.open import write_manifest
+from hive.rounds.progress import ProgressFn
 
 # Rounds whose candidate was evaluated: the only ones with a full eval to attribute against.
 EVALUATED = ("released", "rejected")
@@ -231,7 +233,7 @@ def _loo_run(
 ) -> LooRun:
     """The round distilled without ``agent``'s learnings (with all of them for REFERENCE), or its cached result."""
     # The launcher is a subprocess: the hive never imports the distill job's training code.
-    from distill.launch import DistillError, run_round
+    from distill.launch import DistillError, launch_job
 
     directory = loo_directory(book, record, agent)
     cached = read_metrics(directory / "out" / METRICS)
@@ -246,7 +248,7 @@ def _loo_run(
         return LooRun(agent, "base", 0, dict(record.champion_eval))
     _call(on_agent, agent, "run")
     try:
-        metrics = run_round(manifest, on_progress=on_progress)
+        metrics = launch_job(manifest, on_progress=on_progress)
     except DistillError as err:
         raise InspectStateError(f"leave-one-out of {agent} in round {record.id} failed: {err}") from err
     return LooRun(agent, "distilled", steps, dict(metrics["eval"]))

@@ -1,34 +1,21 @@
-"""Distillation rounds: open one over new learnings, run it under DeepSpeed, gate it, register it."""
+"""The round book: one record (round.json) per round under HIVE_HOME/rounds, and how a round ends."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import random
 import re
-import shutil
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from agents.evaluation import evaluate_skills
-from agents.model import load_core
-from agents.skills import SkillLoadError, load_skills, skill_catalog
-from hive.config import HiveSettings
-from hive.cores.files import CoreFiles, core_dir, existing_core
-from hive.cores.gate import decide
-from hive.cores.registry import CoreRegistry
-from hive.rounds.quarantine import quarantine
-from hive.store.interface import LearningStore, Quarantined
+from distill.manifest import Lineage
 from streams import durable
-from streams.events import Learning
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +30,6 @@ ROUND_FILE = "round.json"
 TORN_SUFFIX = ".torn"
 UNREADABLE = "unreadable round.json"
 _ROUND_ID = re.compile(r"r\d{4,}")
-ProgressFn = Callable[[int, int, float], None]
 
 
 class RoundError(RuntimeError):
@@ -56,6 +42,13 @@ class RoundFailed(RoundError):
 
 class NoNewLearnings(RoundError):
     """Nothing to distill: no learning arrived since the last round took its share."""
+
+
+class RoundNotFound(KeyError):
+    """No round with that id under HIVE_HOME/rounds."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass
@@ -105,6 +98,16 @@ def parse_record(data: bytes, round_id: str) -> RoundRecord:
     if record.id != round_id:
         raise ValueError(f"it names round {record.id!r}, not {round_id!r}")
     return record
+
+
+class _ManifestRange(BaseModel):
+    """The fields of a round's ``distill.manifest.Manifest`` that name the seqs it took, read on their own:
+    a manifest that a crash left broken elsewhere still tells its round's range."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    store_range: Lineage | None = None
+    lineage: Lineage | None = None
 
 
 class RoundBook:
@@ -176,11 +179,12 @@ class RoundBook:
         directory = self.path(round_id)
         after = upto = 0
         try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-            seqs = manifest.get("store_range") or manifest.get("lineage") or {}
-            after, upto = int(seqs["after_seq"]), int(seqs["upto_seq"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            after = upto = 0  # the manifest cannot tell either: the range stays unknown
+            manifest = _ManifestRange.model_validate_json((directory / "manifest.json").read_bytes())
+        except (OSError, ValidationError):
+            manifest = _ManifestRange()  # the manifest cannot tell either: the range stays unknown
+        seqs = manifest.store_range or manifest.lineage
+        if seqs is not None:
+            after, upto = seqs.after_seq, seqs.upto_seq
         try:
             created = (directory / ROUND_FILE).stat().st_mtime
         except OSError:
@@ -243,131 +247,12 @@ class RoundBook:
         return streak
 
 
-def sample_replay(earlier: list[Learning], size: int, seed: str) -> list[Learning]:
-    """A seeded sample of ``size`` earlier learnings (or all of them, if fewer), balanced per skill.
-
-    Each skill gets an equal share; a skill with fewer learnings than its share gives the rest to the
-    others. The sample keeps the store's order, so the same store and seed give the same file.
-    """
-    if size <= 0 or not earlier:
-        return []
-    rng = random.Random(f"replay:{seed}")
-    by_skill: dict[str, list[int]] = {}
-    for index, learning in enumerate(earlier):
-        by_skill.setdefault(learning.skill, []).append(index)
-    pools = {skill: rng.sample(indices, len(indices)) for skill, indices in sorted(by_skill.items())}
-    chosen: list[int] = []
-    while len(chosen) < size and pools:
-        # One round-robin pass takes one learning per skill still holding some.
-        for skill in list(pools):
-            if len(chosen) == size:
-                break
-            chosen.append(pools[skill].pop())
-            if not pools[skill]:
-                del pools[skill]
-    return [earlier[i] for i in sorted(chosen)]
-
-
-def open_round(
-    settings: HiveSettings,
-    store: LearningStore,
-    book: RoundBook,
-    base: CoreFiles,
-    experiment: str,
-    trigger: str = "",
-) -> RoundRecord:
-    """Takes every learning stored since the last round into a new round, with its manifest.
-
-    Learnings no round can use are quarantined first, never failing the round: a skill the hive cannot
-    load (``unknown_skill``) or a stored JSON that no longer parses (``unreadable``). Raises
-    NoNewLearnings when none is left; learnings quarantined before are left out of the round and its replay.
-
-    ``experiment`` must already exist with its artifact location under HIVE_HOME: a job that had
-    to create it would put its artifacts in ``./mlruns`` of the round directory.
-    """
-    after = book.covered_seq()
-    upto = store.max_seq()
-    rows, unreadable = store.read_checked(after_seq=after, upto_seq=upto)
-    taught = book.taught_skills()
-    catalog = skill_catalog(settings.skills)
-    lost = [s for s in taught if s not in catalog]
-    if lost:
-        # Not the learnings' fault: the gate must check every skill a released core was taught.
-        raise RoundError(
-            f"earlier rounds taught skills the hive cannot load now: {', '.join(lost)}; "
-            "add their module:attr to HIVE_SKILLS so rounds can evaluate them"
-        )
-    unknown = [
-        Quarantined(
-            str(learning.id),
-            seq,
-            learning.agent_id,
-            learning.skill,
-            "unknown_skill",
-            f"the hive cannot load skill {learning.skill!r}: add its module:attr to HIVE_SKILLS",
-        )
-        for seq, learning in rows
-        if learning.skill not in catalog
-    ]
-    taken = [(seq, learning) for seq, learning in rows if learning.skill in catalog]
-    round_id = book.next_id() if taken else None
-    quarantined = quarantine(store, [*unreadable, *unknown], round_id)
-    if not taken:
-        held = f" ({quarantined} quarantined now)" if quarantined else ""
-        raise NoNewLearnings(f"no new learnings after seq {after}{held}")
-    learnings = [learning for _, learning in taken]
-    assert round_id is not None
-    record = RoundRecord(
-        id=round_id,
-        state="open",
-        base_version=base.version,
-        after_seq=after,
-        upto_seq=upto,
-        learnings=len(learnings),
-        per_agent=dict(sorted(Counter(learning.agent_id for learning in learnings).items())),
-        skills=sorted({learning.skill for learning in learnings} | set(taught)),
-        trigger=trigger,
-        quarantined=quarantined,
-    )
-    # round.json first: a crash while the files below are written leaves a round that the next start
-    # fails with a reason ("manifest.json is missing"), never a directory that no record names.
-    book.save(record)
-    with failing_round(book, record):
-        directory = book.path(record.id)
-        write_learnings(directory / "learnings.jsonl", learnings)
-        replay = None
-        if after > 0 and settings.distill.replay_size > 0:
-            # Earlier rounds' learnings, so the core keeps being taught what it already knows.
-            earlier = _replayable(store, book, after, record.id)
-            sample = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
-            if sample:
-                replay = directory / "replay.jsonl"
-                write_learnings(replay, sample)
-        # The distill job reads the file's n-th line as seq after+n: only a whole range has that lineage.
-        whole = [seq for seq, _ in taken] == list(range(after + 1, upto + 1))
-        write_manifest(
-            directory,
-            record.id,
-            base.directory,
-            replay,
-            [catalog[s] for s in record.skills],
-            settings.distill.for_round(first=base.version == 0),
-            eval_={"tasks": settings.gate.eval_tasks, "seed": settings.gate.eval_seed},
-            mlflow={"tracking_uri": settings.mlflow_uri, "experiment": experiment, "run_name": record.id},
-            lineage={"after_seq": after, "upto_seq": upto} if whole else None,
-            store_range={"after_seq": after, "upto_seq": upto},
-            adapters=settings.adapters_manifest(),
-        )
+def get_round(book: RoundBook, round_id: str) -> RoundRecord:
+    record = book.get(round_id)
+    if record is None:
+        known = ", ".join(book.ids()) or "none"
+        raise RoundNotFound(f"no round {round_id!r} in {book.directory} (known: {known})")
     return record
-
-
-def _replayable(store: LearningStore, book: RoundBook, after: int, round_id: str) -> list[Learning]:
-    """The learnings up to seq ``after`` a replay may sample: none quarantined, none of a skipped round
-    (an operator skipped it because its learnings could not be distilled). An unreadable one is quarantined."""
-    rows, unreadable = store.read_checked(after_seq=0, upto_seq=after)
-    quarantine(store, unreadable, round_id)
-    skipped = [(r.after_seq, r.upto_seq) for r in book.all() if r.state == "skipped"]
-    return [learning for seq, learning in rows if not any(lo < seq <= hi for lo, hi in skipped)]
 
 
 @contextlib.contextmanager
@@ -384,160 +269,6 @@ def failing_round(book: RoundBook, record: RoundRecord, started: float | None = 
         error = f"unexpected {type(err).__name__}: {err} (the traceback is in the hive's log)"
         end_round(book, record, "failed", error, started)
         raise RoundFailed(f"round {record.id} failed: {error}") from err
-
-
-def write_manifest(
-    directory: Path,
-    round_id: str,
-    base_core: Path,
-    replay: Path | None,
-    skill_specs: list[str],
-    distill: dict[str, Any],
-    eval_: dict[str, Any],
-    mlflow: dict[str, Any] | None = None,
-    lineage: dict[str, int] | None = None,
-    store_range: dict[str, int] | None = None,
-    adapters: dict[str, Any] | None = None,
-) -> Path:
-    """Writes ``directory/manifest.json`` for the distill job, over ``directory/learnings.jsonl``, durably.
-
-    ``store_range`` is the hive's own record of the seqs the round took (the job ignores it): a round.json
-    lost to a crash is rebuilt as failed with that range.
-    """
-    manifest = {
-        "round_id": round_id,
-        "base_core": str(base_core.resolve()),
-        "out_dir": str((directory / "out").resolve()),
-        "learnings": str((directory / "learnings.jsonl").resolve()),
-        "replay": str(replay.resolve()) if replay is not None else None,
-        "skills": skill_specs,
-        "distill": distill,
-        "eval": eval_,
-        "mlflow": mlflow,
-        "lineage": lineage,
-        "adapters": adapters,
-    }
-    if store_range is not None:
-        manifest["store_range"] = store_range
-    path = directory / "manifest.json"
-    durable.write_text(path, json.dumps(manifest, indent=2))
-    return path
-
-
-def write_learnings(path: Path, learnings: list[Learning]) -> None:
-    """Writes one Learning per line, atomically and durably."""
-    durable.write_lines(path, [learning.model_dump_json() for learning in learnings])
-
-
-ReleaseFn = Callable[[int, "RoundRecord"], None]
-JobEndFn = Callable[["RoundRecord"], None]
-
-
-def next_core_version(settings: HiveSettings, registry: CoreRegistry) -> int:
-    """One above every core the hive has, registered or on disk: a version is never made twice, even
-    after a rollback made an older core champion again."""
-    registered = [row["core_version"] for row in registry.list_versions() if row["core_version"] is not None]
-    on_disk = [int(p.name[1:]) for p in settings.cores_dir.glob("v*") if p.name[1:].isdigit()]
-    return max([*registered, *on_disk], default=-1) + 1
-
-
-def run_round(
-    settings: HiveSettings,
-    book: RoundBook,
-    registry: CoreRegistry,
-    record: RoundRecord,
-    on_progress: ProgressFn | None = None,
-    release: ReleaseFn | None = None,
-    cancel: threading.Event | None = None,
-    after_job: JobEndFn | None = None,
-) -> RoundRecord:
-    """Distills, evaluates the champion on the same held-out tasks, gates, registers and releases a passing core.
-
-    Calling it again on a round that was interrupted resumes it: the distill job restarts from its last
-    checkpoint, and a candidate already registered is not registered twice. ``release(version, record)``
-    makes the registered core champion and publishes it; without it the core is only registered.
-    The record ends ``released`` (registered, and released when ``release`` is given), ``rejected``
-    (with the gate's reasons), ``cancelled`` (``cancel`` was set) or ``failed`` (with the error).
-    ``after_job(record)`` runs once the distill job has ended, whether it succeeded or not, before the
-    record is saved (the round runner quarantines what the job could not use).
-    """
-    # The launcher is a subprocess: the hive never imports the distill job's training code.
-    from distill.launch import DistillCancelled, DistillError
-    from distill.launch import run_round as launch
-
-    started = time.monotonic()
-    directory = book.path(record.id)
-    registered = record.candidate_version is not None and registry.has_version(record.candidate_version)
-    if not registered:
-        record.state = "distilling"
-        book.save(record)
-
-        try:
-            metrics = launch(
-                directory / "manifest.json",
-                on_progress=on_progress,
-                timeout_s=settings.distill.timeout_s,
-                cancel=cancel,
-            )
-        except DistillCancelled:
-            return end_round(book, record, "cancelled", "cancelled by `hive round cancel`", started)
-        except DistillError as err:
-            if after_job is not None:
-                after_job(record)
-            end_round(book, record, "failed", f"{err}\n{err.log_tail[-2000:]}", started)
-            raise RoundFailed(f"round {record.id} failed: {err}") from err
-        if after_job is not None:
-            after_job(record)
-        record.distill = {
-            k: metrics[k]
-            for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s", "teacher_skipped", "unusable")
-            if k in metrics
-        }
-        record.eval = dict(metrics["eval"])
-        try:
-            skills = load_skills([skill_catalog(settings.skills)[s] for s in record.skills])
-        except (SkillLoadError, KeyError) as err:
-            end_round(book, record, "failed", f"cannot load the round's skills: {err}", started)
-            raise RoundFailed(f"round {record.id} failed: {record.error}") from err
-        champion = load_core(core_dir(settings, record.base_version))
-        record.champion_eval = evaluate_skills(champion, skills, settings.gate.eval_tasks, settings.gate.eval_seed)
-        decision = decide(record.eval, record.champion_eval, settings.gate.max_regression)
-        record.gate_reasons = decision.reasons
-        if not decision.passed:
-            log.warning("round %s rejected: %s", record.id, "; ".join(decision.reasons))
-            return end_round(book, record, "rejected", None, started)
-        if cancel is not None and cancel.is_set():
-            return end_round(book, record, "cancelled", "cancelled by `hive round cancel` before registration", started)
-        version = next_core_version(settings, registry)
-        target = core_dir(settings, version)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(directory / "out" / "core", target)
-        core = existing_core(settings, version)
-        # Saved before registering: a hive killed after log_core finds the version and does not register twice.
-        record.candidate_version = version
-        book.save(record)
-        registry.log_core(
-            core.directory,
-            version,
-            core.sha256,
-            metrics={f"eval_{k}": v for k, v in record.eval.items()},
-            run_id=metrics.get("mlflow_run_id"),  # the core's artifacts sit beside the run that trained it
-            round_id=record.id,
-        )
-    assert record.candidate_version is not None
-    if release is not None:
-        try:
-            release(record.candidate_version, record)
-        except Exception as err:
-            # Whatever the registry or the broker raised, the round must not be left looking unfinished.
-            error = (
-                f"core v{record.candidate_version} passed the gate and is registered, but its release failed: "
-                f"{err!r}; release it with `hive core promote {record.candidate_version}`"
-            )
-            end_round(book, record, "failed", error, started)
-            raise RoundFailed(f"round {record.id}: {error}") from err
-    return end_round(book, record, "released", None, started)
 
 
 def end_round(

@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 
 from hive.cores.registry import RegistryError
 from hive.cores.release import ReleaseError, release_core, rollback
-from hive.rounds.control import RoundStateError, cancel_round
+from hive.rounds.cancel import RoundStateError, cancel_round
 from hive.ui.errors import answer_errors, error_response
 from hive.ui.sources import HiveReader, Unavailable
 from streams.kafka import make_producer

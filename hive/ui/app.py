@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from hive.config import HiveSettings
 from hive.fleet import FleetTracker
 from hive.ingest.admit import DESCRIPTIONS, REASONS
-from hive.rounds.control import RoundNotFound
+from hive.rounds.book import RoundNotFound
 from hive.ui.errors import answer_errors
 from hive.ui.render import render
 from hive.ui.sources import BadRequest, HiveReader, Unavailable, knowledge_matrix

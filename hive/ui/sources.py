@@ -9,15 +9,13 @@ from typing import Any
 
 from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry, RegistryError
-from hive.cores.release import cores_json
 from hive.fleet import FleetTracker
 from hive.ingest.admit import REASONS
 from hive.rounds.book import RoundBook
-from hive.rounds.control import round_json, rounds_json
 from hive.rounds.last_check import describe_check, read_check
 from hive.store.interface import StoreError
 from hive.store.parquet import READ_ERRORS, NoStoreError, ParquetLearningStore, open_read_only
-from hive.views import dlq_json, fleet_json, learning_json, quarantined_json
+from hive.views import cores_json, dlq_json, fleet_json, learning_json, quarantined_json, round_json, rounds_json
 
 
 class Unavailable(RuntimeError):

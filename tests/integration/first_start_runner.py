@@ -19,8 +19,8 @@ import torch  # noqa: F401
 import transformers  # noqa: F401
 
 from hive.config import HiveSettings
+from hive.cores.files import champion_core
 from hive.cores.registry import CoreRegistry
-from hive.rounds.control import champion_core
 
 # Where the kills land: most in the registry's creation (fractions of the time it took in an uninterrupted
 # start), where a kill used to leave a half-migrated database that no later start could open; the rest in

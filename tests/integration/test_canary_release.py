@@ -19,7 +19,8 @@ from hive.cli.app import app
 from hive.config import HiveSettings
 from hive.cores.files import core_dir
 from hive.cores.registry import CoreRegistry
-from hive.cores.release import read_history, release_core
+from hive.cores.release import release_core
+from hive.cores.release_history import read_history
 from streams.config import KafkaSettings
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
 

@@ -27,11 +27,11 @@ from distill.launch import (
     PROJECT_ROOT,
     DistillError,
     build_command,
+    launch_job,
     parse_progress,
     remove_shm_buffers,
-    run_round,
 )
-from distill.manifest import resolve_ds_config
+from distill.manifest import resolve_ds_config, write_learnings
 from streams.broker import free_port
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
@@ -91,7 +91,7 @@ def _manifest(root: Path, **distill) -> Path:
         save_core(build_core(seed=0), core)
     learnings = root / "learnings.jsonl"
     if not learnings.exists():
-        learnings.write_text("".join(item.model_dump_json() + "\n" for item in _learnings(N_TEACHER, N_CORRECTIONS)))
+        write_learnings(learnings, _learnings(N_TEACHER, N_CORRECTIONS))
     manifest = {
         "round_id": "r0001",
         "base_core": str(core),
@@ -122,7 +122,7 @@ def _manifest(root: Path, **distill) -> Path:
 
 
 def _attempts(root: Path) -> list[str]:
-    """distill.log split into one section per run_round call."""
+    """distill.log split into one section per launch_job call."""
     return (root / "round" / "distill.log").read_text().split(LOG_HEADER)[1:]
 
 
@@ -130,7 +130,7 @@ def _attempts(root: Path) -> list[str]:
 def first_round(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list]:
     root = tmp_path_factory.mktemp("distill")
     progress: list[tuple[int, int, float]] = []
-    metrics = run_round(_manifest(root, checkpoint_every=30), on_progress=lambda *p: progress.append(p))
+    metrics = launch_job(_manifest(root, checkpoint_every=30), on_progress=lambda *p: progress.append(p))
     return root, metrics, progress
 
 
@@ -198,7 +198,7 @@ def test_rerun_resumes_from_the_checkpoint_with_the_same_losses(first_round: tup
     root, metrics, _ = first_round
     assert (root / "round" / "out" / "ckpt" / "latest").is_file()
     progress: list[tuple[int, int, float]] = []
-    resumed = run_round(root / "manifest.json", on_progress=lambda *p: progress.append(p))
+    resumed = launch_job(root / "manifest.json", on_progress=lambda *p: progress.append(p))
     # Only the steps after the checkpoint at 30 ran again, and they retraced the first run exactly.
     assert [p[0] for p in progress] == [40, 50, 60]
     attempts = _attempts(root)
@@ -237,14 +237,14 @@ def test_a_killed_round_resumes_from_its_last_checkpoint(tmp_path: Path, first_r
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        remove_shm_buffers(port)  # this job ran outside run_round, which would have removed them
+        remove_shm_buffers(port)  # this job ran outside launch_job, which would have removed them
     assert killed_after, "the job ended before it could be killed"
     # Read after the kill: a checkpoint may have been committed between the progress line and the signal.
     resume_step = int((ckpt / COMMITTED).read_text().removeprefix("global_step"))
     assert 20 <= resume_step < STEPS
 
     progress: list[tuple[int, int, float]] = []
-    resumed = run_round(manifest, on_progress=lambda *p: progress.append(p))
+    resumed = launch_job(manifest, on_progress=lambda *p: progress.append(p))
     (attempt,) = _attempts(tmp_path)
     assert f"resumed from {ckpt} at step {resume_step}" in attempt
     assert [p[0] for p in progress] == list(range(resume_step + 10, STEPS + 1, 10))
@@ -260,14 +260,14 @@ def test_a_failing_job_raises_with_the_log_tail(tmp_path: Path) -> None:
     data["skills"] = ["no-such-skill"]
     manifest.write_text(json.dumps(data))
     with pytest.raises(DistillError, match="no-such-skill") as info:
-        run_round(manifest, timeout_s=120)
+        launch_job(manifest, timeout_s=120)
     assert "exited with code" in str(info.value)
 
 
 def test_a_timeout_kills_the_launcher_and_every_rank(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, steps=100_000)
     with pytest.raises(DistillError, match="timed out"):
-        run_round(manifest, timeout_s=25)
+        launch_job(manifest, timeout_s=25)
     pids = [int(p) for p in re.findall(r"process (\d+) spawned", (tmp_path / "round" / "distill.log").read_text())]
     assert len(pids) == 2, "the ranks had not started yet; raise the timeout"
     deadline = time.monotonic() + 10
@@ -362,7 +362,7 @@ def test_a_second_run_in_one_home_discards_the_first_runs_checkpoint_and_skips_p
     path.write_text(json.dumps(manifest))
 
     progress: list[tuple[int, int, float]] = []
-    metrics = run_round(path, on_progress=lambda *p: progress.append(p))
+    metrics = launch_job(path, on_progress=lambda *p: progress.append(p))
     (attempt,) = _attempts(tmp_path)
     assert "resumed from" not in attempt
     assert "distill: discarding checkpoint" in attempt and "learning_ids_sha256" in attempt

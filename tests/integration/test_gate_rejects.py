@@ -13,7 +13,9 @@ from agents.skills import BUILTIN_SKILLS
 from hive.config import DistillSettings, GateSettings, HiveSettings
 from hive.cores.files import core_dir, existing_core
 from hive.cores.registry import CHAMPION, CoreRegistry
-from hive.rounds.book import RoundBook, RoundRecord, open_round, run_round
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.open import open_round
+from hive.rounds.run import run_round
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 

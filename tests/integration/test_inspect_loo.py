@@ -17,7 +17,9 @@ from hive.cli.inspect import app
 from hive.config import DistillSettings, GateSettings, HiveSettings
 from hive.cores.files import build_core_v0
 from hive.cores.registry import CoreRegistry
-from hive.rounds.book import RoundBook, open_round, run_round
+from hive.rounds.book import RoundBook
+from hive.rounds.open import open_round
+from hive.rounds.run import run_round
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning, TeacherSignal
 

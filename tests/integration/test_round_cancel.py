@@ -14,7 +14,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hive.cli.app import app
-from hive.rounds.control import kill_leftovers, lock_holder
+from hive.rounds.cancel import kill_leftovers
+from hive.rounds.lock import lock_holder
 from hive.store.parquet import ParquetLearningStore
 from streams.config import KafkaSettings
 from streams.events import Learning

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from distill.launch import LOG_HEADER
 from hive.cli.app import app
 from hive.config import HiveSettings
-from hive.cores.release import read_history
-from hive.rounds.control import kill_leftovers
+from hive.cores.release_history import read_history
+from hive.rounds.cancel import kill_leftovers
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from distill.launch import SHM_DIR, remove_shm_buffers
-from hive.rounds.control import _master_ports
+from hive.rounds.cancel import _master_ports
 
 
 def test_only_the_jobs_own_buffers_are_removed() -> None:

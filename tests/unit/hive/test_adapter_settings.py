@@ -10,7 +10,8 @@ import pytest
 from distill.manifest import load_manifest
 from hive.config import HiveSettings
 from hive.cores.files import CoreFiles
-from hive.rounds.book import RoundBook, open_round
+from hive.rounds.book import RoundBook
+from hive.rounds.open import open_round
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 

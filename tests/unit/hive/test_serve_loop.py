@@ -13,16 +13,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from hive.cli import serve
+from hive import serve_loop
 from hive.config import DistillSettings, HiveSettings, ScheduleSettings
 from hive.cores.files import CoreFiles
-from hive.rounds import control as round_control
+from hive.rounds import runner as round_runner
 from hive.rounds.book import RoundBook, RoundError, RoundRecord, end_round
-from hive.rounds.control import RoundRunner, rounds_json
 from hive.rounds.last_check import describe_check, read_check, record_check
+from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog
 from hive.service import Hive
 from hive.store.parquet import ParquetLearningStore
+from hive.views import rounds_json
 from streams.events import Feedback, Learning
 
 
@@ -42,7 +43,7 @@ class FakeIngestor:
 class FakeHive:
     """Each round_tick takes the next outcome (a record, None for "nothing due", or an exception to raise)."""
 
-    def __init__(self, outcomes: list, stop: serve._Stop, home: Path, book: RoundBook | None = None) -> None:
+    def __init__(self, outcomes: list, stop: serve_loop.StopSignal, home: Path, book: RoundBook | None = None) -> None:
         self.settings = SimpleNamespace(home=home)
         self.outcomes = outcomes
         self.stop = stop
@@ -76,16 +77,16 @@ class FakeHive:
 
 @pytest.fixture(autouse=True)
 def fast_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "HEALTH_CHECK_S", 0.01)
+    monkeypatch.setattr(serve_loop, "HEALTH_CHECK_S", 0.01)
 
 
 def test_rounds_run_one_at_a_time_and_a_failure_waits_for_the_retry(tmp_path: Path) -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     hive = FakeHive([RoundError("no skills"), record("r0002")], stop, tmp_path)
     timer = threading.Timer(5.0, stop.event.set)  # a bound, should the loop never run the second round
     timer.start()
     try:
-        failure = serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.3)  # type: ignore[arg-type]
+        failure = serve_loop.main_loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.3)  # type: ignore[arg-type]
     finally:
         timer.cancel()
     assert failure is None
@@ -94,42 +95,42 @@ def test_rounds_run_one_at_a_time_and_a_failure_waits_for_the_retry(tmp_path: Pa
 
 
 def test_no_rounds_means_none_are_run(tmp_path: Path) -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     hive = FakeHive([record("r0001")], stop, tmp_path)
     threading.Timer(0.3, stop.event.set).start()
-    assert serve._loop(hive, stop, rounds=False, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
+    assert serve_loop.main_loop(hive, stop, rounds=False, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
     assert hive.calls == []
 
 
 def test_a_dead_background_thread_ends_the_loop_with_its_failure(tmp_path: Path) -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     hive = FakeHive([], stop, tmp_path)
     hive.broken = "ingest stopped: RuntimeError('bug')"
-    assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) == hive.broken  # type: ignore[arg-type]
+    assert serve_loop.main_loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) == hive.broken  # type: ignore[arg-type]
 
 
 def test_an_interrupted_round_is_left_to_resume(tmp_path: Path) -> None:
     book = RoundBook(tmp_path / "rounds")
     book.save(record("r0001"))
     book.save(record("r0002", state="distilling"))
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     hive = FakeHive([KeyboardInterrupt()], stop, tmp_path, book)
-    assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
-    # Unfinished on disk: the next start resumes it (hive.rounds.control), and readers show it "interrupted".
+    assert serve_loop.main_loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
+    # Unfinished on disk: the next start resumes it (hive.rounds.runner), and readers show it "interrupted".
     states = {r.id: r.state for r in book.all()}
     assert states == {"r0001": "released", "r0002": "distilling"}
 
 
 def test_a_look_with_nothing_due_runs_nothing_and_keeps_looking(tmp_path: Path) -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     hive = FakeHive([None, None, record("r0001")], stop, tmp_path)
     threading.Timer(5.0, stop.event.set).start()
-    assert serve._loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
+    assert serve_loop.main_loop(hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0) is None  # type: ignore[arg-type]
     assert hive.calls == ["NoneType", "NoneType", "RoundRecord"]
 
 
 def test_a_signal_during_a_round_interrupts_it() -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     stop.handle(15, None)  # SIGTERM outside a round: just stop
     assert stop.event.is_set()
     stop.in_round = True
@@ -145,7 +146,7 @@ def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_registry: ob
     )
     store = ParquetLearningStore(settings.store_dir)
     store.append([learning(i) for i in range(3)], {})
-    monkeypatch.setattr(round_control, "champion_core", lambda s, r: CoreFiles(0, tmp_path / "v0", "0" * 64))
+    monkeypatch.setattr(round_runner, "champion_core", lambda s, r: CoreFiles(0, tmp_path / "v0", "0" * 64))
     hive = object.__new__(Hive)
     hive.settings = settings
     hive.runner = RoundRunner(settings, store, fake_registry, None)  # type: ignore[arg-type]
@@ -171,7 +172,7 @@ def learning(n: int) -> Learning:
 def test_an_exception_in_a_round_fails_that_round_and_the_loop_goes_on(
     real_hive: Hive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     calls: list[str] = []
 
     def buggy_then_fine(settings, book, registry, record, **kwargs):  # type: ignore[no-untyped-def]
@@ -181,9 +182,9 @@ def test_an_exception_in_a_round_fails_that_round_and_the_loop_goes_on(
         stop.event.set()
         return end_round(book, record, "released", None)
 
-    monkeypatch.setattr(round_control, "run_round", buggy_then_fine)
+    monkeypatch.setattr(round_runner, "run_round", buggy_then_fine)
     threading.Timer(10.0, stop.event.set).start()  # a bound, should the loop never run the second round
-    assert serve._loop(real_hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.05) is None
+    assert serve_loop.main_loop(real_hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.05) is None
     assert calls == ["r0001", "r0002"]
     rounds = {r["id"]: r for r in rounds_json(real_hive.settings)}
     assert rounds["r0001"]["state"] == "failed"
@@ -195,7 +196,7 @@ def test_an_exception_in_a_round_fails_that_round_and_the_loop_goes_on(
 def test_a_failing_round_check_is_recorded_and_the_loop_goes_on(
     real_hive: Hive, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stop = serve._Stop()
+    stop = serve_loop.StopSignal()
     backlog = real_hive.runner.backlog
     looks: list[int] = []
 
@@ -208,11 +209,14 @@ def test_a_failing_round_check_is_recorded_and_the_loop_goes_on(
 
     monkeypatch.setattr(real_hive.runner, "backlog", flaky_backlog)
     failures: list[dict] = []
-    monkeypatch.setattr(
-        serve, "record_check", lambda home, error: (failures.append(read_check(home) or {}), record_check(home, error))
-    )
+
+    def spied_record_check(home: Path, error: str | None) -> None:
+        failures.append(read_check(home) or {})
+        record_check(home, error)
+
+    monkeypatch.setattr(serve_loop, "record_check", spied_record_check)
     threading.Timer(10.0, stop.event.set).start()
-    assert serve._loop(real_hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.05) is None
+    assert serve_loop.main_loop(real_hive, stop, rounds=True, round_check_s=0.01, round_retry_s=0.05) is None
     assert len(looks) == 2
     assert "Traceback" in caplog.text and "KeyError: 'sent_at'" in caplog.text
     after = read_check(real_hive.settings.home)

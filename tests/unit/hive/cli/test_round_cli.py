@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hive.cli.app import app
 from hive.rounds.book import RoundBook, RoundRecord
-from hive.rounds.control import CANCEL_FILE
+from hive.rounds.cancel import CANCEL_FILE
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 

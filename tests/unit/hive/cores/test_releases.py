@@ -21,16 +21,14 @@ from hive.cores.release import (
     CANARY_KEY,
     FLEET_KEY,
     ReleaseError,
-    champion_stack,
-    cores_json,
-    history_path,
-    read_history,
     release_core,
     rollback,
+    round_release,
 )
+from hive.cores.release_history import champion_stack, history_path, read_history
 from hive.fleet import FleetView
 from hive.rounds.book import RoundBook, RoundRecord
-from hive.views import fleet_json
+from hive.views import cores_json, fleet_json
 from streams import topics
 from streams.codec import decode
 from streams.events import CoreRelease, Heartbeat
@@ -107,6 +105,23 @@ def test_champion_stack_replays_promotions_and_rollbacks() -> None:
     assert champion_stack([*history, entry("rollback", 1, 2), entry("rollback", 0, 1)]) == [0]
     # Promoting an old version again is a new step: rolling back undoes it.
     assert champion_stack([*history, entry("promote", 0, 2)]) == [0, 1, 2, 0]
+
+
+def test_a_round_releases_its_core_to_the_fleet_with_its_id_and_figures(
+    hive: tuple[HiveSettings, CoreRegistry],
+) -> None:
+    settings, registry = hive
+    producer = FakeProducer()
+    release_core(settings, registry, producer, 0)
+    record = RoundRecord(
+        id="r0001", state="distilling", base_version=0, after_seq=0, upto_seq=4, learnings=4, per_agent={}, skills=[]
+    )
+    record.eval = {"add": 0.75}
+    round_release(settings, registry, producer)(1, record)
+    assert _aliases(registry) == {"champion": 1, "previous": 0, "canary": None}
+    release = producer.releases()[-1]
+    assert (release.version, release.targets, release.round_id, release.gate) == (1, None, "r0001", {"add": 0.75})
+    assert [(e["action"], e["version"], e["round_id"]) for e in read_history(settings)][-1] == ("round", 1, "r0001")
 
 
 def test_promote_canary_promote_and_roll_back_twice(hive: tuple[HiveSettings, CoreRegistry]) -> None:
@@ -459,7 +474,7 @@ def test_a_crash_after_the_publish_leaves_the_release_in_the_history(
     def die(*args: object) -> None:
         raise SystemExit(137)
 
-    monkeypatch.setattr(releases, "_close_entry", die)
+    monkeypatch.setattr(releases, "close_entry", die)
     producer = FakeProducer()
     with pytest.raises(SystemExit):
         release_core(settings, registry, producer, 1)

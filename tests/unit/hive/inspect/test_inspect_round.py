@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from distill.manifest import write_learnings
 from hive.cli.inspect import app
 from hive.config import HiveSettings
 from hive.inspect.common import InspectInputError
 from hive.inspect.round import leave_one_out, load_round, round_contributions, write_loo_round
-from hive.rounds.book import RoundBook, RoundRecord, write_learnings, write_manifest
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.open import write_manifest
 from streams.events import Learning
 
 from factories import make_learning

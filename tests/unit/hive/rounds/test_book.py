@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.manifest import load_manifest, read_learnings
+from distill.manifest import Lineage, Manifest, load_manifest, read_learnings
 from hive.config import DistillSettings, HiveSettings
 from hive.cores.files import CoreFiles
-from hive.rounds.book import RoundBook, RoundRecord, open_round, sample_replay
+from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.open import open_round, sample_replay
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 
@@ -67,6 +68,22 @@ def test_first_round_has_no_replay_and_names_its_seq_range(hive) -> None:
     assert manifest.distill.retention_weight == 1.0
     assert manifest.distill.topk == 16
     assert not (book.path(record.id) / "replay.jsonl").exists()
+
+
+def test_the_manifest_is_the_typed_one_the_job_reads(hive) -> None:
+    settings, store, book, base = hive
+    store.append([_learning("add", n=i) for i in range(3)], {})
+    record = open_round(settings, store, book, base, "hive-rounds")
+    text = (book.path(record.id) / "manifest.json").read_text()
+    manifest = Manifest.model_validate_json(text)
+    # Written as the model dumps itself: no field the job does not know, none it knows missing.
+    assert json.loads(text) == json.loads(manifest.model_dump_json())
+    assert manifest.store_range == Lineage(after_seq=0, upto_seq=3)
+    assert (manifest.eval.tasks, manifest.eval.seed) == (settings.gate.eval_tasks, settings.gate.eval_seed)
+    assert manifest.mlflow is not None and (manifest.mlflow.experiment, manifest.mlflow.run_name) == (
+        "hive-rounds",
+        record.id,
+    )
 
 
 def test_a_later_round_replays_earlier_learnings(hive) -> None:

@@ -14,24 +14,13 @@ import pytest
 
 from hive.config import HiveSettings, ScheduleSettings
 from hive.cores.registry import CoreRegistry
-from hive.rounds.book import RoundBook, RoundRecord
-from hive.rounds.control import (
-    CANCEL_FILE,
-    PROGRESS_FILE,
-    ProgressLog,
-    RoundBusy,
-    RoundNotFound,
-    RoundRunner,
-    RoundStateError,
-    eta_s,
-    kill_leftovers,
-    lock_holder,
-    request_cancel,
-    round_json,
-    round_lock,
-    rounds_json,
-)
+from hive.rounds.book import RoundBook, RoundNotFound, RoundRecord
+from hive.rounds.cancel import CANCEL_FILE, RoundStateError, kill_leftovers, request_cancel
+from hive.rounds.lock import RoundBusy, lock_holder, round_lock
+from hive.rounds.progress import PROGRESS_FILE, ProgressLog, eta_s
+from hive.rounds.runner import RoundRunner
 from hive.store.parquet import ParquetLearningStore
+from hive.views import round_json, rounds_json
 from streams.events import Feedback, Learning
 
 

@@ -16,10 +16,12 @@ from distill.launch import DistillError
 from distill.manifest import load_manifest, read_learnings
 from hive.config import DistillSettings, HiveSettings, ScheduleSettings
 from hive.cores.files import CoreFiles
-from hive.rounds import control as round_control
-from hive.rounds.book import NoNewLearnings, RoundBook, RoundFailed, open_round
-from hive.rounds.control import RoundRunner, round_lock
+from hive.rounds import runner as round_runner
+from hive.rounds.book import NoNewLearnings, RoundBook, RoundFailed
+from hive.rounds.lock import round_lock
+from hive.rounds.open import open_round
 from hive.rounds.quarantine import read_unusable
+from hive.rounds.runner import RoundRunner
 from hive.store.parquet import ParquetLearningStore
 from streams.events import Feedback, Learning
 
@@ -156,8 +158,8 @@ def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_ru
         )
         raise DistillError("distill job exited with 1", "RuntimeError: shape mismatch")
 
-    monkeypatch.setattr(distill.launch, "run_round", failing_job)
-    monkeypatch.setattr(round_control, "champion_core", lambda settings, registry: base)
+    monkeypatch.setattr(distill.launch, "launch_job", failing_job)
+    monkeypatch.setattr(round_runner, "champion_core", lambda settings, registry: base)
     runner = RoundRunner(settings, store, fake_registry, None)  # type: ignore[arg-type]
     with round_lock(settings.home) as lock, pytest.raises(RoundFailed):
         runner.open_and_run(lock, "manual")
