@@ -11,8 +11,8 @@ from typing import Any
 from hive.bench.hostile import Message
 from hive.bench.synthetic import synthetic_learning
 from hive.config import HiveSettings
-from hive.rounds.control import round_json
 from hive.store.parquet import ParquetLearningStore
+from hive.views import round_json
 from streams import topics
 
 # What an older or a crashed hive leaves behind for the next start: a round.json cut short by a crash, and

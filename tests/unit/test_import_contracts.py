@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -120,3 +122,18 @@ def test_the_cli_and_an_agent_start_without_deepspeed_or_mlflow() -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_every_module_imports() -> None:
+    """A moved module leaves no import of its old name behind, in any module (benchmarks included)."""
+    failed = []
+    for package in PACKAGES:
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if info.name.endswith("__main__"):
+                continue  # runs the CLI
+            try:
+                importlib.import_module(info.name)
+            except ImportError as err:
+                failed.append(f"{info.name}: {err}")
+    assert failed == []
