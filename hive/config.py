@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from distill.manifest import DistillParams
@@ -163,3 +164,47 @@ class HiveSettings(BaseSettings):
     @property
     def rounds_dir(self) -> Path:
         return self.home / "rounds"
+
+
+# On loopback, only these Host names are answered: a web page cannot rebind its own DNS name to 127.0.0.1.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+# As long as the agents' signing keys: a token short enough to guess is no protection for releases.
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1); a name other than ``localhost``
+    is not trusted to be one, whatever it resolves to now."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class DashboardSettings(BaseSettings):
+    """How the dashboard is served (``HIVE_UI_*``; ``hive ui``'s options set them).
+
+    Checked wherever the dashboard is built, ``hive ui`` or uvicorn pointed at ``hive.ui.app:app_from_env``:
+    a token must be long enough to be a secret, and actions off loopback need one, since anyone who can
+    reach the address could otherwise release cores to the whole fleet.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HIVE_UI_", extra="ignore")
+
+    # The address the server listens on: on a loopback name the app answers only loopback Host headers.
+    host: str = "127.0.0.1"
+    allow_actions: bool = False
+    # The secret every write must carry; empty means none.
+    token: str = ""
+
+    @model_validator(mode="after")
+    def _safe(self) -> DashboardSettings:
+        if self.token and len(self.token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"--token (HIVE_UI_TOKEN) must be at least {MIN_TOKEN_CHARS} characters")
+        if self.allow_actions and not self.token and not is_loopback(self.host):
+            raise ValueError(
+                f"--allow-actions on {self.host}, which is not a loopback address, needs --token (or HIVE_UI_TOKEN)"
+            )
+        return self

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import socket
 from collections.abc import Iterator
 
 import typer
+from pydantic import ValidationError
 
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
+from hive.config import DashboardSettings
 
 # The dashboard's app factory, named by an import string for uvicorn: hive.cli never imports hive.ui.
 DASHBOARD_APP = "hive.ui.app:app_from_env"
-# As long as the agents' signing keys: a token short enough to guess is no protection for releases.
-MIN_TOKEN_CHARS = 16
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1); a name other than ``localhost``
-    is not trusted to be one, whatever it resolves to now."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def ui(
@@ -60,15 +48,11 @@ def ui(
     server answers.
     """
     settings = settings_or_exit()
-    if token is not None and len(token) < MIN_TOKEN_CHARS:
-        typer.echo(f"--token must be at least {MIN_TOKEN_CHARS} characters", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    if allow_actions and token is None and not is_loopback(host):
-        # Anyone who can reach a non-loopback address could release cores to the whole fleet.
-        typer.echo(
-            f"--allow-actions on {host}, which is not a loopback address, needs --token (or HIVE_UI_TOKEN)", err=True
-        )
-        raise typer.Exit(EXIT_USAGE)
+    try:
+        DashboardSettings(host=host, allow_actions=allow_actions, token=token or "")
+    except ValidationError as err:
+        typer.echo("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors()), err=True)
+        raise typer.Exit(EXIT_USAGE) from err
     try:
         # The dashboard's web stack is in the `hive` extra, and every `hive` command imports this module:
         # import it only when the dashboard runs.

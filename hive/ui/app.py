@@ -10,10 +10,9 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from hive.config import HiveSettings
+from hive.config import LOOPBACK_NAMES, DashboardSettings, HiveSettings
 from hive.fleet import FleetTracker
 from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.rounds.book import RoundNotFound
@@ -32,29 +31,11 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-# On loopback, only these Host names are answered (see app_from_env).
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
-
-
-class DashboardSettings(BaseSettings):
-    """How ``hive ui`` serves the dashboard, from ``HIVE_UI_*`` variables.
-
-    ``hive ui`` checks its options, then sets these variables for ``app_from_env``: uvicorn builds the app
-    from an import string, so the options travel by environment and the CLI never imports the dashboard.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="HIVE_UI_", extra="ignore")
-
-    # The address the server listens on: on a loopback name the app answers only loopback Host headers.
-    host: str = "127.0.0.1"
-    allow_actions: bool = False
-    # The secret every write must carry; empty means none.
-    token: str = ""
-
 
 def app_from_env() -> FastAPI:
     """The dashboard that ``hive ui`` serves (a uvicorn factory): the hive from ``HIVE_*``, and the options
-    from ``HIVE_UI_*`` (``DashboardSettings``). Raises KeyRingError for bad ``HIVE_INGEST__*`` key settings."""
+    from ``HIVE_UI_*`` (``DashboardSettings``, which refuses unsafe ones). Raises KeyRingError for bad
+    ``HIVE_INGEST__*`` key settings."""
     options = DashboardSettings()
     # On loopback, only loopback names may reach it: a web page cannot rebind its own DNS name to 127.0.0.1
     # and read the dashboard. On any other address the operator chose who may connect.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from typer.testing import CliRunner
 from uvicorn.importer import import_from_string
 
@@ -54,7 +55,7 @@ def test_a_short_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_loopback_is_told_by_address() -> None:
-    from hive.cli.ui import is_loopback
+    from hive.config import is_loopback
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "localhost.evil.example", "127.0.0.1.nip.io"))
@@ -93,3 +94,17 @@ def test_the_options_reach_the_dashboard_factory(tmp_path: Path, monkeypatch: py
     with TestClient(factory(), base_url="http://127.0.0.1") as c:
         assert "read-only" in c.get("/").text
         assert c.post("/api/cores/rollback").status_code in (404, 405)
+
+
+def test_the_factory_refuses_unsafe_options_when_uvicorn_is_pointed_at_it_directly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone may run ``uvicorn hive.ui.app:app_from_env --factory`` without ``hive ui``'s checks."""
+    monkeypatch.setenv("HIVE_HOME", str(tmp_path))
+    monkeypatch.setenv("HIVE_KAFKA_BOOTSTRAP", "")
+    factory = import_from_string(DASHBOARD_APP)
+    for host, token, says in (("0.0.0.0", "", "needs --token"), ("127.0.0.1", "short", "at least 16 characters")):
+        for name, value in dashboard_environment(host, allow_actions=True, token=token or None).items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError, match=says):
+            factory()
