@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,8 @@ from hive.rounds.progress import PROGRESS_FILE, ProgressLog, eta_s
 from hive.rounds.runner import RoundRunner
 from hive.store.parquet import ParquetLearningStore
 from hive.views import round_json, rounds_json
-from streams.events import Feedback, Learning
+
+from factories import make_learning
 
 
 def record(round_id: str, state: str, **fields: object) -> RoundRecord:
@@ -36,18 +36,6 @@ def record(round_id: str, state: str, **fields: object) -> RoundRecord:
         "skills": ["add"],
     }
     return RoundRecord(**(base | fields))  # type: ignore[arg-type]
-
-
-def learning(agent: str, skill: str) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt="p",
-        completion="c",
-        feedback=Feedback(reward=1.0),
-    )
 
 
 @pytest.fixture
@@ -155,7 +143,7 @@ def test_interrupted_rounds_end_cancelled_or_failed_with_a_reason(settings: Hive
 def test_the_dry_run_shows_what_would_go_in_and_why(settings: HiveSettings) -> None:
     settings = settings.model_copy(update={"schedule": ScheduleSettings(min_new=5)})
     with ParquetLearningStore(settings.store_dir) as store:
-        store.append([learning("a1", "add"), learning("a1", "add"), learning("a2", "mul")], {})
+        store.append([make_learning("a1", "add"), make_learning("a1", "add"), make_learning("a2", "mul")], {})
         plan = runner(settings, store).plan(heartbeats=None)
         assert (plan.action, plan.round_id, plan.new_learnings) == ("open", "r0001", 3)
         assert plan.per_agent == {"a1": 2, "a2": 1}
