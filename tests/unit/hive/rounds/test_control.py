@@ -153,3 +153,23 @@ def test_the_dry_run_shows_what_would_go_in_and_why(settings: HiveSettings) -> N
         assert plan.schedule["triggers"][0]["detail"] == "3 new learnings < 5"
         RoundBook(settings.rounds_dir).save(record("r0001", "distilling"))
         assert runner(settings, store).plan(heartbeats=None).action == "resume"
+
+
+def test_run_now_resumes_the_unfinished_rounds_first_and_opens_one_only_when_there_are_none(
+    settings: HiveSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = RoundBook(settings.rounds_dir)
+    book.save(record("r0001", "open"))  # no manifest to resume from: it ends failed
+    opened: list[str] = []
+
+    def open_and_run(lock: object, trigger: str, on_progress: object = None) -> RoundRecord:
+        opened.append(trigger)
+        return record("r0002", "released")
+
+    with ParquetLearningStore(settings.store_dir) as store, round_lock(settings.home) as lock:
+        rounds = runner(settings, store)
+        monkeypatch.setattr(rounds, "open_and_run", open_and_run)
+        assert [(r.id, r.state) for r in rounds.run_now(lock, "manual")] == [("r0001", "failed")]
+        assert opened == []
+        assert [r.id for r in rounds.run_now(lock, "manual")] == ["r0002"]
+        assert opened == ["manual"]
