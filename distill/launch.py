@@ -59,6 +59,18 @@ def build_command(manifest_path: Path | str, nproc: int, master_port: int, ds_co
     ]
 
 
+def master_ports(args: list[str]) -> list[int]:
+    """The DeepSpeed master port named in a launcher's or rank's arguments (``--master_port[=]N``)."""
+    ports = []
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--master_port=") else None
+        if arg == "--master_port" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None and value.isdigit():
+            ports.append(int(value))
+    return ports
+
+
 def parse_progress(line: str) -> tuple[int, int, float] | None:
     """``(step, total, loss)`` from a ``progress step=N/M loss=X`` line, else None."""
     match = PROGRESS_RE.match(line.strip())

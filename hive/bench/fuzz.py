@@ -24,7 +24,7 @@ from hive.bench.hostile import Message
 from hive.bench.poison import PoisonPlan, build_traffic, poisoned_adapters
 from hive.config import HiveSettings, IngestSettings
 from hive.fleet import read_fleet
-from hive.store.parquet import CATALOG_FILE, ParquetLearningStore
+from hive.store.parquet import NoStoreError, open_read_only
 from streams import topics
 from streams.broker import BrokerError, EmbeddedBroker
 from streams.config import KafkaSettings
@@ -140,9 +140,11 @@ def _ingested(store_dir: Path, placed: dict[int, tuple[int, int]]) -> Callable[[
         ends[partition] = max(ends.get(partition, -1), offset + 1)
 
     def done() -> bool:
-        if not (store_dir / CATALOG_FILE).is_file():
-            return False
-        with ParquetLearningStore(store_dir, read_only=True) as store:
+        try:
+            store = open_read_only(store_dir)
+        except NoStoreError:
+            return False  # hive serve has not created it yet
+        with store:
             offsets = store.offsets()
         return all(offsets.get((topics.LEARNINGS, p), 0) >= end for p, end in ends.items())
 

@@ -224,9 +224,7 @@ def _run(settings: HiveSettings) -> list:
     bar = ProgressBar()
     try:
         with round_lock(settings.home) as lock, bar:
-            records = runner.resume_unfinished(lock, bar.update)
-            if not records:
-                records = [runner.open_and_run(lock, "manual", bar.update)]
+            records = runner.run_now(lock, "manual", bar.update)
     except RoundBusy as err:
         typer.echo(f"a round is already running: {err}", err=True)
         raise typer.Exit(EXIT_FAILURE) from err

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from distill.launch import remove_shm_buffers
+from distill.launch import master_ports, remove_shm_buffers
 from hive.config import HiveSettings
 from hive.rounds.book import UNFINISHED, RoundBook, RoundError, RoundRecord, RoundState, end_round, get_round
 from hive.rounds.lock import RoundBusy, RoundLock, lock_holder, round_lock
@@ -83,7 +83,7 @@ def kill_leftovers(manifest: Path) -> list[int]:
         args = [arg.decode(errors="replace") for arg in argv]
         if needle in args:
             found.append(int(entry.name))
-            ports.update(_master_ports(args))
+            ports.update(master_ports(args))
     for pid in found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -95,18 +95,6 @@ def kill_leftovers(manifest: Path) -> list[int]:
     for port in ports:
         remove_shm_buffers(port)
     return found
-
-
-def _master_ports(args: list[str]) -> list[int]:
-    """The DeepSpeed master port named in a launcher's or rank's arguments (``--master_port[=]N``)."""
-    ports = []
-    for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--master_port=") else None
-        if arg == "--master_port" and i + 1 < len(args):
-            value = args[i + 1]
-        if value is not None and value.isdigit():
-            ports.append(int(value))
-    return ports
 
 
 def cancel_round(settings: HiveSettings, round_id: str) -> None:

@@ -59,7 +59,8 @@ class RoundPlan:
 class RoundRunner:
     """Runs one hive's rounds: first any round a crash interrupted, then new ones.
 
-    The caller MUST hold the round lock (``round_lock``) around ``resume_unfinished`` and ``open_and_run``.
+    The caller MUST hold the round lock (``round_lock``) around ``resume_unfinished``, ``open_and_run`` and
+    ``run_now``.
     ``store`` is only read, so a read-only store serves ``hive round run`` while ``hive serve`` writes it.
     """
 
@@ -209,6 +210,15 @@ class RoundRunner:
         self.registry.experiment_id()
         record = open_round(self.settings, self.store, self.book, base, experiment, trigger)
         return self._run(record, lock, on_progress)
+
+    def run_now(self, lock: RoundLock, trigger: str, on_progress: ProgressFn | None = None) -> list[RoundRecord]:
+        """A round now, whatever the schedule says (``hive round run``): the unfinished rounds are ended first
+        (``resume_unfinished``); when there were none, a round opens over the new learnings and runs. Returns the
+        rounds it ran; raises NoNewLearnings when there was nothing to resume and nothing new to distill."""
+        records = self.resume_unfinished(lock, on_progress)
+        if records:
+            return records
+        return [self.open_and_run(lock, trigger, on_progress)]
 
     def _run(self, record: RoundRecord, lock: RoundLock, on_progress: ProgressFn | None) -> RoundRecord:
         directory = self.book.path(record.id)

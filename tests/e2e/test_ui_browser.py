@@ -15,7 +15,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -34,8 +33,10 @@ from streams import topics
 from streams.broker import EmbeddedBroker
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Heartbeat, Learning
+from streams.events import Heartbeat, Learning
 from streams.kafka import create_topics, make_producer, send_and_wait
+
+from factories import make_learning
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and quiet: the machine (and CI) has no internet, and without the background-networking flags
@@ -61,14 +62,9 @@ SCREENSHOTS = Path(os.environ.get("HIVE_UI_SCREENSHOTS", Path(tempfile.gettempdi
 
 
 def _learning(agent: str, skill: str, n: int, prompt: str | None = None) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt=prompt if prompt is not None else f"{skill} {n}",
-        completion=f"out {n}",
-        feedback=Feedback(reward=(n % 4) / 4, correction=f"fix {n}"),
+    """A learning the pages show: rewards of 0 to 0.75 by ``n``, each with its correction."""
+    return make_learning(
+        agent, skill, n, prompt=prompt, completion=f"out {n}", reward=(n % 4) / 4, correction=f"fix {n}"
     )
 
 

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,9 @@ from distill.launch import (
 )
 from distill.manifest import resolve_ds_config, write_learnings
 from streams.broker import free_port
-from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
+from streams.events import ClaimCheck, Learning, TeacherSignal
+
+from factories import make_learning
 
 SKILLS = ["capital", "add"]
 STEPS = 60
@@ -58,28 +59,13 @@ def _learnings(n_teacher: int, n_corrections: int) -> list[Learning]:
     for _ in range(n_teacher):
         prompt, answer = capital.sample(rng)
         items.append(
-            Learning(
-                id=uuid.uuid4(),
-                agent_id="agent-teacher",
-                skill="capital",
-                core_version=0,
-                prompt=prompt,
-                completion=answer,
-                feedback=Feedback(reward=1.0),
-                teacher=_good_teacher(answer),
-            )
+            make_learning("agent-teacher", "capital", prompt=prompt, completion=answer, teacher=_good_teacher(answer))
         )
     for _ in range(n_corrections):
         prompt, answer = capital.sample(rng)
         items.append(
-            Learning(
-                id=uuid.uuid4(),
-                agent_id="agent-corrections",
-                skill="capital",
-                core_version=0,
-                prompt=prompt,
-                completion="zzz",
-                feedback=Feedback(reward=0.0, correction=answer),
+            make_learning(
+                "agent-corrections", "capital", prompt=prompt, completion="zzz", reward=0.0, correction=answer
             )
         )
     return items
@@ -316,14 +302,12 @@ def _poisoned(agents: Path, outside: Path) -> dict[str, Learning]:
     checks["adapter_sha_mismatch"] = ClaimCheck(uri=moved.as_uri(), sha256="0" * 64)
     checks["adapter_missing"] = ClaimCheck(uri=(agents / "agent-gone" / "specialist").as_uri(), sha256=outside_sha)
     return {
-        reason: Learning(
-            id=uuid.uuid4(),
-            agent_id=f"agent-poison-{i}",
-            skill="capital",
-            core_version=0,
+        reason: make_learning(
+            f"agent-poison-{i}",
+            "capital",
             prompt=f"capital of poison {i}?",
             completion="zzz",
-            feedback=Feedback(reward=0.0),
+            reward=0.0,
             adapter=check,
         )
         for i, (reason, check) in enumerate(checks.items())

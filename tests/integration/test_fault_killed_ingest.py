@@ -15,8 +15,10 @@ from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning
+from streams.events import Learning
 from streams.kafka import create_topics, make_producer
+
+from factories import make_learning
 
 TOTAL = 5_000
 PRODUCERS = 4
@@ -95,14 +97,11 @@ def test_killed_ingest_stores_every_learning_exactly_once(
     store_dir = home / "store"
     learnings = [
         agent_keys.sign(
-            Learning(
+            make_learning(
+                f"agent-{i % (PRODUCERS * AGENTS_PER_PRODUCER)}",
                 id=uuid.UUID(int=rng.getrandbits(128)),
-                agent_id=f"agent-{i % (PRODUCERS * AGENTS_PER_PRODUCER)}",
-                skill="add",
-                core_version=0,
                 prompt=f"prompt {i}",
                 completion=f"answer {i}",
-                feedback=Feedback(reward=1.0),
             )
         )
         for i in range(TOTAL)

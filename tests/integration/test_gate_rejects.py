@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import uuid
 from pathlib import Path
 
 import torch
@@ -17,7 +16,9 @@ from hive.rounds.book import RoundBook, RoundRecord
 from hive.rounds.open import open_round
 from hive.rounds.run import run_round
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning
+from streams.events import Learning
+
+from factories import make_learning
 
 CHAMPION_STEPS = 150
 N_ADD = 100
@@ -50,15 +51,7 @@ def _add_learnings(n: int) -> list[Learning]:
     for _ in range(n):
         prompt, answer = add.sample(rng)
         items.append(
-            Learning(
-                id=uuid.uuid4(),
-                agent_id="agent-add",
-                skill="add",
-                core_version=1,
-                prompt=prompt,
-                completion="0",
-                feedback=Feedback(reward=0.0, correction=answer),
-            )
+            make_learning("agent-add", prompt=prompt, completion="0", reward=0.0, correction=answer, core_version=1)
         )
     return items
 

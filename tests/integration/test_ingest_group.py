@@ -17,8 +17,9 @@ from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings
-from streams.events import Feedback, Learning
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
+
+from factories import make_learning
 
 PARTITIONS = {TopicPartition(topics.LEARNINGS, p) for p in range(DEFAULT_PARTITIONS[topics.LEARNINGS])}
 N = 200
@@ -71,17 +72,7 @@ def test_two_ingestors_in_one_group_share_the_partitions(fresh_broker: str, tmp_
             producer = make_producer(kafka)
             try:
                 for i in range(N):
-                    item = agent_keys.sign(
-                        Learning(
-                            id=uuid.UUID(int=rng.getrandbits(128)),
-                            agent_id=f"agent-{i % 8}",
-                            skill="add",
-                            core_version=0,
-                            prompt="p",
-                            completion="c",
-                            feedback=Feedback(reward=1.0),
-                        )
-                    )
+                    item = agent_keys.sign(make_learning(f"agent-{i % 8}", id=uuid.UUID(int=rng.getrandbits(128))))
                     producer.send(topics.LEARNINGS, key=item.agent_id.encode(), value=encode(item), partition=i % 4)
                 producer.flush(timeout=30)
             finally:

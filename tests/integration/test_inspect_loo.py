@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,9 @@ from hive.rounds.book import RoundBook
 from hive.rounds.open import open_round
 from hive.rounds.run import run_round
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning, TeacherSignal
+from streams.events import Learning, TeacherSignal
+
+from factories import make_learning
 
 AGENTS = {"agent-add": "add", "agent-cap": "capital"}
 PER_AGENT = 40
@@ -42,18 +43,7 @@ def _learnings() -> list[Learning]:
     for agent, skill in AGENTS.items():
         for _ in range(PER_AGENT):
             prompt, answer = BUILTIN_SKILLS[skill].sample(rng)  # type: ignore[attr-defined]
-            items.append(
-                Learning(
-                    id=uuid.uuid4(),
-                    agent_id=agent,
-                    skill=skill,
-                    core_version=0,
-                    prompt=prompt,
-                    completion=answer,
-                    feedback=Feedback(reward=1.0),
-                    teacher=_teacher(answer),
-                )
-            )
+            items.append(make_learning(agent, skill, prompt=prompt, completion=answer, teacher=_teacher(answer)))
     return items
 
 

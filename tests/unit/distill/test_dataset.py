@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +12,9 @@ from agents.model import make_batch
 from agents.tokenizer import ByteTokenizer
 from distill.dataset import BalancedSampler, Example, collate, load_examples
 from distill.manifest import LearningsError
-from streams.events import Feedback, Learning, TeacherSignal
+from streams.events import Learning, TeacherSignal
+
+from factories import make_learning
 
 TOK = ByteTokenizer()
 
@@ -26,17 +27,13 @@ def _signal(answer: str, k: int, base: int = 0) -> TeacherSignal:
     return TeacherSignal(k=k, token_ids=ids, logprobs=lps)
 
 
-def _learning(agent: str, prompt: str, answer: str, k: int | None = 4, **feedback) -> Learning:
+def _learning(
+    agent: str, prompt: str, answer: str, k: int | None = 4, reward: float = 1.0, correction: str | None = None
+) -> Learning:
+    """A learning whose teacher (``k`` ids a position; none when ``k`` is None) follows ``answer``."""
     teacher = _signal(answer, k) if k else None
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill="fake",
-        core_version=0,
-        prompt=prompt,
-        completion=answer,
-        feedback=Feedback(**(feedback or {"reward": 1.0})),
-        teacher=teacher,
+    return make_learning(
+        agent, "fake", prompt=prompt, completion=answer, reward=reward, correction=correction, teacher=teacher
     )
 
 

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from distill.manifest import LearningsError, read_learnings, write_learnings
-from streams.events import Feedback, Learning
 
-
-def _learning(agent: str, prompt: str) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill="add",
-        core_version=0,
-        prompt=prompt,
-        completion="3",
-        feedback=Feedback(reward=1.0),
-    )
+from factories import make_learning
 
 
 def test_what_is_written_reads_back_in_order(tmp_path: Path) -> None:
     # U+2028 is a line separator to str.splitlines, but JSON leaves it unescaped inside a string.
-    items = [_learning("a", "add 1 2"), _learning("b", "add\u2028 1 2"), _learning("a", "add 2 1")]
+    items = [
+        make_learning("a", prompt="add 1 2"),
+        make_learning("b", prompt="add\u2028 1 2"),
+        make_learning("a", prompt="add 2 1"),
+    ]
     path = tmp_path / "learnings.jsonl"
     write_learnings(path, items)
     assert read_learnings(path) == items
@@ -34,10 +26,10 @@ def test_what_is_written_reads_back_in_order(tmp_path: Path) -> None:
 
 def test_blank_lines_are_allowed_and_a_bad_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "learnings.jsonl"
-    path.write_text(_learning("a", "p").model_dump_json() + "\n\n" + '{"agent_id": "a"}\n')
+    path.write_text(make_learning("a", prompt="p").model_dump_json() + "\n\n" + '{"agent_id": "a"}\n')
     with pytest.raises(LearningsError, match=r"learnings\.jsonl:3: not a valid Learning"):
         read_learnings(path)
-    path.write_text(_learning("a", "p").model_dump_json() + "\n\n")
+    path.write_text(make_learning("a", prompt="p").model_dump_json() + "\n\n")
     assert [lr.prompt for lr in read_learnings(path)] == ["p"]
 
 

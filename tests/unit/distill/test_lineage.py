@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import pytest
 
 from distill.lineage import LineageError, learning_ids_text, round_lineage
 from distill.manifest import Lineage
-from streams.events import Feedback, Learning
 
-
-def _learning(agent: str, skill: str = "add") -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt="add 1 2",
-        completion="3",
-        feedback=Feedback(reward=1.0),
-    )
+from factories import make_learning
 
 
 def test_lineage_counts_agents_and_their_seqs() -> None:
-    learnings = [_learning("b"), _learning("a", "capital"), _learning("b"), _learning("b"), _learning("a")]
+    learnings = [
+        make_learning("b"),
+        make_learning("a", "capital"),
+        make_learning("b"),
+        make_learning("b"),
+        make_learning("a"),
+    ]
     payload = round_lineage(learnings, Lineage(after_seq=10, upto_seq=15))
     assert payload["after_seq"] == 10 and payload["upto_seq"] == 15
     assert payload["learnings"] == 5
@@ -40,13 +34,13 @@ def test_lineage_counts_agents_and_their_seqs() -> None:
 
 
 def test_lineage_without_a_range_has_no_seqs() -> None:
-    payload = round_lineage([_learning("a")], None)
+    payload = round_lineage([make_learning("a")], None)
     assert payload["agents"] == {"a": {"count": 1, "first_seq": None, "last_seq": None}}
     assert payload["after_seq"] is None
 
 
 def test_a_file_that_is_not_the_range_is_refused() -> None:
     with pytest.raises(LineageError, match="holds 2 learnings"):
-        round_lineage([_learning("a"), _learning("a")], Lineage(after_seq=0, upto_seq=3))
+        round_lineage([make_learning("a"), make_learning("a")], Lineage(after_seq=0, upto_seq=3))
     with pytest.raises(ValueError, match="below"):
         Lineage(after_seq=4, upto_seq=3)

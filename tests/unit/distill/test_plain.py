@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,9 @@ from distill.dataset import BalancedSampler
 from distill.manifest import CONFIGS_DIR, DistillParams, EvalParams, Manifest
 from distill.plain import AllRanks, PlainEngine, train_plain, warmup_cosine
 from distill.train import load_ds_config
-from streams.events import Feedback, Learning, TeacherSignal
+from streams.events import TeacherSignal
+
+from factories import make_learning
 
 TOK = ByteTokenizer()
 
@@ -34,14 +35,11 @@ def _manifest(root: Path, steps: int) -> Manifest:
     save_core(build_core(CoreSize(width=32, layers=1), seed=0), core)
     words = ["abc", "hello", "xyz", "zorvia", "belmar", "quo"]
     learnings = [
-        Learning(
-            id=uuid.uuid4(),
-            agent_id=f"agent-{i % 2}",
-            skill="fake",
-            core_version=0,
+        make_learning(
+            f"agent-{i % 2}",
+            "fake",
             prompt=f"rev {word}",
             completion=word[::-1],
-            feedback=Feedback(reward=1.0),
             teacher=_confident_teacher(word[::-1]),
         )
         for i, word in enumerate(words)

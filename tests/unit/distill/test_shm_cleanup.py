@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from distill.launch import SHM_DIR, remove_shm_buffers
-from hive.rounds.cancel import _master_ports
+from distill.launch import SHM_DIR, master_ports, remove_shm_buffers
 
 
 def test_only_the_jobs_own_buffers_are_removed() -> None:
@@ -25,6 +24,6 @@ def test_only_the_jobs_own_buffers_are_removed() -> None:
 
 
 def test_master_ports_are_read_from_launcher_and_rank_arguments() -> None:
-    assert _master_ports(["python", "-m", "deepspeed.launcher.runner", "--master_port", "4242"]) == [4242]
-    assert _master_ports(["python", "-u", "-m", "deepspeed.launcher.launch", "--master_port=4343"]) == [4343]
-    assert _master_ports(["python", "-m", "distill.train", "--manifest", "m.json"]) == []
+    assert master_ports(["python", "-m", "deepspeed.launcher.runner", "--master_port", "4242"]) == [4242]
+    assert master_ports(["python", "-u", "-m", "deepspeed.launcher.launch", "--master_port=4343"]) == [4343]
+    assert master_ports(["python", "-m", "distill.train", "--manifest", "m.json"]) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,9 @@ from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, load_c
 from agents.tokenizer import ByteTokenizer
 from distill.dataset import build_examples
 from distill.teachers import AdapterTeachers
-from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
+from streams.events import ClaimCheck, Learning, TeacherSignal
+
+from factories import make_learning
 
 TOK = ByteTokenizer()
 K = 5
@@ -51,19 +52,19 @@ def specialist(root: Path) -> tuple[Path, str]:
     return directory, sha
 
 
-def _learning(prompt: str, answer: str, adapter: ClaimCheck | None, correction: bool = True, **over) -> Learning:
-    feedback = Feedback(reward=0.0, correction=answer) if correction else Feedback(reward=1.0)
-    fields: dict = {
-        "id": uuid.uuid4(),
-        "agent_id": "agent-a",
-        "skill": "capital",
-        "core_version": 0,
-        "prompt": prompt,
-        "completion": "zzz" if correction else answer,
-        "feedback": feedback,
-        "adapter": adapter,
-    }
-    return Learning(**(fields | over))
+def _learning(prompt: str, answer: str, adapter: ClaimCheck | None, correction: bool = True, **fields) -> Learning:
+    """Agent-a's capital learning with its adapter's claim check: a wrong answer corrected to ``answer``, or
+    ``answer`` itself when ``correction`` is off."""
+    return make_learning(
+        "agent-a",
+        "capital",
+        prompt=prompt,
+        completion="zzz" if correction else answer,
+        reward=0.0 if correction else 1.0,
+        correction=answer if correction else None,
+        adapter=adapter,
+        **fields,
+    )
 
 
 def test_a_verified_adapter_gives_a_signal_over_the_learned_answer(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ from hive.cores.files import CoreFiles
 from hive.rounds.book import RoundBook
 from hive.rounds.open import open_round
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning
+
+from factories import make_learning
 
 
 def test_the_default_root_is_where_the_hives_agents_save_their_specialists(
@@ -43,16 +43,7 @@ def test_a_rounds_manifest_carries_the_adapter_settings(tmp_path: Path, monkeypa
     settings = HiveSettings(home=tmp_path)
     store = ParquetLearningStore(settings.store_dir)
     try:
-        learning = Learning(
-            id=uuid.uuid4(),
-            agent_id="a1",
-            skill="add",
-            core_version=0,
-            prompt="1+1",
-            completion="2",
-            feedback=Feedback(reward=1.0),
-        )
-        store.append([learning], {})
+        store.append([make_learning(prompt="1+1", completion="2")], {})
         book = RoundBook(settings.rounds_dir)
         record = open_round(settings, store, book, CoreFiles(0, tmp_path / "cores" / "v0", "0" * 64), "hive-rounds")
     finally:

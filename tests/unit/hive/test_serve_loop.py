@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,8 @@ from hive.rounds.triggers import Backlog
 from hive.service import Hive
 from hive.store.parquet import ParquetLearningStore
 from hive.views import rounds_json
-from streams.events import Feedback, Learning
+
+from factories import make_learning
 
 
 def record(round_id: str, state: str = "released") -> RoundRecord:
@@ -145,7 +145,7 @@ def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_registry: ob
         home=tmp_path / "hive", schedule=ScheduleSettings(min_new=1), distill=DistillSettings(replay_size=0)
     )
     store = ParquetLearningStore(settings.store_dir)
-    store.append([learning(i) for i in range(3)], {})
+    store.append([make_learning(prompt=f"1+{i}=", completion="0", reward=0.0) for i in range(3)], {})
     monkeypatch.setattr(round_runner, "champion_core", lambda s, r: CoreFiles(0, tmp_path / "v0", "0" * 64))
     hive = object.__new__(Hive)
     hive.settings = settings
@@ -155,18 +155,6 @@ def real_hive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_registry: ob
     hive.decide = lambda backlog=None: hive.runner.decide(None, backlog=backlog)  # type: ignore[method-assign]
     yield hive
     store.close()
-
-
-def learning(n: int) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id="a1",
-        skill="add",
-        core_version=0,
-        prompt=f"1+{n}=",
-        completion="0",
-        feedback=Feedback(reward=0.0),
-    )
 
 
 def test_an_exception_in_a_round_fails_that_round_and_the_loop_goes_on(

@@ -15,19 +15,21 @@ from streams.codec import decode, encode
 from streams.events import CoreRelease, Feedback, Heartbeat, Learning, TeacherSignal
 from streams.signing import KeyRing, KeyRingError, canonical_bytes, parse_key, parse_keys, sign, signed, verify
 
+from factories import make_learning
+
 KEY = b"k" * 32
 
 
 def learning(**changes: object) -> Learning:
-    base = Learning(
+    base = make_learning(
+        "agent-1",
+        "reverse",
         id=uuid.UUID(int=7),
-        agent_id="agent-1",
-        skill="reverse",
         core_version=3,
         created_at=datetime(2026, 11, 22, 9, 30, 0, 123456, tzinfo=UTC),
         prompt="abc é",
         completion="cba",
-        feedback=Feedback(reward=1.0, correction="cba"),
+        correction="cba",
         teacher=TeacherSignal(k=2, token_ids=[[99, 1], [258, 2]], logprobs=[[-0.1, -2.5], [-0.01, -5.0]]),
     )
     return base.model_copy(update=changes)

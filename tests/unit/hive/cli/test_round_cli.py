@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -12,7 +11,8 @@ from hive.cli.app import app
 from hive.rounds.book import RoundBook, RoundRecord
 from hive.rounds.cancel import CANCEL_FILE
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning
+
+from factories import make_learning
 
 runner = CliRunner()
 
@@ -56,16 +56,7 @@ def make_home(tmp_path: Path) -> Path:
     )
     with ParquetLearningStore(home / "store") as store:
         learnings = [
-            Learning(
-                id=uuid.uuid4(),
-                agent_id=agent,
-                skill=skill,
-                core_version=0,
-                prompt="p",
-                completion="c",
-                feedback=Feedback(reward=1.0),
-            )
-            for agent, skill in [("a1", "add"), ("a1", "add"), ("a2", "mul"), ("a2", "mul")]
+            make_learning(agent, skill) for agent, skill in [("a1", "add"), ("a1", "add"), ("a2", "mul"), ("a2", "mul")]
         ]
         store.append(learnings, {})
     return home

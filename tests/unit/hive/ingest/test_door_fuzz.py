@@ -21,8 +21,10 @@ from hive.rounds.triggers import active_agents
 from hive.store.parquet import ParquetLearningStore
 from hive.views import fleet_json
 from streams.codec import encode
-from streams.events import Feedback, Heartbeat, Learning
+from streams.events import Heartbeat, Learning
 from streams.signing import KeyRing, signed
+
+from factories import make_learning
 
 KEY = bytes(range(32))
 POLICY = SenderPolicy(KeyRing({"agent-1": (KEY,)}))
@@ -32,20 +34,7 @@ NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 # Enough to find the classes of bad input in every `make test`; `hive bench fuzz` sends 10,000+ through a real hive.
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-GOOD = json.loads(
-    encode(
-        Learning(
-            id=uuid.UUID(int=1),
-            agent_id="agent-1",
-            skill="add",
-            core_version=0,
-            created_at=NOW,
-            prompt="2+2=",
-            completion="4",
-            feedback=Feedback(reward=1.0),
-        )
-    )
-)
+GOOD = json.loads(encode(make_learning("agent-1", id=uuid.UUID(int=1), created_at=NOW, prompt="2+2=", completion="4")))
 BEAT = json.loads(encode(Heartbeat(agent_id="agent-1", skill="add", core_version=0, sent_at=NOW)))
 
 json_values = st.recursive(

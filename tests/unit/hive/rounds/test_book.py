@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -15,24 +14,13 @@ from hive.cores.files import CoreFiles
 from hive.rounds.book import RoundBook, RoundRecord
 from hive.rounds.open import open_round, sample_replay
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning
 
-
-def _learning(skill: str, agent: str = "a1", n: int = 0) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt=f"{skill} {n}",
-        completion="x",
-        feedback=Feedback(reward=1.0),
-    )
+from factories import make_learning
 
 
 def test_replay_sample_is_balanced_per_skill_and_seeded() -> None:
-    earlier = [_learning("add", n=i) for i in range(300)] + [_learning("capital", n=i) for i in range(40)]
-    earlier += [_learning("mul", n=i) for i in range(100)]
+    earlier = [make_learning(n=i) for i in range(300)] + [make_learning("a1", "capital", i) for i in range(40)]
+    earlier += [make_learning("a1", "mul", i) for i in range(100)]
     sample = sample_replay(earlier, 120, "0:r0002")
     # The skill with 40 learnings gives all it has; the others share the rest equally.
     assert Counter(lr.skill for lr in sample) == Counter({"add": 40, "capital": 40, "mul": 40})
@@ -59,7 +47,7 @@ def hive(tmp_path: Path):
 
 def test_first_round_has_no_replay_and_names_its_seq_range(hive) -> None:
     settings, store, book, base = hive
-    store.append([_learning("add", n=i) for i in range(7)], {})
+    store.append([make_learning(n=i) for i in range(7)], {})
     record = open_round(settings, store, book, base, "hive-rounds")
     manifest = load_manifest(book.path(record.id) / "manifest.json")
     assert manifest.replay is None
@@ -72,7 +60,7 @@ def test_first_round_has_no_replay_and_names_its_seq_range(hive) -> None:
 
 def test_the_manifest_is_the_typed_one_the_job_reads(hive) -> None:
     settings, store, book, base = hive
-    store.append([_learning("add", n=i) for i in range(3)], {})
+    store.append([make_learning(n=i) for i in range(3)], {})
     record = open_round(settings, store, book, base, "hive-rounds")
     text = (book.path(record.id) / "manifest.json").read_text()
     manifest = Manifest.model_validate_json(text)
@@ -89,12 +77,12 @@ def test_the_manifest_is_the_typed_one_the_job_reads(hive) -> None:
 def test_a_later_round_replays_earlier_learnings(hive) -> None:
     settings, store, book, base = hive
     store.append(
-        [_learning("add", "a1", i) for i in range(50)] + [_learning("capital", "a2", i) for i in range(10)], {}
+        [make_learning("a1", "add", i) for i in range(50)] + [make_learning("a2", "capital", i) for i in range(10)], {}
     )
     first = open_round(settings, store, book, base, "hive-rounds")
     first.state = "released"
     book.save(first)
-    new = [_learning("mul", "a3", i) for i in range(5)]
+    new = [make_learning("a3", "mul", i) for i in range(5)]
     store.append(new, {})
     record = open_round(settings, store, book, base, "hive-rounds")
     manifest = load_manifest(book.path(record.id) / "manifest.json")
@@ -109,11 +97,11 @@ def test_a_later_round_replays_earlier_learnings(hive) -> None:
 def test_no_replay_when_its_size_is_zero(hive) -> None:
     settings, store, book, base = hive
     settings = settings.model_copy(update={"distill": DistillSettings(replay_size=0)})
-    store.append([_learning("add", n=i) for i in range(3)], {})
+    store.append([make_learning(n=i) for i in range(3)], {})
     first = open_round(settings, store, book, base, "hive-rounds")
     first.state = "rejected"
     book.save(first)
-    store.append([_learning("add", n=9)], {})
+    store.append([make_learning(n=9)], {})
     record = open_round(settings, store, book, base, "hive-rounds")
     assert load_manifest(book.path(record.id) / "manifest.json").replay is None
 

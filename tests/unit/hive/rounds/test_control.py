@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,8 @@ from hive.rounds.progress import PROGRESS_FILE, ProgressLog, eta_s
 from hive.rounds.runner import RoundRunner
 from hive.store.parquet import ParquetLearningStore
 from hive.views import round_json, rounds_json
-from streams.events import Feedback, Learning
+
+from factories import make_learning
 
 
 def record(round_id: str, state: str, **fields: object) -> RoundRecord:
@@ -36,18 +36,6 @@ def record(round_id: str, state: str, **fields: object) -> RoundRecord:
         "skills": ["add"],
     }
     return RoundRecord(**(base | fields))  # type: ignore[arg-type]
-
-
-def learning(agent: str, skill: str) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt="p",
-        completion="c",
-        feedback=Feedback(reward=1.0),
-    )
 
 
 @pytest.fixture
@@ -155,7 +143,7 @@ def test_interrupted_rounds_end_cancelled_or_failed_with_a_reason(settings: Hive
 def test_the_dry_run_shows_what_would_go_in_and_why(settings: HiveSettings) -> None:
     settings = settings.model_copy(update={"schedule": ScheduleSettings(min_new=5)})
     with ParquetLearningStore(settings.store_dir) as store:
-        store.append([learning("a1", "add"), learning("a1", "add"), learning("a2", "mul")], {})
+        store.append([make_learning("a1", "add"), make_learning("a1", "add"), make_learning("a2", "mul")], {})
         plan = runner(settings, store).plan(heartbeats=None)
         assert (plan.action, plan.round_id, plan.new_learnings) == ("open", "r0001", 3)
         assert plan.per_agent == {"a1": 2, "a2": 1}
@@ -165,3 +153,23 @@ def test_the_dry_run_shows_what_would_go_in_and_why(settings: HiveSettings) -> N
         assert plan.schedule["triggers"][0]["detail"] == "3 new learnings < 5"
         RoundBook(settings.rounds_dir).save(record("r0001", "distilling"))
         assert runner(settings, store).plan(heartbeats=None).action == "resume"
+
+
+def test_run_now_resumes_the_unfinished_rounds_first_and_opens_one_only_when_there_are_none(
+    settings: HiveSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = RoundBook(settings.rounds_dir)
+    book.save(record("r0001", "open"))  # no manifest to resume from: it ends failed
+    opened: list[str] = []
+
+    def open_and_run(lock: object, trigger: str, on_progress: object = None) -> RoundRecord:
+        opened.append(trigger)
+        return record("r0002", "released")
+
+    with ParquetLearningStore(settings.store_dir) as store, round_lock(settings.home) as lock:
+        rounds = runner(settings, store)
+        monkeypatch.setattr(rounds, "open_and_run", open_and_run)
+        assert [(r.id, r.state) for r in rounds.run_now(lock, "manual")] == [("r0001", "failed")]
+        assert opened == []
+        assert [r.id for r in rounds.run_now(lock, "manual")] == ["r0002"]
+        assert opened == ["manual"]

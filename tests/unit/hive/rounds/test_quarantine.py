@@ -23,19 +23,8 @@ from hive.rounds.open import open_round
 from hive.rounds.quarantine import read_unusable
 from hive.rounds.runner import RoundRunner
 from hive.store.parquet import ParquetLearningStore
-from streams.events import Feedback, Learning
 
-
-def learning(skill: str, agent: str = "a1", n: int = 0) -> Learning:
-    return Learning(
-        id=uuid.uuid4(),
-        agent_id=agent,
-        skill=skill,
-        core_version=0,
-        prompt=f"{skill} {n}",
-        completion="x",
-        feedback=Feedback(reward=1.0),
-    )
+from factories import make_learning
 
 
 @pytest.fixture
@@ -49,8 +38,8 @@ def hive(tmp_path: Path):
 
 def test_an_unknown_skill_is_quarantined_and_the_round_opens_without_it(hive) -> None:
     settings, store, book, base = hive
-    items = [learning("add", n=0), learning("add", n=1), learning("nope", "a2"), learning("add", n=2)]
-    items.append(learning("nope", "a2", 1))
+    items = [make_learning(n=0), make_learning(n=1), make_learning("a2", "nope"), make_learning(n=2)]
+    items.append(make_learning("a2", "nope", 1))
     store.append(items, {})
     record = open_round(settings, store, book, base, "hive-rounds")
     assert (record.learnings, record.quarantined, record.skills, record.per_agent) == (3, 2, ["add"], {"a1": 3})
@@ -79,7 +68,7 @@ def test_an_unknown_skill_is_quarantined_and_the_round_opens_without_it(hive) ->
 
 def test_learnings_all_quarantined_mean_no_round_and_no_backlog(hive) -> None:
     settings, store, book, base = hive
-    store.append([learning("nope"), learning("nope", n=1)], {})
+    store.append([make_learning("a1", "nope"), make_learning("a1", "nope", 1)], {})
     runner = RoundRunner(settings.model_copy(update={"schedule": ScheduleSettings(min_new=1)}), store, None, None)  # type: ignore[arg-type]
     assert runner.backlog().new_learnings == 2
     with pytest.raises(NoNewLearnings, match="2 quarantined now"):
@@ -104,7 +93,7 @@ def _corrupt(store: ParquetLearningStore, seq: int) -> None:
 
 def test_a_stored_learning_that_no_longer_parses_is_quarantined_as_unreadable(hive) -> None:
     settings, store, book, base = hive
-    store.append([learning("add", n=i) for i in range(4)], {})
+    store.append([make_learning(n=i) for i in range(4)], {})
     _corrupt(store, 1)
     runner = RoundRunner(settings, store, None, None)  # type: ignore[arg-type]
     backlog = runner.backlog()  # the scheduler reads past it rather than raising
@@ -137,7 +126,7 @@ def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_ru
     hive, monkeypatch: pytest.MonkeyPatch, fake_registry: object
 ) -> None:
     settings, store, book, base = hive
-    items = [learning("add", "a1", i) for i in range(4)]
+    items = [make_learning("a1", "add", i) for i in range(4)]
     store.append(items, {})
     bad, also_bad = items[1], items[2]
 
