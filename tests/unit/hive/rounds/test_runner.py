@@ -1,4 +1,4 @@
-"""Round control: one runner at a time, interrupted rounds shown as such and ended, cancel, progress, dry run."""
+"""Rounds one at a time per HIVE_HOME: the lock, cancelling, progress, the views of unfinished rounds, and the runner."""
 
 from __future__ import annotations
 
