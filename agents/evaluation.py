@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agents.codec import BYTE_CODEC, Codec
 from agents.model import generate
 from agents.skills import score_output
 
@@ -34,14 +35,23 @@ def held_out_tasks(skill: object, n: int, seed: int = HELD_OUT_SEED) -> list[tup
 
 
 def skill_outputs(
-    model: PreTrainedModel, skill: object, n: int = 100, seed: int = HELD_OUT_SEED, batch_size: int = 128
+    model: PreTrainedModel,
+    skill: object,
+    n: int = 100,
+    seed: int = HELD_OUT_SEED,
+    batch_size: int = 128,
+    codec: Codec = BYTE_CODEC,
 ) -> list[TaskOutput]:
-    """The model's greedy answer to each of the skill's ``n`` held-out tasks, scored, in task order."""
+    """The model's greedy answer to each of the skill's ``n`` held-out tasks, scored, in task order.
+
+    ``codec`` is the model's core's; the byte default is the tiny core's, and ``generate`` refuses a codec
+    that does not match the model's vocabulary.
+    """
     tasks = held_out_tasks(skill, n, seed)
     results: list[TaskOutput] = []
     for start in range(0, len(tasks), batch_size):
         chunk = tasks[start : start + batch_size]
-        outputs = generate(model, [p for p, _ in chunk])
+        outputs = generate(model, [p for p, _ in chunk], codec)
         results.extend(
             TaskOutput(p, a, o, score_output(skill, p, a, o)) for (p, a), o in zip(chunk, outputs, strict=True)
         )
@@ -49,11 +59,16 @@ def skill_outputs(
 
 
 def evaluate_skills(
-    model: PreTrainedModel, skills: list[object], n: int = 100, seed: int = HELD_OUT_SEED, batch_size: int = 128
+    model: PreTrainedModel,
+    skills: list[object],
+    n: int = 100,
+    seed: int = HELD_OUT_SEED,
+    batch_size: int = 128,
+    codec: Codec = BYTE_CODEC,
 ) -> dict[str, float]:
     """Mean score per skill over ``n`` held-out tasks, decoding greedily (see ``skill_outputs``)."""
     scores: dict[str, float] = {}
     for skill in skills:
-        outputs = skill_outputs(model, skill, n, seed, batch_size)
+        outputs = skill_outputs(model, skill, n, seed, batch_size, codec)
         scores[skill.name] = sum(o.score for o in outputs) / len(outputs)  # type: ignore[attr-defined]
     return scores

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from agents.codec import BYTE_CODEC, Codec, check_fits
 from agents.model import generate, lm_loss, make_batch, topk_signal
 from agents.skills import score_output
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
@@ -34,32 +35,41 @@ class Specialist:
 
     For the tiny core the agent tunes all weights; its "adapter" is the difference from the core.
     On a core swap the adapter is reset: the new core already holds what the fleet learned.
+    ``codec`` is the core's (``agents.codec.load_codec`` of its directory); the byte codec is the tiny
+    core's, and a codec that does not match the core's vocabulary is refused here, before any step.
     """
 
-    def __init__(self, core: PreTrainedModel, core_version: int, lr: float, topk: int) -> None:
+    def __init__(
+        self, core: PreTrainedModel, core_version: int, lr: float, topk: int, codec: Codec = BYTE_CODEC
+    ) -> None:
         self.core_version = core_version
         self.lr = lr
         self.topk = topk
         self.steps = 0
+        self.codec = codec
         self._reset(core)
 
     def _reset(self, core: PreTrainedModel) -> None:
+        check_fits(self.codec, core)
         self.model = copy.deepcopy(core)
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=0.0)
 
-    def swap_core(self, core: PreTrainedModel, version: int) -> None:
+    def swap_core(self, core: PreTrainedModel, version: int, codec: Codec | None = None) -> None:
+        """Runs ``core`` from now on; ``codec`` only when the new core has another tokenizer than the old."""
+        if codec is not None:
+            self.codec = codec
         self._reset(core)
         self.core_version = version
         self.steps = 0
 
     def answer(self, prompts: list[str]) -> list[str]:
-        return generate(self.model, prompts)
+        return generate(self.model, prompts, self.codec)
 
     def learn(self, prompts: list[str], answers: list[str]) -> float:
         """One optimizer step of cross-entropy on the verified answers; returns the loss."""
         self.model.train()
-        loss = lm_loss(self.model, make_batch(prompts, answers))
+        loss = lm_loss(self.model, make_batch(prompts, answers, self.codec))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -69,7 +79,7 @@ class Specialist:
 
     def teacher_signals(self, prompts: list[str], answers: list[str], overs: list[str]) -> list[TeacherSignal]:
         """The specialist's top-k log-probabilities along each answer: what the hive distills."""
-        signals = topk_signal(self.model, prompts, answers, self.topk)
+        signals = topk_signal(self.model, prompts, answers, self.topk, self.codec)
         return [
             TeacherSignal(k=self.topk, over=over, token_ids=ids, logprobs=lps)  # type: ignore[arg-type]
             for (ids, lps), over in zip(signals, overs, strict=True)

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from agents.tokenizer import VOCAB_SIZE, ByteTokenizer
+from agents.codec import Codec, check_fits
+from agents.tokenizer import MAX_POSITIONS, VOCAB_SIZE, ByteTokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 WEIGHTS_FILE = "model.safetensors"
-MAX_POSITIONS = 64
 
 
 @dataclass(frozen=True)
@@ -94,24 +94,24 @@ def core_metadata(directory: Path) -> dict:
 
 @dataclass
 class Batch:
-    """A right-padded batch; ``labels`` is -100 everywhere but the answer and its EOS."""
+    """A right-padded batch; ``labels`` is -100 everywhere but the answer and its end token."""
 
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
     labels: torch.Tensor  # (B, T)
 
 
-def make_batch(prompts: list[str], answers: list[str], tok: ByteTokenizer | None = None) -> Batch:
-    tok = tok or ByteTokenizer()
+def make_batch(prompts: list[str], answers: list[str], codec: Codec) -> Batch:
+    """Rows of ``prompt_ids + answer_ids`` in ``codec``'s ids, right-padded with its pad id."""
     rows, label_rows = [], []
     for prompt, answer in zip(prompts, answers, strict=True):
-        p, a = tok.prompt_ids(prompt), tok.answer_ids(answer)
+        p, a = codec.prompt_ids(prompt), codec.answer_ids(answer)
         rows.append(p + a)
         label_rows.append([-100] * len(p) + a)
     width = max(len(r) for r in rows)
-    if width > MAX_POSITIONS:
-        raise ValueError(f"a task of {width} tokens exceeds the core's {MAX_POSITIONS} positions")
-    ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    if width > codec.max_positions:
+        raise ValueError(f"a task of {width} tokens exceeds the core's {codec.max_positions} positions")
+    ids = torch.full((len(rows), width), codec.pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     for i, (r, lab) in enumerate(zip(rows, label_rows, strict=True)):
@@ -140,25 +140,27 @@ def lm_loss(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(
-    model: PreTrainedModel, prompts: list[str], max_new_tokens: int = 16, tok: ByteTokenizer | None = None
-) -> list[str]:
-    """Greedy decoding of a batch, left-padded, with explicit positions so padding changes nothing."""
-    tok = tok or ByteTokenizer()
+def generate(model: PreTrainedModel, prompts: list[str], codec: Codec, max_new_tokens: int = 16) -> list[str]:
+    """Greedy decoding of a batch, left-padded, with explicit positions so padding changes nothing.
+
+    A row stops at the first of ``codec.stop_ids``; no row runs past the codec's positions.
+    """
+    check_fits(codec, model)
     if not prompts:
         return []
-    rows = [tok.prompt_ids(p) for p in prompts]
+    rows = [codec.prompt_ids(p) for p in prompts]
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), codec.pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r) :] = torch.tensor(r)
         mask[i, width - len(r) :] = 1
+    stops = torch.tensor(sorted(codec.stop_ids), dtype=torch.long)
     done = torch.zeros(len(rows), dtype=torch.bool)
     produced: list[list[int]] = [[] for _ in rows]
     was_training = model.training
     model.eval()
-    steps = min(max_new_tokens, MAX_POSITIONS - width)
+    steps = min(max_new_tokens, codec.max_positions - width)
     for _ in range(steps):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
@@ -166,25 +168,26 @@ def generate(
         for i, t in enumerate(nxt.tolist()):
             if not done[i]:
                 produced[i].append(t)
-        done |= nxt == tok.eos_id
+        done |= torch.isin(nxt, stops)
         if bool(done.all()):
             break
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(nxt)[:, None]], dim=1)
     model.train(was_training)
-    return [tok.decode(p) for p in produced]
+    return [codec.decode(p) for p in produced]
 
 
 @torch.no_grad()
 def topk_signal(
-    model: PreTrainedModel, prompts: list[str], answers: list[str], k: int
+    model: PreTrainedModel, prompts: list[str], answers: list[str], k: int, codec: Codec
 ) -> list[tuple[list[list[int]], list[list[float]]]]:
-    """The model's top-k next-token log-probabilities at every position of each answer (and its EOS).
+    """The model's top-k next-token log-probabilities at every position of each answer (and its end token).
 
-    For each row returns ``(token_ids, logprobs)``, both shaped (len(answer ids), k).
+    For each row returns ``(token_ids, logprobs)``, both shaped (len(codec.answer_ids(answer)), k), with ids
+    in ``codec``'s vocabulary.
     """
-    tok = ByteTokenizer()
-    batch = make_batch(prompts, answers, tok)
+    check_fits(codec, model)
+    batch = make_batch(prompts, answers, codec)
     was_training = model.training
     model.eval()
     logprobs = torch.log_softmax(answer_logits(model, batch).float(), dim=-1)

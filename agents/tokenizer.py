@@ -9,10 +9,12 @@ BOS_ID = 257
 EOS_ID = 258
 SEP_ID = 259
 VOCAB_SIZE = 260
+# The tiny core's positions: BOS prompt SEP answer EOS of every built-in skill fits with room to spare.
+MAX_POSITIONS = 64
 
 
 class ByteTokenizer:
-    """Maps UTF-8 bytes to ids 0..255; the specials live above them.
+    """Maps UTF-8 bytes to ids 0..255; the specials live above them. It is the tiny core's codec.
 
     A task is laid out as ``BOS prompt SEP answer EOS``: SEP marks where the answer starts, so
     prompts may contain any text.
@@ -22,7 +24,11 @@ class ByteTokenizer:
     bos_id = BOS_ID
     eos_id = EOS_ID
     sep_id = SEP_ID
+    end_id = EOS_ID
+    stop_ids = frozenset({EOS_ID})
     vocab_size = VOCAB_SIZE
+    max_positions = MAX_POSITIONS
+    fingerprint = f"byte-{VOCAB_SIZE}"
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from agents.codec import Codec
 from agents.model import answer_logits
 from distill.dataset import Example, collate
 from distill.losses import topk_forward_kl
@@ -15,12 +16,12 @@ PER_AGENT_EXAMPLES = 256
 PER_AGENT_BATCH = 64
 
 
-def _loss_sums(model, examples: list[Example], temperature: float) -> tuple[float, int, float, int]:
+def _loss_sums(model, examples: list[Example], temperature: float, codec: Codec) -> tuple[float, int, float, int]:
     """Summed top-k KD over the teacher positions and summed CE over the verified positions of rows that
     ship no teacher signal, with their position counts: ``(kd_sum, kd_n, ce_sum, ce_n)``."""
     kd_sum, kd_n, ce_sum, ce_n = 0.0, 0, 0.0, 0
     for start in range(0, len(examples), PER_AGENT_BATCH):
-        tb = collate(examples[start : start + PER_AGENT_BATCH])
+        tb = collate(examples[start : start + PER_AGENT_BATCH], codec)
         with torch.no_grad():
             logits = answer_logits(model, tb.batch)[tb.positions]  # (P, V)
         kd = tb.has_teacher
@@ -38,7 +39,7 @@ def _loss_sums(model, examples: list[Example], temperature: float) -> tuple[floa
 
 
 def per_agent_metrics(
-    examples: list[Example], before, after, temperature: float, limit: int = PER_AGENT_EXAMPLES
+    examples: list[Example], before, after, temperature: float, codec: Codec, limit: int = PER_AGENT_EXAMPLES
 ) -> dict[str, dict[str, Any]]:
     """What each agent of the round contributed, for metrics.json's ``per_agent`` block.
 
@@ -49,7 +50,7 @@ def per_agent_metrics(
     ships a teacher signal; ``ce_before``/``ce_after``, the mean cross-entropy over the verified answers of
     those examples that ship no signal (which train by CE instead), None when there are none; and
     ``kd_positions``/``ce_positions``, the positions each mean is over. Deterministic: the examples are taken
-    in file order and both cores run in eval().
+    in file order and both cores run in eval(). ``codec`` is the base core's, which the examples' ids are in.
     """
     by_agent: dict[str, list[Example]] = {}
     for example in examples:
@@ -60,8 +61,8 @@ def per_agent_metrics(
     result: dict[str, dict[str, Any]] = {}
     for agent in sorted(by_agent):
         chosen = by_agent[agent][:limit]
-        kd_b, kd_n, ce_b, ce_n = _loss_sums(before, chosen, temperature)
-        kd_a, _, ce_a, _ = _loss_sums(after, chosen, temperature)
+        kd_b, kd_n, ce_b, ce_n = _loss_sums(before, chosen, temperature, codec)
+        kd_a, _, ce_a, _ = _loss_sums(after, chosen, temperature, codec)
         result[agent] = {
             "learnings": len(by_agent[agent]),
             "weight": 1.0 / len(by_agent),

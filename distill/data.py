@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.codec import BYTE_CODEC, Codec, load_codec
 from distill.dataset import BalancedSampler, Example, LoadReport, build_examples
 from distill.lineage import learning_ids_text, round_lineage
 from distill.manifest import Manifest, read_learnings
@@ -30,6 +31,9 @@ class Data:
     lineage: dict[str, Any]  # lineage.json
     learning_ids: str  # learning_ids.txt
     replay_ids: list[str] = field(default_factory=list)
+    # The base core's codec, which every example's ids are in; load_data always sets it (the byte default is
+    # the tiny core's, for Data built by hand).
+    codec: Codec = BYTE_CODEC
 
 
 def load_data(manifest: Manifest, rank: int) -> Data:
@@ -38,8 +42,9 @@ def load_data(manifest: Manifest, rank: int) -> Data:
     params = manifest.distill
     learnings = read_learnings(manifest.learnings)
     lineage = round_lineage(learnings, manifest.lineage)  # fails before training on a file that is not the range
+    codec = load_codec(manifest.base_core)
     teachers = AdapterTeachers(params.topk, manifest.base_core, manifest.adapters.roots, manifest.adapters.max_bytes)
-    examples, report = build_examples(learnings, teachers=teachers)
+    examples, report = build_examples(learnings, codec, teachers=teachers)
     if rank == 0:
         manifest.out_dir.mkdir(parents=True, exist_ok=True)
         write_unusable(manifest.out_dir / UNUSABLE, report)
@@ -57,7 +62,7 @@ def load_data(manifest: Manifest, rank: int) -> Data:
         # retention on, those with neither still serve the KL to the previous core. Their adapters are not
         # followed: an agent's specialist has usually moved on since, and would fail its old claim check.
         replay_learnings = read_learnings(manifest.replay)
-        replay, _ = build_examples(replay_learnings, require_signal=params.retention_weight == 0)
+        replay, _ = build_examples(replay_learnings, codec, require_signal=params.retention_weight == 0)
         if replay:
             # Drawn per skill, not per agent: the hive sampled the replay set balanced per skill.
             replay_sampler = BalancedSampler(
@@ -72,6 +77,7 @@ def load_data(manifest: Manifest, rank: int) -> Data:
         lineage,
         learning_ids_text(learnings),
         [str(learning.id) for learning in replay_learnings],
+        codec,
     )
 
 

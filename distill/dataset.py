@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from agents.model import MAX_POSITIONS, Batch, make_batch
-from agents.tokenizer import ByteTokenizer
+from agents.codec import Codec
+from agents.model import Batch, make_batch
 from distill.manifest import read_learnings
 from distill.teachers import AdapterTeachers, Dropped
 from streams.events import Learning
@@ -21,7 +21,8 @@ from streams.events import Learning
 class Example:
     """One learning ready for training.
 
-    ``teacher_ids``/``teacher_logprobs`` have one row per answer token plus EOS, or are None. ``verified``
+    ``teacher_ids``/``teacher_logprobs`` have one row per answer token plus its end token (in the ids of the
+    base core's codec), or are None. ``verified``
     marks an answer the job confirmed (a correction, or a completion with reward 1), which gets
     cross-entropy.
     """
@@ -37,7 +38,7 @@ class Example:
 
 # What each reason that drops a whole learning means, for the unusable list the hive quarantines from.
 DROP_DETAILS = {
-    "too_long": f"prompt and answer exceed the core's {MAX_POSITIONS} positions",
+    "too_long": "prompt and answer exceed the core's {positions} positions",
     "no_signal": "neither a teacher signal nor a verified answer: nothing to learn from",
     "teacher_out_of_vocab": "its teacher signal names token ids beyond the core's vocabulary, and no verified answer",
     "teacher_misaligned": "its teacher signal does not line up with the answer, and no verified answer",
@@ -60,17 +61,18 @@ class LoadReport:
 
 
 def example_from_learning(
-    learning: Learning, tok: ByteTokenizer | None = None, require_signal: bool = True
+    learning: Learning, codec: Codec, require_signal: bool = True
 ) -> tuple[Example | None, str | None]:
     """Turns a learning into an example, or returns ``(None, reason)`` when it carries nothing to learn.
 
-    ``require_signal=False`` keeps learnings with neither a teacher nor a verified answer: a replay batch
-    needs only the text, since its target is the previous core's own distribution.
+    ``codec`` is the base core's: lengths and teacher alignment are counted in its ids. ``require_signal=False``
+    keeps learnings with neither a teacher nor a verified answer: a replay batch needs only the text, since its
+    target is the previous core's own distribution.
     """
-    tok = tok or ByteTokenizer()
     answer = learning.learned_answer()
-    width = len(tok.prompt_ids(learning.prompt)) + len(tok.answer_ids(answer))
-    if width > MAX_POSITIONS:
+    answer_ids = codec.answer_ids(answer)
+    width = len(codec.prompt_ids(learning.prompt)) + len(answer_ids)
+    if width > codec.max_positions:
         return None, "too_long"
     feedback = learning.feedback
     verified = (feedback.correction is not None and answer == feedback.correction) or (
@@ -79,10 +81,10 @@ def example_from_learning(
     ids = lps = None
     reason = None
     if learning.teacher is not None:
-        if any(t >= tok.vocab_size for row in learning.teacher.token_ids for t in row):
+        if any(t >= codec.vocab_size for row in learning.teacher.token_ids for t in row):
             # Ids beyond the core's vocabulary cannot be scored; one such learning must not fail the round.
             reason = "teacher_out_of_vocab"
-        elif len(learning.teacher.token_ids) == len(tok.answer_ids(answer)):
+        elif len(learning.teacher.token_ids) == len(answer_ids):
             ids, lps = learning.teacher.token_ids, learning.teacher.logprobs
         else:
             # Positions that do not line up with the answer would teach the wrong tokens; drop only the signal.
@@ -94,17 +96,25 @@ def example_from_learning(
 
 
 def build_examples(
-    learnings: Sequence[Learning], require_signal: bool = True, teachers: AdapterTeachers | None = None
+    learnings: Sequence[Learning],
+    codec: Codec,
+    require_signal: bool = True,
+    teachers: AdapterTeachers | None = None,
 ) -> tuple[list[Example], LoadReport]:
-    """Turns learnings into examples; with ``teachers``, a learning that ships no signal but names its
-    adapter gets one computed from that adapter (or is dropped when the adapter fails its sha256).
+    """Turns learnings into examples in ``codec``'s ids (the base core's); with ``teachers``, a learning that
+    ships no signal but names its adapter gets one computed from that adapter (or is dropped when the adapter
+    fails its sha256).
 
     The report counts every reason met, including teacher signals dropped from examples that were kept.
     """
-    tok = ByteTokenizer()
     report = LoadReport()
     items = list(learnings)
     if teachers is not None:
+        if teachers.codec.fingerprint != codec.fingerprint:
+            raise ValueError(
+                f"the teachers' core {teachers.base_core} tokenizes as {teachers.codec.fingerprint}, "
+                f"the examples as {codec.fingerprint}: signals would not line up with the labels"
+            )
         filled = teachers.fill(items)
         items = filled.learnings
         report.skipped.update(filled.reasons)
@@ -112,22 +122,23 @@ def build_examples(
         report.dropped.extend(filled.dropped)
     examples: list[Example] = []
     for learning in items:
-        example, reason = example_from_learning(learning, tok, require_signal)
+        example, reason = example_from_learning(learning, codec, require_signal)
         if reason is not None:
             report.skipped[reason] += 1
         if example is not None:
             examples.append(example)
         elif reason is not None:
-            report.dropped.append(Dropped(str(learning.id), reason, DROP_DETAILS.get(reason, reason)))
+            detail = DROP_DETAILS[reason].format(positions=codec.max_positions) if reason in DROP_DETAILS else reason
+            report.dropped.append(Dropped(str(learning.id), reason, detail))
     report.kept = len(examples)
     return examples, report
 
 
 def load_examples(
-    path: Path, require_signal: bool = True, teachers: AdapterTeachers | None = None
+    path: Path, codec: Codec, require_signal: bool = True, teachers: AdapterTeachers | None = None
 ) -> tuple[list[Example], LoadReport]:
     """``build_examples`` over the learnings of a round's learnings file (see ``distill.manifest.read_learnings``)."""
-    return build_examples(read_learnings(path), require_signal, teachers)
+    return build_examples(read_learnings(path), codec, require_signal, teachers)
 
 
 class BalancedSampler:
@@ -181,10 +192,9 @@ class TrainBatch:
     tokens: int  # non-padding tokens in the batch
 
 
-def collate(examples: Sequence[Example], tok: ByteTokenizer | None = None) -> TrainBatch:
-    """Builds ``make_batch(prompts, answers)`` and aligns each row's teacher rows with its label positions."""
-    tok = tok or ByteTokenizer()
-    batch = make_batch([e.prompt for e in examples], [e.answer for e in examples], tok)
+def collate(examples: Sequence[Example], codec: Codec) -> TrainBatch:
+    """Builds ``make_batch(prompts, answers, codec)`` and aligns each row's teacher rows with its label positions."""
+    batch = make_batch([e.prompt for e in examples], [e.answer for e in examples], codec)
     positions = batch.labels[:, 1:] != -100
     targets = batch.labels[:, 1:][positions]
     counts = positions.sum(dim=1).tolist()

@@ -35,7 +35,7 @@ def train_step(engine, previous, data: Data, params: DistillParams, step: int, m
     replay: list[Example] = []
     if data.replay_sampler is not None:
         replay = [data.replay[i] for i in data.replay_sampler.batch(step, micro)]
-    tb = collate(examples + replay)
+    tb = collate(examples + replay, data.codec)
     logits = answer_logits(engine, tb.batch)[tb.positions]  # (P, V)
     kd, ce = tb.has_teacher, tb.verified
     inputs: dict[str, Any] = {

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.claim_check import MAX_BYTES_FACTOR, SHA_MISMATCH, ClaimCheckError, load_adapter
-from agents.model import MAX_POSITIONS, WEIGHTS_FILE, load_core, topk_signal
-from agents.tokenizer import ByteTokenizer
+from agents.codec import Codec, load_codec
+from agents.model import WEIGHTS_FILE, load_core, topk_signal
 from streams.events import MAX_TOPK, Learning, TeacherSignal
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ class AdapterTeachers:
     hashed; only bytes whose sha256 equals the claim check are loaded, so the hash covers exactly what is
     loaded. The teacher is the base core (``base_core``, the round's own) with those tensors loaded
     strictly: the agent's ``config.json`` is never read, and a tensor missing, extra or of another shape
-    refuses the teacher. Safetensors only, never pickle.
+    refuses the teacher. Safetensors only, never pickle. Signals are in the ids of the base core's codec
+    (``load_codec(base_core)``).
 
     A learning whose weights fail the sha256 is dropped (``adapter_sha_mismatch``), never trained on. Any
     other failure (``adapter_unsupported_uri``, ``adapter_outside_roots``, ``adapter_missing``,
@@ -67,7 +68,14 @@ class AdapterTeachers:
         # (uri, claimed sha256) -> the teacher, or the error that refused it.
         self._cache: dict[tuple[str, str], PreTrainedModel | ClaimCheckError] = {}
         self._base: PreTrainedModel | None = None
-        self._tok = ByteTokenizer()
+        self._codec: Codec | None = None
+
+    @property
+    def codec(self) -> Codec:
+        """The base core's codec, loaded on first use."""
+        if self._codec is None:
+            self._codec = load_codec(self.base_core)
+        return self._codec
 
     @property
     def max_bytes(self) -> int:
@@ -136,12 +144,13 @@ class AdapterTeachers:
 
     def _fits(self, learning: Learning) -> bool:
         answer = learning.learned_answer()
-        return len(self._tok.prompt_ids(learning.prompt)) + len(self._tok.answer_ids(answer)) <= MAX_POSITIONS
+        codec = self.codec
+        return len(codec.prompt_ids(learning.prompt)) + len(codec.answer_ids(answer)) <= codec.max_positions
 
     def _signals(self, model: PreTrainedModel, learnings: list[Learning]) -> list[TeacherSignal]:
         k = min(self.k, MAX_TOPK, int(model.config.vocab_size))
         answers = [learning.learned_answer() for learning in learnings]
-        rows = topk_signal(model, [learning.prompt for learning in learnings], answers, k)
+        rows = topk_signal(model, [learning.prompt for learning in learnings], answers, k, self.codec)
         # The signal follows the learned answer: the correction when there is one, as learned_answer() says.
         return [
             TeacherSignal(

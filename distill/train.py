@@ -166,13 +166,13 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
     # The other ranks are done; evaluation decodes on rank 0 and may use their cores.
     torch.set_num_threads(max(1, min(job.world_size, os.cpu_count() or 1)))
     core = load_core(manifest.out_dir / "core")  # evaluate exactly what ships
-    scores = evaluate_skills(core, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
+    scores = evaluate_skills(core, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed, codec=data.codec)
     # The base core: retention already holds it; otherwise it is loaded only now that training is over.
     base = job.previous if job.previous is not None else load_core(manifest.base_core)
     # The same held-out tasks for the core the round started from, so the hive's gate compares two metric
     # dicts and never loads a model itself.
-    base_scores = evaluate_skills(base, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed)
-    per_agent = per_agent_metrics(data.examples, base, core, manifest.distill.temperature)
+    base_scores = evaluate_skills(base, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed, codec=data.codec)
+    per_agent = per_agent_metrics(data.examples, base, core, manifest.distill.temperature, data.codec)
     wall_s = time.perf_counter() - started
     metrics = {
         "round_id": manifest.round_id,

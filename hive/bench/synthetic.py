@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from agents.codec import BYTE_CODEC, Codec
 from agents.tokenizer import VOCAB_SIZE
 from streams.codec import encode
 from streams.events import Feedback, Learning, TeacherSignal
@@ -78,11 +79,14 @@ def random_signal(rng: random.Random, k: int, positions: int) -> TeacherSignal:
 
 
 def core_signals(
-    core: Any, prompts: Sequence[str], answers: Sequence[str], k: int, chunk: int
+    core: Any, prompts: Sequence[str], answers: Sequence[str], k: int, chunk: int, codec: Codec = BYTE_CODEC
 ) -> Iterator[tuple[list[list[int]], list[list[float]]]]:
-    """A core's top-k ``(token_ids, logprobs)`` along each answer, ``chunk`` examples per forward pass."""
+    """A core's top-k ``(token_ids, logprobs)`` along each answer, ``chunk`` examples per forward pass.
+
+    ``codec`` is the core's; the byte default is the tiny core's, which every bench here builds."""
     # Imported here: agents.model loads torch, which the ingest bench has no use for.
     from agents.model import topk_signal
 
     for start in range(0, len(prompts), chunk):
-        yield from topk_signal(core, list(prompts[start : start + chunk]), list(answers[start : start + chunk]), k)
+        prompt_chunk, answer_chunk = list(prompts[start : start + chunk]), list(answers[start : start + chunk])
+        yield from topk_signal(core, prompt_chunk, answer_chunk, k, codec)

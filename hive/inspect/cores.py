@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from agents.codec import BYTE_CODEC, Codec, HFCodec
 from agents.evaluation import TaskOutput, skill_outputs
-from agents.model import MAX_POSITIONS, generate
-from agents.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
+from agents.model import generate
+from agents.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 from hive.inspect.common import InspectInputError
 
 if TYPE_CHECKING:
@@ -64,22 +65,30 @@ def diff_cores(
     seed: int,
     examples: int = 3,
     on_skill: Callable[[str], None] | None = None,
+    codec: Codec = BYTE_CODEC,
 ) -> dict[str, dict[str, Any]]:
     """Skill name -> ``compare_outputs`` of the two cores on that skill's held-out tasks (the gate's tasks for
-    the same ``tasks`` and ``seed``). ``on_skill(name)`` is called after each skill."""
+    the same ``tasks`` and ``seed``). ``on_skill(name)`` is called after each skill. Both cores share ``codec``
+    (the byte default is the tiny core's; a codec that does not fit a core is refused)."""
     result: dict[str, dict[str, Any]] = {}
     for skill in skills:
         name: str = skill.name  # type: ignore[attr-defined]
         result[name] = compare_outputs(
-            skill_outputs(model_a, skill, tasks, seed), skill_outputs(model_b, skill, tasks, seed), examples
+            skill_outputs(model_a, skill, tasks, seed, codec=codec),
+            skill_outputs(model_b, skill, tasks, seed, codec=codec),
+            examples,
         )
         if on_skill is not None:
             on_skill(name)
     return result
 
 
-def token_text(token_id: int) -> str:
-    """A token as a person reads it: an ASCII byte quoted (so a space shows), other bytes as hex, specials named."""
+def token_text(token_id: int, codec: Codec = BYTE_CODEC) -> str:
+    """A token as a person reads it: an ASCII byte quoted (so a space shows), other bytes as hex, specials named.
+
+    A pretrained tokenizer's token is its text, quoted."""
+    if isinstance(codec, HFCodec):
+        return repr(codec.tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
     if token_id in SPECIAL_TOKENS:
         return SPECIAL_TOKENS[token_id]
     if token_id < 128:
@@ -87,34 +96,40 @@ def token_text(token_id: int) -> str:
     return f"0x{token_id:02x}"
 
 
-def check_prompt(prompt: str) -> None:
+def check_prompt(prompt: str, codec: Codec = BYTE_CODEC) -> None:
     """Refuses a prompt that leaves the core no position to answer in."""
-    width = len(ByteTokenizer().prompt_ids(prompt))
-    if width >= MAX_POSITIONS:
+    width = len(codec.prompt_ids(prompt))
+    if width >= codec.max_positions:
+        layout = " (BOS prompt SEP)" if codec.fingerprint == BYTE_CODEC.fingerprint else ""
         raise InspectInputError(
-            f"the prompt takes {width} tokens (BOS prompt SEP); the core has {MAX_POSITIONS} positions in all"
+            f"the prompt takes {width} tokens{layout}; the core has {codec.max_positions} positions in all"
         )
 
 
 @torch.no_grad()
-def next_token_topk(model: PreTrainedModel, prompt: str, k: int) -> list[dict[str, Any]]:
-    """The ``k`` most likely first answer tokens after ``BOS prompt SEP`` (the input ``generate`` decodes from),
-    most likely first: each with its readable text, id and probability."""
-    ids = torch.tensor([ByteTokenizer().prompt_ids(prompt)], dtype=torch.long)
+def next_token_topk(model: PreTrainedModel, prompt: str, k: int, codec: Codec = BYTE_CODEC) -> list[dict[str, Any]]:
+    """The ``k`` most likely first answer tokens after ``codec.prompt_ids(prompt)`` (the input ``generate``
+    decodes from), most likely first: each with its readable text, id and probability."""
+    ids = torch.tensor([codec.prompt_ids(prompt)], dtype=torch.long)
     was_training = model.training
     model.eval()
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
     model.train(was_training)
     probs = torch.softmax(logits, dim=-1)
-    top_p, top_ids = probs.topk(min(k, VOCAB_SIZE, probs.numel()))
+    top_p, top_ids = probs.topk(min(k, codec.vocab_size, probs.numel()))
     return [
-        {"token": token_text(int(i)), "id": int(i), "prob": float(p)}
+        {"token": token_text(int(i), codec), "id": int(i), "prob": float(p)}
         for p, i in zip(top_p.tolist(), top_ids.tolist(), strict=True)
     ]
 
 
-def probe_model(model: PreTrainedModel, prompt: str, top_k: int = 5, max_new_tokens: int = 32) -> dict[str, Any]:
-    """One model's greedy output for ``prompt`` and its top-k next-token probabilities there."""
-    check_prompt(prompt)
-    output = generate(model, [prompt], max_new_tokens=max_new_tokens)[0]
-    return {"output": output, "top_k": next_token_topk(model, prompt, top_k)}
+def probe_model(
+    model: PreTrainedModel, prompt: str, top_k: int = 5, max_new_tokens: int = 32, codec: Codec = BYTE_CODEC
+) -> dict[str, Any]:
+    """One model's greedy output for ``prompt`` and its top-k next-token probabilities there.
+
+    ``codec`` is the model's core's (``agents.codec.load_codec`` of its directory); the byte default is the
+    tiny core's, and ``generate`` refuses a codec that does not fit the model."""
+    check_prompt(prompt, codec)
+    output = generate(model, [prompt], codec, max_new_tokens=max_new_tokens)[0]
+    return {"output": output, "top_k": next_token_topk(model, prompt, top_k, codec)}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from agents.codec import BYTE_CODEC
 from agents.model import build_core, lm_loss, make_batch, save_core
 from agents.skills import BUILTIN_SKILLS
 from hive.config import DistillSettings, GateSettings, HiveSettings
@@ -35,7 +36,7 @@ def _capital_core(steps: int = CHAMPION_STEPS):
     capital, rng = BUILTIN_SKILLS["capital"], random.Random(0)
     for _ in range(steps):
         prompts, answers = zip(*(capital.sample(rng) for _ in range(64)), strict=True)
-        loss = lm_loss(model, make_batch(list(prompts), list(answers)))
+        loss = lm_loss(model, make_batch(list(prompts), list(answers), BYTE_CODEC))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

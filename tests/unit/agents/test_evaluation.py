@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from agents.codec import BYTE_CODEC
 from agents.evaluation import TaskOutput, evaluate_skills, held_out_tasks, skill_outputs
 from agents.model import CoreSize, build_core, generate
 
@@ -26,7 +27,7 @@ def test_skill_outputs_are_the_held_out_tasks_answered_and_scored() -> None:
     outputs = skill_outputs(model, skill, n=7, seed=3, batch_size=3)
     tasks = held_out_tasks(skill, 7, 3)
     assert [(o.prompt, o.reference) for o in outputs] == tasks
-    assert [o.output for o in outputs] == generate(model, [p for p, _ in tasks])
+    assert [o.output for o in outputs] == generate(model, [p for p, _ in tasks], BYTE_CODEC)
     assert all(isinstance(o, TaskOutput) and o.score == skill.score(o.prompt, o.reference, o.output) for o in outputs)
 
 

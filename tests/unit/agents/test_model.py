@@ -2,6 +2,7 @@
 
 import torch
 
+from agents.codec import BYTE_CODEC
 from agents.learner import Specialist
 from agents.model import build_core, file_sha256, generate, load_core, make_batch, save_core, topk_signal
 from agents.tokenizer import EOS_ID, VOCAB_SIZE
@@ -20,7 +21,7 @@ def test_same_seed_same_weights() -> None:
 
 
 def test_batch_labels_cover_only_answer_and_eos() -> None:
-    batch = make_batch(["ab", "abcd"], ["x", "yz"])
+    batch = make_batch(["ab", "abcd"], ["x", "yz"], BYTE_CODEC)
     labels = batch.labels.tolist()
     assert [t for t in labels[0] if t != -100] == [ord("x"), EOS_ID]
     assert [t for t in labels[1] if t != -100] == [ord("y"), ord("z"), EOS_ID]
@@ -30,14 +31,14 @@ def test_batch_labels_cover_only_answer_and_eos() -> None:
 def test_greedy_decoding_does_not_depend_on_batch_padding() -> None:
     model = build_core(seed=1)
     prompts = ["a", "a much longer prompt"]
-    together = generate(model, prompts, max_new_tokens=6)
-    alone = [generate(model, [p], max_new_tokens=6)[0] for p in prompts]
+    together = generate(model, prompts, BYTE_CODEC, max_new_tokens=6)
+    alone = [generate(model, [p], BYTE_CODEC, max_new_tokens=6)[0] for p in prompts]
     assert together == alone
 
 
 def test_teacher_signal_has_one_row_per_answer_byte_plus_eos() -> None:
     model = build_core(seed=1)
-    [(ids, lps)] = topk_signal(model, ["add 1 2"], ["12"], k=5)
+    [(ids, lps)] = topk_signal(model, ["add 1 2"], ["12"], k=5, codec=BYTE_CODEC)
     assert len(ids) == len(lps) == 3
     assert all(len(row) == 5 for row in ids)
     assert all(row == sorted(row, reverse=True) and row[0] <= 0 for row in lps)
@@ -45,17 +46,17 @@ def test_teacher_signal_has_one_row_per_answer_byte_plus_eos() -> None:
 
 def test_learning_a_task_raises_its_teacher_probability() -> None:
     spec = Specialist(build_core(seed=2), core_version=0, lr=3e-3, topk=4)
-    before = topk_signal(spec.model, ["cap x"], ["yz"], k=VOCAB_SIZE)[0]
+    before = topk_signal(spec.model, ["cap x"], ["yz"], k=VOCAB_SIZE, codec=BYTE_CODEC)[0]
     for _ in range(30):
         spec.learn(["cap x"], ["yz"])
-    after = topk_signal(spec.model, ["cap x"], ["yz"], k=VOCAB_SIZE)[0]
+    after = topk_signal(spec.model, ["cap x"], ["yz"], k=VOCAB_SIZE, codec=BYTE_CODEC)[0]
 
     def logprob_of(signal, position, token):
         ids, lps = signal
         return lps[position][ids[position].index(token)]
 
     assert logprob_of(after, 0, ord("y")) > logprob_of(before, 0, ord("y")) + 1.0
-    assert generate(spec.model, ["cap x"]) == ["yz"]
+    assert generate(spec.model, ["cap x"], BYTE_CODEC) == ["yz"]
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:

@@ -50,7 +50,7 @@ def test_load_keeps_signals_and_skips_what_teaches_nothing(tmp_path: Path) -> No
         _learning("b", "p" * 70, "long"),  # longer than the core's positions
         _learning("c", "p4", "ok").model_copy(update={"teacher": _signal("ok!", 4)}),  # positions do not line up
     ]
-    examples, report = load_examples(_write(tmp_path / "l.jsonl", learnings))
+    examples, report = load_examples(_write(tmp_path / "l.jsonl", learnings), TOK)
     assert [(e.prompt, e.answer, e.verified, e.teacher_ids is not None) for e in examples] == [
         ("p1", "x1", True, True),
         ("p2", "right", True, False),
@@ -62,7 +62,7 @@ def test_load_keeps_signals_and_skips_what_teaches_nothing(tmp_path: Path) -> No
 
 def test_replay_keeps_learnings_without_a_signal(tmp_path: Path) -> None:
     path = _write(tmp_path / "replay.jsonl", [_learning("b", "p3", "meh", k=None, reward=0.4)])
-    examples, report = load_examples(path, require_signal=False)
+    examples, report = load_examples(path, TOK, require_signal=False)
     assert [(e.prompt, e.answer, e.verified) for e in examples] == [("p3", "meh", False)]
     assert not report.skipped
 
@@ -71,7 +71,7 @@ def test_a_malformed_line_is_an_error_with_its_number(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
     path.write_text(_learning("a", "p", "x").model_dump_json() + "\n\n{not json}\n")
     with pytest.raises(LearningsError, match=r"l\.jsonl:3"):
-        load_examples(path)
+        load_examples(path, TOK)
 
 
 def test_balanced_sampler_gives_each_agent_an_equal_share() -> None:
@@ -101,8 +101,8 @@ def test_collate_aligns_teacher_positions_with_labels() -> None:
         Example("add 7 5", "12", "b", "add", None, None, verified=True),
         Example("morse ab", ".- -...", "c", "morse", *_rows(".- -...", 2), verified=True),
     ]
-    tb = collate(examples)
-    reference = make_batch([e.prompt for e in examples], [e.answer for e in examples])
+    tb = collate(examples, TOK)
+    reference = make_batch([e.prompt for e in examples], [e.answer for e in examples], TOK)
     assert torch.equal(tb.batch.input_ids, reference.input_ids)
     assert torch.equal(tb.batch.labels, reference.labels)
     assert torch.equal(tb.positions, reference.labels[:, 1:] != -100)
@@ -128,7 +128,7 @@ def test_collate_matches_answer_logits_order() -> None:
         Example("p", "abc", "a", "s", *_rows("abc", 3)),
         Example("longer prompt", "d", "b", "s", *_rows("d", 3)),
     ]
-    tb = collate(examples)
+    tb = collate(examples, TOK)
     batch, width = tb.batch.input_ids.shape
     fake_logits = torch.zeros(batch, width - 1, 260)
     # Put a one-hot of the next input token at every position: the "perfect" model.
@@ -140,7 +140,7 @@ def test_collate_matches_answer_logits_order() -> None:
 def test_collate_refuses_a_misaligned_teacher() -> None:
     ids, lps = _rows("abc", 2)
     with pytest.raises(ValueError, match="positions"):
-        collate([Example("p", "abcd", "a", "s", ids, lps)])
+        collate([Example("p", "abcd", "a", "s", ids, lps)], TOK)
 
 
 def _rows(answer: str, k: int) -> tuple[list[list[int]], list[list[float]]]:
@@ -154,7 +154,7 @@ def test_a_round_file_of_an_older_hive_with_zoneless_times_still_loads(tmp_path:
     line = line.replace('"created_at":"', '"created_at":"2026-11-01T10:00:00",   "old":"', 1)
     path = tmp_path / "replay.jsonl"
     path.write_text(line + "\n")
-    examples, _ = load_examples(path, require_signal=False)
+    examples, _ = load_examples(path, TOK, require_signal=False)
     assert [e.prompt for e in examples] == ["p3"]
 
 
@@ -162,5 +162,5 @@ def test_a_learning_with_unicode_line_separators_in_its_text_is_one_line(tmp_pat
     # Found by `hive bench fuzz`: a stored prompt holding U+2028 or U+0085 cut its round file's line in two.
     odd = _learning("b", "p\u2028q\u0085r", "meh", k=None, reward=0.4)
     path = _write(tmp_path / "replay.jsonl", [odd])
-    examples, _ = load_examples(path, require_signal=False)
+    examples, _ = load_examples(path, TOK, require_signal=False)
     assert [e.prompt for e in examples] == ["p\u2028q\u0085r"]

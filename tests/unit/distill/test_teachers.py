@@ -85,11 +85,11 @@ def test_a_verified_adapter_gives_a_signal_over_the_learned_answer(
     assert (first.teacher.over, second.teacher.over) == ("correction", "completion")
     assert first.learned_answer() == "belmar"
     # The rows are the specialist's own top-k.
-    ((ids, lps),) = topk_signal(load_core(directory), ["cap zorvia"], ["belmar"], K)
+    ((ids, lps),) = topk_signal(load_core(directory), ["cap zorvia"], ["belmar"], K, TOK)
     assert first.teacher.token_ids == ids
     assert [lp for row in first.teacher.logprobs for lp in row] == pytest.approx([lp for row in lps for lp in row])
 
-    examples, report = build_examples(learnings, teachers=_teachers(base, root))
+    examples, report = build_examples(learnings, TOK, teachers=_teachers(base, root))
     assert report.kept == 2 and not report.skipped
     assert all(e.teacher_ids is not None and len(e.teacher_ids) == len(TOK.answer_ids(e.answer)) for e in examples)
 
@@ -102,7 +102,7 @@ def test_a_sha_mismatch_drops_the_learning_with_its_reason(
     good = ClaimCheck(uri=directory.as_uri(), sha256=sha)
     learnings = [_learning("cap zorvia", "belmar", wrong), _learning("cap abc", "def", good)]
     # The mismatched learning carries a verified correction, yet it must not even get cross-entropy.
-    examples, report = build_examples(learnings, teachers=_teachers(base, root))
+    examples, report = build_examples(learnings, TOK, teachers=_teachers(base, root))
     assert [e.prompt for e in examples] == ["cap abc"]
     assert report.skipped == Counter({"adapter_sha_mismatch": 1})
     assert report.teacher_skipped == Counter({"adapter_sha_mismatch": 1})
@@ -115,7 +115,7 @@ def test_an_unusable_claim_check_drops_only_the_signal(specialist: tuple[Path, s
         _learning("cap a", "b", ClaimCheck(uri="s3://bucket/specialist", sha256=sha)),
         _learning("cap c", "d", ClaimCheck(uri=(root / "gone").as_uri(), sha256=sha)),
     ]
-    examples, report = build_examples(learnings, teachers=_teachers(base, root))
+    examples, report = build_examples(learnings, TOK, teachers=_teachers(base, root))
     # Both corrections are verified, so they stay for cross-entropy without a teacher.
     assert [(e.prompt, e.teacher_ids) for e in examples] == [("cap a", None), ("cap c", None)]
     assert report.skipped == Counter({"adapter_unsupported_uri": 1, "adapter_missing": 1})
@@ -254,7 +254,7 @@ def test_a_poisoned_claim_check_gives_no_teacher_and_the_learning_keeps_its_answ
         "cap shipped", "b", ClaimCheck(uri=cases["adapter_too_large"][0], sha256="0" * 64), teacher=shipped
     )
     teachers = _teachers(base, root)
-    examples, report = build_examples([*learnings.values(), with_signal], teachers=teachers)
+    examples, report = build_examples([*learnings.values(), with_signal], TOK, teachers=teachers)
 
     by_prompt = {e.prompt: e for e in examples}
     # Every learning stays for its verified correction; only the one with good weights got a teacher.

@@ -10,18 +10,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agents.codec import BYTE_CODEC, load_codec
 from agents.evaluation import TaskOutput, skill_outputs
-from agents.model import WEIGHTS_FILE, CoreSize, build_core, generate, save_core
+from agents.model import WEIGHTS_FILE, CoreSize, build_core, generate, load_core, save_core
 from agents.skills import BUILTIN_SKILLS
 from hive.cli.inspect import app
 from hive.config import GateSettings, HiveSettings
 from hive.cores.files import core_dir
 from hive.cores.registry import CoreRegistry
-from hive.inspect.cores import compare_outputs, next_token_topk, probe_model, token_text, which_right
+from hive.inspect.common import InspectInputError
+from hive.inspect.cores import check_prompt, compare_outputs, next_token_topk, probe_model, token_text, which_right
 from hive.store.parquet import ParquetLearningStore
 from streams.events import ClaimCheck
 
 from factories import make_learning
+from tiny_hf import make_hf_core
 
 runner = CliRunner()
 SIZE = CoreSize(width=32, layers=1)
@@ -89,12 +92,24 @@ def test_token_text_is_readable() -> None:
 def test_probe_gives_the_greedy_output_and_sorted_top_k() -> None:
     model = build_core(SIZE, seed=4)
     probed = probe_model(model, "add 2 3", top_k=5, max_new_tokens=8)
-    assert probed["output"] == generate(model, ["add 2 3"], max_new_tokens=8)[0]
+    assert probed["output"] == generate(model, ["add 2 3"], BYTE_CODEC, max_new_tokens=8)[0]
     probs = [t["prob"] for t in probed["top_k"]]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True)
     assert 0 < sum(probs) <= 1 + 1e-6
     # The first greedy token is the most likely next token.
     assert next_token_topk(model, "add 2 3", 1)[0]["id"] == probed["top_k"][0]["id"]
+
+
+def test_probe_on_a_core_with_its_own_tokenizer_uses_its_codec(tmp_path: Path) -> None:
+    directory = make_hf_core(tmp_path / "hf")
+    model, codec = load_core(directory), load_codec(directory)
+    probed = probe_model(model, "cap zorvia", top_k=3, max_new_tokens=4, codec=codec)
+    assert probed["output"] == generate(model, ["cap zorvia"], codec, max_new_tokens=4)[0]
+    assert [t["token"] for t in probed["top_k"]] == [repr(codec.tokenizer.decode([t["id"]])) for t in probed["top_k"]]
+    with pytest.raises(InspectInputError, match="128 positions"):
+        check_prompt("word " * 200, codec)
+    with pytest.raises(ValueError, match="vocabulary"):
+        probe_model(model, "cap zorvia")  # the byte codec does not fit this core
 
 
 def test_diff_json_matches_each_cores_own_evaluation(home: Path) -> None:
