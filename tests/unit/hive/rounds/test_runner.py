@@ -1,4 +1,4 @@
-"""Rounds one at a time per HIVE_HOME: the lock, cancelling, progress, the views of unfinished rounds, and the runner."""
+"""Rounds one at a time: the lock, cancelling, progress, views of unfinished rounds, and the runner."""
 
 from __future__ import annotations
 
