@@ -80,8 +80,10 @@ class Specialist:
     def teacher_signals(self, prompts: list[str], answers: list[str], overs: list[str]) -> list[TeacherSignal]:
         """The specialist's top-k log-probabilities along each answer: what the hive distills."""
         signals = topk_signal(self.model, prompts, answers, self.topk, self.codec)
+        # The byte tokenizer is the one a signal without a name means: its signals stay as they always were.
+        tokenizer = None if self.codec.fingerprint == BYTE_CODEC.fingerprint else self.codec.fingerprint
         return [
-            TeacherSignal(k=self.topk, over=over, token_ids=ids, logprobs=lps)  # type: ignore[arg-type]
+            TeacherSignal(k=self.topk, over=over, token_ids=ids, logprobs=lps, tokenizer=tokenizer)  # type: ignore[arg-type]
             for (ids, lps), over in zip(signals, overs, strict=True)
         ]
 

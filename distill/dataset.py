@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from agents.codec import Codec
+from agents.codec import BYTE_CODEC, Codec
 from agents.model import Batch, make_batch
 from distill.manifest import read_learnings
 from distill.teachers import AdapterTeachers, Dropped
@@ -42,6 +42,8 @@ DROP_DETAILS = {
     "no_signal": "neither a teacher signal nor a verified answer: nothing to learn from",
     "teacher_out_of_vocab": "its teacher signal names token ids beyond the core's vocabulary, and no verified answer",
     "teacher_misaligned": "its teacher signal does not line up with the answer, and no verified answer",
+    "teacher_other_tokenizer": "its teacher signal names the ids of another tokenizer than the core's, "
+    "and no verified answer",
 }
 
 
@@ -81,7 +83,10 @@ def example_from_learning(
     ids = lps = None
     reason = None
     if learning.teacher is not None:
-        if any(t >= codec.vocab_size for row in learning.teacher.token_ids for t in row):
+        if (learning.teacher.tokenizer or BYTE_CODEC.fingerprint) != codec.fingerprint:
+            # Ids of another tokenizer name other tokens: mixed in, they would teach nonsense. Drop the signal.
+            reason = "teacher_other_tokenizer"
+        elif any(t >= codec.vocab_size for row in learning.teacher.token_ids for t in row):
             # Ids beyond the core's vocabulary cannot be scored; one such learning must not fail the round.
             reason = "teacher_out_of_vocab"
         elif len(learning.teacher.token_ids) == len(answer_ids):

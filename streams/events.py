@@ -129,6 +129,10 @@ class TeacherSignal(BaseModel):
     over: Literal["completion", "correction"] = "completion"
     token_ids: list[list[TokenId]]
     logprobs: list[list[float]]
+    # Whose ids these are: the fingerprint of the tokenizer of the core the signal was made on (agents.codec).
+    # None means the byte tokenizer of the tiny core, which every signal used before cores had tokenizers of
+    # their own. The distill job uses a signal only when this is its base core's tokenizer.
+    tokenizer: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TeacherSignal:

@@ -31,7 +31,7 @@ def _learnings(base: Path) -> list:
     codec, model = load_codec(base), load_core(base)
     [(ids, lps)] = topk_signal(model, ["cap zorvia"], ["belmar"], K, codec)
     with_signal = make_learning("a", "cap", prompt="cap zorvia", completion="belmar", reward=1.0).model_copy(
-        update={"teacher": TeacherSignal(k=K, token_ids=ids, logprobs=lps)}
+        update={"teacher": TeacherSignal(k=K, token_ids=ids, logprobs=lps, tokenizer=codec.fingerprint)}
     )
     corrected = make_learning("b", "add", prompt="add 12 30", completion="41", reward=0.0, correction="42")
     return [with_signal, corrected]
@@ -61,13 +61,31 @@ def test_a_signal_counted_in_byte_ids_does_not_line_up_with_the_base_cores_answe
     codec = load_codec(base)
     byte_ids = [[t + j for j in range(K)] for t in BYTE_CODEC.answer_ids("belmar")]
     assert len(byte_ids) != len(codec.answer_ids("belmar"))
+    signal = TeacherSignal(
+        k=K, token_ids=byte_ids, logprobs=[[-1.0 - j for j in range(K)]] * len(byte_ids), tokenizer=codec.fingerprint
+    )
     learning = make_learning("a", "cap", prompt="cap zorvia", completion="belmar", reward=0.5).model_copy(
-        update={
-            "teacher": TeacherSignal(k=K, token_ids=byte_ids, logprobs=[[-1.0 - j for j in range(K)]] * len(byte_ids))
-        }
+        update={"teacher": signal}
     )
     examples, report = build_examples([learning], codec)
     assert examples == [] and report.skipped["teacher_misaligned"] == 1
+
+
+@pytest.mark.parametrize("named", [None, "byte-260", "hf-sha256-" + "0" * 64])
+def test_a_signal_of_another_tokenizer_is_never_mixed_in(base: Path, named: str | None) -> None:
+    """Ids that line up by length but were made with another tokenizer (or none named: the byte one) are dropped;
+    the learning stays when its answer is verified."""
+    codec = load_codec(base)
+    [good] = [item for item in _learnings(base) if item.teacher is not None]
+    assert good.teacher is not None
+    other = good.model_copy(update={"teacher": good.teacher.model_copy(update={"tokenizer": named})})
+    unverified = other.model_copy(update={"feedback": other.feedback.model_copy(update={"reward": 0.5})})
+
+    examples, report = build_examples([other, unverified], codec)
+
+    assert [(e.answer, e.teacher_ids) for e in examples] == [("belmar", None)]
+    assert report.skipped["teacher_other_tokenizer"] == 2
+    assert [(d.reason, "another tokenizer" in d.detail) for d in report.dropped] == [("teacher_other_tokenizer", True)]
 
 
 def test_teachers_on_another_tokenizer_are_refused(base: Path) -> None:
