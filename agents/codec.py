@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -185,6 +186,30 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     payload = {"tokenizer": spec, "chat_template": tokenizer.chat_template or ""}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "hf-sha256-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# Everything transformers may read to rebuild a core's tokenizer (a fast tokenizer needs only the first two).
+TOKENIZER_FILE_SET = (
+    *TOKENIZER_FILES,
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+def copy_tokenizer(source: Path, target: Path) -> list[str]:
+    """Copies the tokenizer files of core ``source`` into core ``target`` (a core trained from it keeps its
+    tokens); returns the names copied, none for a byte-tokenizer core."""
+    copied = []
+    for name in TOKENIZER_FILE_SET:
+        path = source / name
+        if path.is_file() and not path.is_symlink():
+            shutil.copyfile(path, target / name)
+            copied.append(name)
+    return copied
 
 
 def has_tokenizer(directory: Path) -> bool:

@@ -6,14 +6,19 @@ import logging
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from agents.model import WEIGHTS_FILE, file_sha256
+from agents.codec import Codec, check_fits, load_codec
+from agents.model import WEIGHTS_FILE, file_sha256, load_core
 from streams import topics
 from streams.codec import DecodeError, decode
 from streams.config import KafkaSettings
 from streams.events import CoreRelease
 from streams.follow import TopicFollower
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,17 @@ def fetch_core(release: CoreRelease, cache_dir: Path) -> Path:
             f"core v{release.version} from {release.model_uri}: sha256 {actual} != released {release.sha256}"
         )
     return target
+
+
+def load_release(release: CoreRelease, cache_dir: Path) -> tuple[PreTrainedModel, Codec]:
+    """The released core, fetched and verified (``fetch_core``), loaded with the codec of its own tokenizer
+    (none: the tiny core's bytes). Raises CoreVerificationError, OSError or ValueError (a tokenizer that does
+    not fit the model among them): the caller refuses the release and keeps the core it runs."""
+    directory = fetch_core(release, cache_dir)
+    core = load_core(directory)
+    codec = load_codec(directory)
+    check_fits(codec, core)
+    return core, codec
 
 
 def applies_to(release: CoreRelease, agent_id: str) -> bool:

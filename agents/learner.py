@@ -56,9 +56,12 @@ class Specialist:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=0.0)
 
     def swap_core(self, core: PreTrainedModel, version: int, codec: Codec | None = None) -> None:
-        """Runs ``core`` from now on; ``codec`` only when the new core has another tokenizer than the old."""
-        if codec is not None:
-            self.codec = codec
+        """Runs ``core`` from now on; ``codec`` only when the new core has another tokenizer than the old.
+
+        A core that does not fit the codec is refused (ValueError) before anything changes."""
+        codec = codec or self.codec
+        check_fits(codec, core)
+        self.codec = codec
         self._reset(core)
         self.core_version = version
         self.steps = 0

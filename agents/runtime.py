@@ -97,7 +97,9 @@ class AgentRuntime:
             return
         self.state = "serving"
         assert self.specialist is not None
-        self.evaluation = evaluate_skills(self.specialist.model, self.eval_skills, self.settings.eval_tasks)
+        self.evaluation = evaluate_skills(
+            self.specialist.model, self.eval_skills, self.settings.eval_tasks, codec=self.specialist.codec
+        )
         log.info("%s swapped to core v%d: %s", self.settings.agent_id, release.version, self.evaluation)
         self._heartbeat(force=True)
 
@@ -132,7 +134,9 @@ class AgentRuntime:
         """Records what the specialist (saved with the last batch) can do, and reports it."""
         specialist = self.specialist
         assert specialist is not None
-        self.evaluation = evaluate_skills(specialist.model, self.eval_skills, self.settings.eval_tasks)
+        self.evaluation = evaluate_skills(
+            specialist.model, self.eval_skills, self.settings.eval_tasks, codec=specialist.codec
+        )
         self.state = "serving"
         log.info("%s learned %d steps: %s", self.settings.agent_id, specialist.steps, self.evaluation)
         # The report that learning is done should count every learning as published, when the broker allows.

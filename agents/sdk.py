@@ -11,9 +11,9 @@ from types import TracebackType
 from typing import Literal
 
 from agents.config import AgentSettings
-from agents.core_updates import CoreVerificationError, CoreWatcher, fetch_core
+from agents.core_updates import CoreVerificationError, CoreWatcher, load_release
 from agents.learner import Specialist, make_learning, verified_answer
-from agents.model import load_core, save_core
+from agents.model import save_core
 from agents.producer import agent_producer
 from agents.publisher import Publisher
 from agents.spool import SPOOL_FILE, Spool
@@ -133,16 +133,16 @@ class HiveAgent:
         if running is not None and (running.version, running.sha256) == (offered.version, offered.sha256):
             return None
         try:
-            core = load_core(fetch_core(offered, self.home / "cores"))
+            core, codec = load_release(offered, self.home / "cores")
         except (CoreVerificationError, OSError, ValueError) as err:
             self.refused.add((offered.version, offered.sha256))
             self._core_counts["cores_refused"] += 1
             log.error("%s refused core v%d: %s", self.agent_id, offered.version, err)
             return None
         if self.specialist is None:
-            self.specialist = Specialist(core, offered.version, self.settings.lr, self.settings.topk)
+            self.specialist = Specialist(core, offered.version, self.settings.lr, self.settings.topk, codec)
         else:
-            self.specialist.swap_core(core, offered.version)
+            self.specialist.swap_core(core, offered.version, codec)
             self.adapter = None  # the adapter belonged to the old core
             self._core_counts["core_swaps"] += 1
         self.release = offered

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from agents.codec import copy_tokenizer
 from agents.model import WEIGHTS_FILE, file_sha256, save_core
 from distill.data import Data
 from distill.manifest import Manifest
@@ -69,8 +70,9 @@ def gathered_state_dict(engine) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def save_student(engine, directory: Path, rank: int) -> str | None:
-    """Saves the student as a plain core (no DeepSpeed wrappers) on rank 0; returns its sha256 there."""
+def save_student(engine, directory: Path, rank: int, base_core: Path) -> str | None:
+    """Saves the student as a plain core (no DeepSpeed wrappers), with ``base_core``'s tokenizer, on rank 0;
+    returns its sha256 there."""
     state = gathered_state_dict(engine)
     if rank != 0:
         return None
@@ -78,7 +80,9 @@ def save_student(engine, directory: Path, rank: int) -> str | None:
     clean = type(module)(module.config)
     clean.load_state_dict(state)
     clean.eval()
-    return save_core(clean, directory)
+    sha = save_core(clean, directory)
+    copy_tokenizer(base_core, directory)
+    return sha
 
 
 def save_checkpoint(

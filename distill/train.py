@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     job = setup(parse_args(argv))
     trained = train(job)
-    sha = save_student(job.engine, job.manifest.out_dir / "core", job.rank)
+    sha = save_student(job.engine, job.manifest.out_dir / "core", job.rank, job.manifest.base_core)
     # Every rank leaves the process group before it exits: a rank that exited with the group still up
     # sometimes aborted in teardown ("terminate called without an active exception", a joinable comm
     # thread destroyed), the launcher then killed rank 0 mid-evaluation, and the round failed.

@@ -167,18 +167,19 @@ def diff(
         taught = RoundBook(settings.rounds_dir).taught_skills()
         chosen = resolve_skills(settings, skills, taught)
         registry = open_registry(settings)
-        model_a = load_verified_core(settings, registry, va)
-        model_b = load_verified_core(settings, registry, vb)
+        core_a = load_verified_core(settings, registry, va)
+        core_b = load_verified_core(settings, registry, vb)
         with _progress() as progress:
             task = progress.add_task(f"v{va} vs v{vb}", total=len(chosen), info="")
             result = diff_cores(
-                model_a,
-                model_b,
+                core_a.model,
+                core_b.model,
                 chosen,
                 n,
                 seed,
                 examples,
                 on_skill=lambda name: progress.update(task, advance=1, info=name),
+                codecs=(core_a.codec, core_b.codec),
             )
     report = {"a": va, "b": vb, "tasks": n, "seed": seed, "skills": result}
     if as_json:
@@ -209,14 +210,14 @@ def probe(
     settings = settings_or_exit()
     columns: list[dict[str, Any]] = []
     with _exits():
-        check_prompt(prompt)
         if versions:
             registry = open_registry(settings)
             for version in versions:
-                model = load_verified_core(settings, registry, version)
+                core = load_verified_core(settings, registry, version)
+                check_prompt(prompt, core.codec)
                 columns.append(
                     {"label": f"core v{version}", "kind": "core", "core_version": version}
-                    | probe_model(model, prompt, top_k, max_new_tokens)
+                    | probe_model(core.model, prompt, top_k, max_new_tokens, core.codec)
                 )
         if agents:
             store = open_store(settings)
@@ -226,6 +227,7 @@ def probe(
             finally:
                 store.close()
             for sp in specialists:
+                check_prompt(prompt, sp.codec)
                 columns.append(
                     {
                         "label": f"{sp.agent_id} (on v{sp.core_version})",
@@ -235,7 +237,7 @@ def probe(
                         "adapter": sp.uri,
                         "sha256": sp.sha256,
                     }
-                    | probe_model(sp.model, prompt, top_k, max_new_tokens)
+                    | probe_model(sp.model, prompt, top_k, max_new_tokens, sp.codec)
                 )
     report = {"prompt": prompt, "top_k": top_k, "models": columns}
     if as_json:

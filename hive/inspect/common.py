@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.claim_check import MAX_BYTES_FACTOR, ClaimCheckError, load_adapter
+from agents.codec import Codec, load_codec
 from agents.model import WEIGHTS_FILE, load_core
 from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skills, skill_catalog
 from hive.config import HiveSettings
@@ -32,17 +33,27 @@ class InspectStateError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class VerifiedCore:
+    """A registered core, loaded after its sha256 checked out, with the codec of its own tokenizer."""
+
+    version: int
+    model: PreTrainedModel
+    codec: Codec
+
+
+@dataclass(frozen=True)
 class Specialist:
-    """An agent's specialist: its saved weights and the core version it was trained from."""
+    """An agent's specialist: its saved weights, the core version it was trained from, and that core's codec."""
 
     agent_id: str
     core_version: int
     uri: str
     sha256: str
     model: PreTrainedModel
+    codec: Codec
 
 
-def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: int) -> PreTrainedModel:
+def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: int) -> VerifiedCore:
     """Core ``version`` from HIVE_HOME/cores/vN, checked against the registry's sha256 before it is loaded.
 
     A core registered but missing on disk is downloaded (and verified) into a temporary folder, leaving
@@ -57,9 +68,10 @@ def load_verified_core(settings: HiveSettings, registry: CoreRegistry, version: 
     try:
         if (directory / WEIGHTS_FILE).is_file():
             verify_core(directory, sha)
-            return load_core(directory)
+            return VerifiedCore(version, load_core(directory), load_codec(directory))
         with tempfile.TemporaryDirectory(prefix="hive-inspect-") as tmp:
-            return load_core(registry.download(version, Path(tmp)))
+            downloaded = registry.download(version, Path(tmp))
+            return VerifiedCore(version, load_core(downloaded), load_codec(downloaded))
     except CoreIntegrityError as err:
         raise InspectStateError(f"core v{version}: {err}") from err
     except RegistryError as err:
@@ -95,13 +107,14 @@ def load_specialist(settings: HiveSettings, registry: CoreRegistry, store: Learn
     base = load_verified_core(settings, registry, learning.core_version)
     # The round's default cap is a multiple of the base core's weights file; its tensors' bytes are that file's
     # size less a small header, and need no file on disk (a core downloaded from the registry).
-    tensor_bytes = sum(t.numel() * t.element_size() for t in base.state_dict().values())
+    tensor_bytes = sum(t.numel() * t.element_size() for t in base.model.state_dict().values())
     max_bytes = settings.adapters.max_bytes or MAX_BYTES_FACTOR * tensor_bytes
     try:
-        model = load_adapter(claim.uri, claim.sha256, base, settings.adapter_roots, max_bytes)
+        model = load_adapter(claim.uri, claim.sha256, base.model, settings.adapter_roots, max_bytes)
     except ClaimCheckError as err:
         raise InspectStateError(f"agent {agent_id!r}'s adapter {claim.uri}: {err}") from err
-    return Specialist(agent_id, learning.core_version, claim.uri, claim.sha256, model)
+    # The adapter is a tuning of its base core: it reads and writes that core's tokens.
+    return Specialist(agent_id, learning.core_version, claim.uri, claim.sha256, model, base.codec)
 
 
 def resolve_skills(settings: HiveSettings, names: list[str], default: list[str]) -> list[object]:

@@ -65,17 +65,18 @@ def diff_cores(
     seed: int,
     examples: int = 3,
     on_skill: Callable[[str], None] | None = None,
-    codec: Codec = BYTE_CODEC,
+    codecs: tuple[Codec, Codec] = (BYTE_CODEC, BYTE_CODEC),
 ) -> dict[str, dict[str, Any]]:
     """Skill name -> ``compare_outputs`` of the two cores on that skill's held-out tasks (the gate's tasks for
-    the same ``tasks`` and ``seed``). ``on_skill(name)`` is called after each skill. Both cores share ``codec``
-    (the byte default is the tiny core's; a codec that does not fit a core is refused)."""
+    the same ``tasks`` and ``seed``). ``on_skill(name)`` is called after each skill. ``codecs`` are each core's
+    own (the byte default is the tiny core's; a codec that does not fit its core is refused): the outputs are
+    compared as text, so two cores with different tokenizers compare too."""
     result: dict[str, dict[str, Any]] = {}
     for skill in skills:
         name: str = skill.name  # type: ignore[attr-defined]
         result[name] = compare_outputs(
-            skill_outputs(model_a, skill, tasks, seed, codec=codec),
-            skill_outputs(model_b, skill, tasks, seed, codec=codec),
+            skill_outputs(model_a, skill, tasks, seed, codec=codecs[0]),
+            skill_outputs(model_b, skill, tasks, seed, codec=codecs[1]),
             examples,
         )
         if on_skill is not None:

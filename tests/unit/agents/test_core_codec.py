@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.codec import BYTE_CODEC, HF_MAX_POSITIONS, HFCodec, check_fits, load_codec
+from agents.codec import BYTE_CODEC, HF_MAX_POSITIONS, HFCodec, check_fits, copy_tokenizer, load_codec
 from agents.learner import Specialist
 from agents.model import build_core, generate, load_core, make_batch, save_core, topk_signal
 from agents.tokenizer import BOS_ID, EOS_ID, SEP_ID, ByteTokenizer
@@ -131,6 +131,36 @@ def test_a_specialist_learns_through_its_codec(hf_dir: Path, hf: HFCodec) -> Non
     assert spec.answer(["cap zorvia"]) == ["belmar"]
     [signal] = spec.teacher_signals(["cap zorvia"], ["belmar"], ["correction"])
     assert len(signal.token_ids) == len(hf.answer_ids("belmar"))
+    assert signal.tokenizer == hf.fingerprint
+
+
+def test_a_byte_core_specialists_signal_names_no_tokenizer() -> None:
+    """The tiny core's signals stay as every client has always sent them: no tokenizer means the byte one."""
+    spec = Specialist(build_core(seed=0), core_version=0, lr=1e-3, topk=2)
+    [signal] = spec.teacher_signals(["x"], ["y"], ["completion"])
+    assert signal.tokenizer is None
+
+
+def test_a_swap_to_a_core_that_does_not_fit_leaves_the_specialist_as_it_was(hf_dir: Path, hf: HFCodec) -> None:
+    spec = Specialist(build_core(seed=0), core_version=3, lr=1e-3, topk=2)
+    model = spec.model
+    with pytest.raises(ValueError, match="vocabulary"):
+        spec.swap_core(load_core(hf_dir), 4)  # a pretrained core, but the byte codec kept
+    assert (spec.model, spec.codec, spec.core_version) == (model, BYTE_CODEC, 3)
+    spec.swap_core(load_core(hf_dir), 4, hf)
+    assert (spec.codec, spec.core_version) == (hf, 4)
+
+
+def test_a_core_trained_from_another_keeps_its_tokenizer(tmp_path: Path, hf_dir: Path, hf: HFCodec) -> None:
+    trained = tmp_path / "trained"
+    save_core(load_core(hf_dir), trained)
+    assert load_codec(trained) is BYTE_CODEC  # the weights alone carry no tokenizer
+
+    copied = copy_tokenizer(hf_dir, trained)
+
+    assert "tokenizer.json" in copied and "tokenizer_config.json" in copied
+    assert load_codec(trained).fingerprint == hf.fingerprint
+    assert copy_tokenizer(tmp_path / "nothing", trained) == []
 
 
 def test_a_codec_that_does_not_fit_the_model_is_refused(hf_dir: Path, hf: HFCodec) -> None:
