@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from agents.codec import Codec, check_fits
+from agents.core_files import check_core_dir
 from agents.tokenizer import MAX_POSITIONS, VOCAB_SIZE, ByteTokenizer
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -63,19 +64,27 @@ def build_core(size: CoreSize | None = None, seed: int = 0) -> PreTrainedModel:
     return model
 
 
-def save_core(model: PreTrainedModel, directory: Path) -> str:
-    """Saves the model as safetensors plus its config; returns the sha256 of the weights file."""
+def save_core(model: PreTrainedModel, directory: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """Saves the model as safetensors plus its config (and ``tokenizer``'s files when given); returns the sha256
+    of the weights file."""
     directory.mkdir(parents=True, exist_ok=True)
     _quiet_transformers()
     model.save_pretrained(directory, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
     return file_sha256(directory / WEIGHTS_FILE)
 
 
 def load_core(directory: Path) -> PreTrainedModel:
-    from transformers import LlamaForCausalLM
+    """Loads a core: any local transformers causal LM that ``check_core_dir`` accepts (it raises CoreDirError
+    otherwise), from its safetensors only, never running code shipped with it."""
+    from transformers import AutoModelForCausalLM
 
+    check_core_dir(directory)
     _quiet_transformers()
-    model = LlamaForCausalLM.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, use_safetensors=True, trust_remote_code=False
+    )
     model.eval()
     return model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -108,6 +109,17 @@ class AdapterSettings(BaseModel):
     max_bytes: int | None = Field(default=None, gt=0)
 
 
+class ModelSettings(BaseModel):
+    """Which model core v0 is (``HIVE_MODEL__*``), read when a new hive builds its first core.
+
+    ``path`` is a built-in name, ``tiny`` (a 1 M-parameter Llama built from a config, the fast default) or
+    ``smollm2-135m`` (prepared once by ``hive model prepare smollm2-135m``), or a local directory holding a
+    transformers causal LM in safetensors (``agents.core_files.check_core_dir`` says what is refused).
+    """
+
+    path: str = Field(default="tiny", min_length=1)
+
+
 class GateSettings(BaseModel):
     max_regression: float = 0.02
     eval_tasks: int = 100
@@ -132,6 +144,9 @@ class HiveSettings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    # Where `hive model prepare` keeps converted built-in models (HIVE_MODEL_CACHE); unset, the user's cache.
+    model_cache: Path | None = None
 
     @property
     def mlflow_db(self) -> Path:
@@ -152,6 +167,15 @@ class HiveSettings(BaseSettings):
     def adapters_manifest(self) -> dict:
         """The manifest's ``adapters`` block (``distill.manifest.AdapterParams``)."""
         return {"roots": [str(root) for root in self.adapter_roots], "max_bytes": self.adapters.max_bytes}
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """``HIVE_MODEL_CACHE``, or ``${XDG_CACHE_HOME:-~/.cache}/hive-mind/models``: outside HIVE_HOME, so that
+        every hive on the machine shares one converted copy of a built-in model."""
+        if self.model_cache is not None:
+            return self.model_cache.expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "hive-mind" / "models"
 
     @property
     def cores_dir(self) -> Path:

@@ -1,4 +1,5 @@
-"""Test data shared by every tier: one way to make a Learning (``from factories import make_learning``).
+"""Test data shared by every tier: one way to make a Learning (``from factories import make_learning``), and
+small core directories with or without a tokenizer (``make_core_dir``, ``save_word_tokenizer``).
 
 ``tests/`` is on ``sys.path`` because pytest puts the directory of ``tests/conftest.py`` there (no ``__init__.py``).
 """
@@ -6,6 +7,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from streams.events import Feedback, Learning
@@ -36,3 +38,26 @@ def make_learning(
         feedback=Feedback(reward=reward, correction=correction),
         **fields,
     )
+
+
+def make_core_dir(directory: Path, seed: int = 0) -> Path:
+    """A small tiny-architecture core (one layer, width 32, the byte vocabulary of 260) saved as safetensors."""
+    from agents.model import CoreSize, build_core, save_core
+
+    save_core(build_core(CoreSize(width=32, layers=1), seed=seed), directory)
+    return directory
+
+
+def save_word_tokenizer(directory: Path, words: int, special: dict[str, int] | None = None, added: int = 0) -> None:
+    """Saves a word-level tokenizer of ``words`` tokens ``w0``..``w{words-1}``, plus ``special`` (an ``<eos>``
+    at the id given) and ``added`` added tokens, as ``tokenizer.json`` and ``tokenizer_config.json``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    special = {"<eos>": words} if special is None else special
+    vocab = {f"w{i}": i for i in range(words)} | special
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="w0")
+    tokenizer.add_tokens([f"added{i}" for i in range(added)])
+    tokenizer.save_pretrained(directory)

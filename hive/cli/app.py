@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, bench, core, demo, dlq, fleet, inspect, learnings, round, schemas, serve, ui
+from hive.cli import agent, bench, core, demo, dlq, fleet, inspect, learnings, model, round, schemas, serve, ui
 
 app = typer.Typer(
     name="hive",
@@ -21,6 +21,7 @@ app.add_typer(dlq.app, name="dlq")
 app.command("fleet")(fleet.fleet)
 app.add_typer(inspect.app, name="inspect")
 app.add_typer(learnings.app, name="learnings")
+app.add_typer(model.app, name="model")
 app.add_typer(round.app, name="round")
 app.add_typer(schemas.app, name="schemas")
 app.command("serve")(serve.serve)

@@ -94,7 +94,10 @@ def demo(
 ) -> None:
     """Run the whole loop: broker, core v0, agents learning, ingest, a DeepSpeed round, release, report."""
     # Imported here: the hive's settings and services pull in torch and Kafka clients.
+
+    from agents.core_files import CoreDirError
     from hive.config import HiveSettings
+    from hive.cores.pretrained import ModelSourceError, core_source
     from hive.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING)
@@ -107,11 +110,19 @@ def demo(
     )
     settings = HiveSettings()
     try:
+        # Core v0 is built from HIVE_MODEL__PATH: a model not prepared, or one refused, is a setting, said
+        # before the broker and the agents start.
+        core_source(settings.model.path, settings.model_cache_dir)
         with _stdout_to_stderr():
             report = run_demo(settings, plan, ConsoleReporter(console), reset=reset)
     except DemoError as err:
         console.print(f"[red]demo failed:[/red] {err}")
         raise typer.Exit(1) from err
+    except (ModelSourceError, CoreDirError) as err:
+        # Core v0 is built from HIVE_MODEL__PATH: a model not prepared, or one refused, is a setting.
+        # Plain text: a long path must never be cut short by the console's wrapping.
+        typer.echo(f"demo failed: invalid HIVE_MODEL__PATH: {err}", err=True)
+        raise typer.Exit(2) from err
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -59,7 +59,10 @@ def serve(
     # Imported here so that `hive --help` stays fast: the service pulls in torch and the Kafka clients.
     from kafka.errors import KafkaError
 
+    from agents.core_files import CoreDirError
     from agents.skills import SkillLoadError, skill_catalog
+    from hive.cores.files import core_dir
+    from hive.cores.pretrained import ModelSourceError, core_source
     from hive.cores.registry import RegistryError
     from hive.cores.release import ReleaseError
     from hive.ingest.auth import keyring
@@ -76,6 +79,13 @@ def serve(
     except SkillLoadError as err:
         typer.echo(f"invalid HIVE_SKILLS: {err}", err=True)
         raise typer.Exit(EXIT_USAGE) from err
+    if not core_dir(settings, 0).exists():
+        try:
+            # A new hive builds core v0 from HIVE_MODEL__PATH: a model not prepared, or one refused, is a setting.
+            core_source(settings.model.path, settings.model_cache_dir)
+        except (ModelSourceError, CoreDirError) as err:
+            typer.echo(f"invalid HIVE_MODEL__PATH: {err}", err=True)
+            raise typer.Exit(EXIT_USAGE) from err
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -96,6 +106,9 @@ def serve(
             except (RegistryError, ReleaseError) as err:
                 typer.echo(f"cannot release the first core: {err}", err=True)
                 raise typer.Exit(EXIT_FAILURE) from err
+            except (ModelSourceError, CoreDirError) as err:
+                typer.echo(f"cannot build core v0: {err}", err=True)
+                raise typer.Exit(EXIT_USAGE) from err
             failure = run_until_stopped(hive, stop, rounds, round_check_s, round_retry_s, describe(settings.schedule))
     except ServeBusy as err:
         typer.echo(str(err), err=True)

@@ -53,3 +53,17 @@ def test_agent_run_without_a_broker_exits_2(monkeypatch: pytest.MonkeyPatch, tmp
     assert result.exit_code == 2, result.output
     assert "HIVE_KAFKA_BOOTSTRAP is not set" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo", "--json"]])
+def test_a_model_that_cannot_become_core_v0_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    """A new hive builds core v0 from HIVE_MODEL__PATH: refused before any broker or agent starts."""
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "llama", "vocab_size": 10}')
+    (bad / "pytorch_model.bin").write_bytes(b"pickle")
+    env = {"HIVE_HOME": str(tmp_path / "home"), "HIVE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    for path, says in ((str(bad), "pytorch_model.bin"), (str(tmp_path / "nowhere"), "neither a built-in model")):
+        result = CliRunner().invoke(app, command, env={**env, "HIVE_MODEL__PATH": path})
+        assert result.exit_code == 2, result.output
+        assert "invalid HIVE_MODEL__PATH" in result.output and says in result.output
