@@ -42,7 +42,7 @@ def test_a_core_whose_tokenizer_does_not_fit_its_model_is_refused(tmp_path: Path
     sha = save_core(build_core(seed=0), tmp_path / "released")
     copy_tokenizer(make_hf_core(tmp_path / "pretrained"), tmp_path / "released")
 
-    with pytest.raises(ValueError, match="vocabulary"):
+    with pytest.raises(ValueError, match="does not belong to this model"):
         load_release(release(tmp_path / "released", sha), tmp_path / "cache")
 
 
