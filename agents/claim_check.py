@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from agents.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    MAX_CONFIG_BYTES,
+    expected_tensors,
+    merged,
+    parse_adapter_config,
+)
 from agents.model import WEIGHTS_FILE
 
 if TYPE_CHECKING:
@@ -25,6 +33,8 @@ _PREFIXES = ("file:///", "file://localhost/")
 # Percent-encoded "/", "\" and NUL would hide a separator or end the path inside one segment.
 _ENCODED_TRICKS = ("%2f", "%5c", "%00")
 SHA_MISMATCH = "adapter_sha_mismatch"
+# PEFT's pickle format: never loaded, but named in the refusal so the agent knows to save safetensors.
+PICKLED_ADAPTER = "adapter_model.bin"
 # The default size cap: this many times the base core's weights file (safetensors adds only a small header).
 MAX_BYTES_FACTOR = 4
 
@@ -102,7 +112,12 @@ def resolve_adapter(uri: str, roots: list[Path]) -> Path:
 
 def read_weights(directory: Path, roots: list[Path], max_bytes: int) -> bytes:
     """``directory``'s weights file, read once; refuses a file outside ``roots`` or over ``max_bytes`` unread."""
-    real = _real_under_roots(directory / WEIGHTS_FILE, roots)
+    return read_capped(directory / WEIGHTS_FILE, roots, max_bytes)
+
+
+def read_capped(path: Path, roots: list[Path], max_bytes: int) -> bytes:
+    """The file at ``path``, read once; refuses one outside ``roots`` or over ``max_bytes`` unread."""
+    real = _real_under_roots(path, roots)
     try:
         # O_NOFOLLOW: the file resolved above must not have been swapped for a link since.
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
@@ -124,30 +139,72 @@ def read_weights(directory: Path, roots: list[Path], max_bytes: int) -> bytes:
 def load_adapter(uri: str, sha256: str, base: PreTrainedModel, roots: list[Path], max_bytes: int) -> PreTrainedModel:
     """The specialist an adapter claim check names: ``base`` with the claim check's weights, in eval mode.
 
-    The weights file is read once (``read_weights``: under ``roots``, at most ``max_bytes``) and hashed; only
-    bytes whose sha256 equals the claim check's are loaded, so the hash covers exactly what is loaded. They
-    must be safetensors (never pickle) holding exactly ``base``'s tensors and shapes, loaded strictly into a
-    copy of ``base``: the agent's ``config.json`` is never read. Raises ClaimCheckError with the reason.
+    A directory holding ``adapter_config.json`` is a PEFT LoRA adapter (``_load_lora``); any other holds full
+    weights, ``model.safetensors``. The weights file is read once (``read_capped``: under ``roots``, at most
+    ``max_bytes``) and hashed; only bytes whose sha256 equals the claim check's are loaded, so the hash covers
+    exactly what is loaded. They must be safetensors (never pickle). Full weights must hold exactly ``base``'s
+    tensors and shapes and are loaded strictly into a copy of ``base``: the agent's ``config.json`` is never
+    read. Raises ClaimCheckError with the reason.
     """
     directory = resolve_adapter(uri, roots)
-    data = read_weights(directory, roots, max_bytes)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise ClaimCheckError(SHA_MISMATCH, f"{directory / WEIGHTS_FILE} has sha256 {actual}, the claim check {sha256}")
-    # Imported here: safetensors' torch loader pulls in torch, which only loading a specialist needs.
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_safetensors
-
-    try:
-        state = load_safetensors(data)
-    except SafetensorError as err:
-        raise ClaimCheckError("adapter_unreadable", f"{directory / WEIGHTS_FILE} is not safetensors: {err}") from err
+    if os.path.lexists(directory / ADAPTER_CONFIG):
+        return _load_lora(directory, sha256, base, roots, max_bytes)
+    state = _verified_safetensors(read_weights(directory, roots, max_bytes), sha256, directory / WEIGHTS_FILE)
     _check_tensors(state, base.state_dict(), directory)
     model = copy.deepcopy(base)
     model.load_state_dict(state, strict=True)
     model.requires_grad_(False)
     model.eval()
     return model
+
+
+def _load_lora(
+    directory: Path, sha256: str, base: PreTrainedModel, roots: list[Path], max_bytes: int
+) -> PreTrainedModel:
+    """A LoRA adapter merged into a copy of ``base``: the hive's core, whatever ``base_model_name_or_path`` says.
+
+    ``adapter_model.safetensors`` is hashed before anything else (the claim check's sha256). adapter_config.json
+    (at most MAX_CONFIG_BYTES, not covered by the sha256) is parsed as data only (``parse_adapter_config``):
+    ``adapter_bad_config`` for anything but a plain LORA config whose targets are linear layers of ``base``. The
+    tensors must be exactly a ``lora_A`` (r x in) and a ``lora_B`` (out x r) per targeted layer
+    (``adapter_shape_mismatch``).
+    """
+    weights = directory / ADAPTER_WEIGHTS
+    if not os.path.lexists(weights) and os.path.lexists(directory / PICKLED_ADAPTER):
+        raise ClaimCheckError(
+            "adapter_unreadable", f"{directory}: {PICKLED_ADAPTER} is pickle and is never loaded; save safetensors"
+        )
+    state = _verified_safetensors(read_capped(weights, roots, max_bytes), sha256, weights)
+    config_path = directory / ADAPTER_CONFIG
+    raw = read_capped(config_path, roots, MAX_CONFIG_BYTES)
+    try:
+        config = parse_adapter_config(raw, str(config_path))
+        expected = expected_tensors(base, config)
+    except ValueError as err:
+        raise ClaimCheckError("adapter_bad_config", str(err)) from err
+    _check_lora_tensors(state, expected, weights)
+    try:
+        model = merged(base, config, state)
+    except (ValueError, RuntimeError) as err:
+        raise ClaimCheckError("adapter_shape_mismatch", f"{weights}: {err}") from err
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def _verified_safetensors(data: bytes, sha256: str, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors in ``data`` once its sha256 equals the claim check's (SHA_MISMATCH otherwise)."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ClaimCheckError(SHA_MISMATCH, f"{path} has sha256 {actual}, the claim check {sha256}")
+    # Imported here: safetensors' torch loader pulls in torch, which only loading a specialist needs.
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        return load_safetensors(data)
+    except SafetensorError as err:
+        raise ClaimCheckError("adapter_unreadable", f"{path} is not safetensors: {err}") from err
 
 
 def _real_under_roots(path: Path, roots: list[Path]) -> Path:
@@ -180,6 +237,22 @@ def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Ten
                 "adapter_shape_mismatch",
                 f"{directory}: {name} is {tensor.dtype} {tuple(tensor.shape)}, "
                 f"the base core's {expected[name].dtype} {tuple(expected[name].shape)}",
+            )
+
+
+def _check_lora_tensors(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: Path) -> None:
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ClaimCheckError(
+            "adapter_shape_mismatch",
+            f"{path}: LoRA tensors missing {missing[:5]}, unexpected {extra[:5]} for its config on the base core",
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != expected[name] or not tensor.is_floating_point():
+            raise ClaimCheckError(
+                "adapter_shape_mismatch",
+                f"{path}: {name} is {tensor.dtype} {tuple(tensor.shape)}, expected floating {expected[name]}",
             )
 
 

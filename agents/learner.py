@@ -7,12 +7,23 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from agents.codec import BYTE_CODEC, Codec, check_fits
-from agents.model import generate, lm_loss, make_batch, topk_signal
+from agents.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    LoraSpec,
+    Tuning,
+    linear_targets,
+    resolve_tuning,
+    save_adapter,
+    wrap,
+)
+from agents.model import WEIGHTS_FILE, file_sha256, generate, lm_loss, make_batch, save_core, topk_signal
 from agents.skills import score_output
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
@@ -33,38 +44,77 @@ class WorkedBatch:
 class Specialist:
     """The core the agent runs plus what it learned on the job.
 
-    For the tiny core the agent tunes all weights; its "adapter" is the difference from the core.
-    On a core swap the adapter is reset: the new core already holds what the fleet learned.
-    ``codec`` is the core's (``agents.codec.load_codec`` of its directory); the byte codec is the tiny
-    core's, and a codec that does not match the core's vocabulary is refused here, before any step.
+    ``tuning`` says how it learns (``agents.lora.resolve_tuning``): ``full`` tunes all weights of its own copy of
+    the core (the tiny core's only mode; its "adapter" is then the whole model); ``lora`` trains a PEFT LoRA
+    adapter (``lora``: rank, targets, learning rate) on a copy of the core whose own weights stay frozen; ``auto``
+    is LoRA on a core with its own tokenizer, full on the byte core. On a core swap the adapter is reset: the new
+    core already holds what the fleet learned. ``codec`` is the core's (``agents.codec.load_codec`` of its
+    directory); the byte codec is the tiny core's, and a codec that does not match the core's vocabulary is
+    refused here, before any step.
     """
 
     def __init__(
-        self, core: PreTrainedModel, core_version: int, lr: float, topk: int, codec: Codec = BYTE_CODEC
+        self,
+        core: PreTrainedModel,
+        core_version: int,
+        lr: float,
+        topk: int,
+        codec: Codec = BYTE_CODEC,
+        tuning: Tuning = "auto",
+        lora: LoraSpec | None = None,
     ) -> None:
         self.core_version = core_version
         self.lr = lr
         self.topk = topk
         self.steps = 0
         self.codec = codec
+        self.tuning_setting = tuning
+        self.lora = lora or LoraSpec()
+        self.tuning = resolve_tuning(tuning, codec)
         self._reset(core)
 
     def _reset(self, core: PreTrainedModel) -> None:
         check_fits(self.codec, core)
-        self.model = copy.deepcopy(core)
+        if self.tuning == "lora":
+            # A fresh adapter on every core. Carrying an adapter over to a new core is issue #13's question.
+            self.model = wrap(core, self.lora)
+            lr = self.lora.lr if self.lora.lr is not None else self.lr
+        else:
+            self.model = copy.deepcopy(core)
+            lr = self.lr
         self.model.train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=0.0)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=0.0)
 
     def swap_core(self, core: PreTrainedModel, version: int, codec: Codec | None = None) -> None:
         """Runs ``core`` from now on; ``codec`` only when the new core has another tokenizer than the old.
 
-        A core that does not fit the codec is refused (ValueError) before anything changes."""
+        A core that does not fit the codec (or the tuning) is refused (ValueError) before anything changes."""
         codec = codec or self.codec
         check_fits(codec, core)
+        tuning = resolve_tuning(self.tuning_setting, codec)
+        if tuning == "lora":
+            linear_targets(core, self.lora.targets)
         self.codec = codec
+        self.tuning = tuning
         self._reset(core)
         self.core_version = version
         self.steps = 0
+
+    def save(self, directory: Path) -> str:
+        """Writes what the specialist learned into ``directory``; returns the sha256 its claim check carries.
+
+        LoRA: the adapter as PEFT writes it (``adapter_model.safetensors``, whose sha256 this is, and
+        ``adapter_config.json``). Full: the whole model as a core (``model.safetensors``). Files of the other kind
+        left from an earlier save are removed, so the directory holds one specialist.
+        """
+        stale = (WEIGHTS_FILE, "config.json") if self.tuning == "lora" else (ADAPTER_WEIGHTS, ADAPTER_CONFIG)
+        for name in stale:
+            (directory / name).unlink(missing_ok=True)
+        if self.tuning == "lora":
+            save_adapter(self.model, directory)
+            return file_sha256(directory / ADAPTER_WEIGHTS)
+        return save_core(self.model, directory)
 
     def answer(self, prompts: list[str]) -> list[str]:
         return generate(self.model, prompts, self.codec)
@@ -75,7 +125,7 @@ class Specialist:
         loss = lm_loss(self.model, make_batch(prompts, answers, self.codec))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self._params, 1.0)
         self.optimizer.step()
         self.steps += 1
         return float(loss.item())

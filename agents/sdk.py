@@ -13,7 +13,6 @@ from typing import Literal
 from agents.config import AgentSettings
 from agents.core_updates import CoreVerificationError, CoreWatcher, load_release
 from agents.learner import Specialist, make_learning, verified_answer
-from agents.model import save_core
 from agents.producer import agent_producer
 from agents.publisher import Publisher
 from agents.spool import SPOOL_FILE, Spool
@@ -140,7 +139,15 @@ class HiveAgent:
             log.error("%s refused core v%d: %s", self.agent_id, offered.version, err)
             return None
         if self.specialist is None:
-            self.specialist = Specialist(core, offered.version, self.settings.lr, self.settings.topk, codec)
+            self.specialist = Specialist(
+                core,
+                offered.version,
+                self.settings.lr,
+                self.settings.topk,
+                codec,
+                tuning=self.settings.tuning,
+                lora=self.settings.lora_spec(),
+            )
         else:
             self.specialist.swap_core(core, offered.version, codec)
             self.adapter = None  # the adapter belonged to the old core
@@ -206,9 +213,14 @@ class HiveAgent:
         return specialist.with_signals(learnings)
 
     def save_specialist(self, directory: Path | None = None) -> ClaimCheck:
-        """Saves what the agent learned (the specialist's weights); later learnings carry it as a claim check."""
+        """Saves what the agent learned; later learnings carry it as a claim check.
+
+        With LoRA (the default on a pretrained core) that is the adapter as PEFT saves it, and the claim check's
+        sha256 is that of ``adapter_model.safetensors``; with full tuning (the tiny core) the whole model's
+        ``model.safetensors``.
+        """
         directory = directory or self.home / "specialist"
-        sha = save_core(self._specialist().model, directory)
+        sha = self._specialist().save(directory)
         self.adapter = ClaimCheck(uri=directory.resolve().as_uri(), sha256=sha)
         return self.adapter
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.claim_check import MAX_BYTES_FACTOR, SHA_MISMATCH, ClaimCheckError, load_adapter
-from agents.codec import Codec, load_codec
+from agents.codec import BYTE_CODEC, Codec, load_codec
 from agents.model import WEIGHTS_FILE, load_core, topk_signal
 from streams.events import MAX_TOPK, Learning, TeacherSignal
 
@@ -44,18 +44,22 @@ class Filled:
 class AdapterTeachers:
     """Scores learned answers with the specialists their adapter claim checks name.
 
-    A claim check is followed only into a directory under one of ``roots`` (``resolve_adapter``). Its
-    ``model.safetensors`` is read once, at most ``max_bytes`` of it (a bigger file is never read), and
-    hashed; only bytes whose sha256 equals the claim check are loaded, so the hash covers exactly what is
-    loaded. The teacher is the base core (``base_core``, the round's own) with those tensors loaded
-    strictly: the agent's ``config.json`` is never read, and a tensor missing, extra or of another shape
-    refuses the teacher. Safetensors only, never pickle. Signals are in the ids of the base core's codec
-    (``load_codec(base_core)``).
+    A claim check is followed only into a directory under one of ``roots`` (``resolve_adapter``). Its weights
+    file is read once, at most ``max_bytes`` of it (a bigger file is never read), and hashed; only bytes whose
+    sha256 equals the claim check are loaded, so the hash covers exactly what is loaded. Safetensors only, never
+    pickle. The teacher is always the base core (``base_core``, the round's own) with the agent's weights:
+    - full weights (``model.safetensors``, the tiny core's specialists) are loaded strictly: the agent's
+      ``config.json`` is never read, and a tensor missing, extra or of another shape refuses the teacher;
+    - a PEFT LoRA adapter (``adapter_model.safetensors`` plus ``adapter_config.json``, a pretrained core's) has
+      its config checked as data (``adapter_bad_config``) and exactly one ``lora_A``/``lora_B`` pair per targeted
+      linear layer of the base, then is merged into a copy of the base.
+    Signals are in the ids of the base core's codec (``load_codec(base_core)``) and name its tokenizer.
 
     A learning whose weights fail the sha256 is dropped (``adapter_sha_mismatch``), never trained on. Any
     other failure (``adapter_unsupported_uri``, ``adapter_outside_roots``, ``adapter_missing``,
-    ``adapter_too_large``, ``adapter_unreadable``, ``adapter_shape_mismatch``) drops only the signal: the
-    learning keeps its verified answer and any signal it shipped. Nothing here raises for a bad claim check.
+    ``adapter_too_large``, ``adapter_unreadable``, ``adapter_bad_config``, ``adapter_shape_mismatch``) drops only
+    the signal: the learning keeps its verified answer and any signal it shipped. Nothing here raises for a bad
+    claim check.
     """
 
     def __init__(self, k: int, base_core: Path, roots: list[Path], max_bytes: int | None = None) -> None:
@@ -151,6 +155,8 @@ class AdapterTeachers:
         k = min(self.k, MAX_TOPK, int(model.config.vocab_size))
         answers = [learning.learned_answer() for learning in learnings]
         rows = topk_signal(model, [learning.prompt for learning in learnings], answers, k, self.codec)
+        # The ids are the base core's codec's; a signal without a name means the byte tokenizer's (streams.events).
+        tokenizer = None if self.codec.fingerprint == BYTE_CODEC.fingerprint else self.codec.fingerprint
         # The signal follows the learned answer: the correction when there is one, as learned_answer() says.
         return [
             TeacherSignal(
@@ -158,6 +164,7 @@ class AdapterTeachers:
                 over="correction" if lr.feedback.correction is not None else "completion",
                 token_ids=ids,
                 logprobs=lps,
+                tokenizer=tokenizer,
             )
             for lr, (ids, lps) in zip(learnings, rows, strict=True)
         ]

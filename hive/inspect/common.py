@@ -43,7 +43,8 @@ class VerifiedCore:
 
 @dataclass(frozen=True)
 class Specialist:
-    """An agent's specialist: its saved weights, the core version it was trained from, and that core's codec."""
+    """An agent's specialist: its weights (full, or its LoRA adapter merged into the core), the core version it
+    was trained from, and that core's codec."""
 
     agent_id: str
     core_version: int
@@ -100,7 +101,8 @@ def newest_adapter_learning(store: LearningStore, agent_id: str) -> Learning:
 def load_specialist(settings: HiveSettings, registry: CoreRegistry, store: LearningStore, agent_id: str) -> Specialist:
     """The specialist of the agent's newest adapter, followed as a round follows it (``load_adapter``): under
     ``HIVE_ADAPTERS__ROOTS``, size-capped, hashed before it is loaded, and loaded into the verified core the
-    agent ran, never from the agent's ``config.json``. Raises InspectStateError naming what was refused."""
+    agent ran, never from the agent's ``config.json``: full weights (a tiny core's agent), or a PEFT LoRA adapter
+    (a pretrained core's) merged into that core. Raises InspectStateError naming what was refused."""
     learning = newest_adapter_learning(store, agent_id)
     assert learning.adapter is not None
     claim = learning.adapter

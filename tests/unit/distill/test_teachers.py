@@ -9,10 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.claim_check import ClaimCheckError, adapter_path, parse_file_uri, resolve_adapter
+from agents.codec import load_codec
+from agents.learner import Specialist
+from agents.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraSpec
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, load_core, save_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from distill.dataset import build_examples
@@ -20,6 +24,7 @@ from distill.teachers import AdapterTeachers
 from streams.events import ClaimCheck, Learning, TeacherSignal
 
 from factories import make_learning
+from tiny_hf import make_hf_core
 
 TOK = ByteTokenizer()
 K = 5
@@ -321,3 +326,55 @@ def test_any_uri_is_refused_with_a_reason_or_lands_under_a_root(uri: str) -> Non
         assert err.reason in REASONS
     else:
         assert path.is_relative_to(root.resolve()) and path.is_dir()
+
+
+@pytest.fixture(scope="module")
+def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A round's base core with its own tokenizer: agents on it learn LoRA adapters."""
+    return make_hf_core(tmp_path_factory.mktemp("hf") / "base")
+
+
+@pytest.fixture(scope="module")
+def lora_specialist(hf_base: Path, root: Path) -> tuple[Path, str, Specialist]:
+    torch.manual_seed(0)
+    spec = Specialist(load_core(hf_base), 0, lr=1e-3, topk=K, codec=load_codec(hf_base), lora=LoraSpec(r=4, lr=1e-2))
+    for _ in range(3):
+        spec.learn(["cap zorvia"], ["belmar"])
+    directory = root / "agent-lora" / "specialist"
+    return directory, spec.save(directory), spec
+
+
+def test_a_lora_adapter_gives_signals_in_the_base_cores_tokenizer(
+    hf_base: Path, root: Path, lora_specialist: tuple[Path, str, Specialist]
+) -> None:
+    directory, sha, spec = lora_specialist
+    codec = load_codec(hf_base)
+    check = ClaimCheck(uri=directory.as_uri(), sha256=sha)
+    learnings = [_learning("cap zorvia", "belmar", check), _learning("add 12 30", "42", check, correction=False)]
+    teachers = AdapterTeachers(K, hf_base, [root])
+    examples, report = build_examples(learnings, codec, teachers=teachers)
+
+    assert report.kept == 2 and not report.skipped and not report.teacher_skipped
+    assert teachers.loaded == [directory.as_uri()]
+    by_prompt = {e.prompt: e for e in examples}
+    # The teacher is the core plus the adapter: the specialist's own top-k, in the base core's ids.
+    [mine] = spec.teacher_signals(["cap zorvia"], ["belmar"], ["correction"])
+    assert by_prompt["cap zorvia"].teacher_ids == mine.token_ids
+    assert all(len(e.teacher_ids or []) == len(codec.answer_ids(e.answer)) for e in examples)
+    filled = AdapterTeachers(K, hf_base, [root]).fill(learnings).learnings
+    assert all(lr.teacher is not None and lr.teacher.tokenizer == codec.fingerprint for lr in filled)
+
+
+def test_a_bad_lora_config_drops_only_the_signal(
+    hf_base: Path, root: Path, lora_specialist: tuple[Path, str, Specialist]
+) -> None:
+    good, sha, _ = lora_specialist
+    directory = root / "agent-lora-dora" / "specialist"
+    directory.mkdir(parents=True)
+    (directory / ADAPTER_WEIGHTS).write_bytes((good / ADAPTER_WEIGHTS).read_bytes())
+    config = json.loads((good / ADAPTER_CONFIG).read_text())
+    (directory / ADAPTER_CONFIG).write_text(json.dumps({**config, "use_dora": True}))
+    learning = _learning("cap zorvia", "belmar", ClaimCheck(uri=directory.as_uri(), sha256=sha))
+    examples, report = build_examples([learning], load_codec(hf_base), teachers=AdapterTeachers(K, hf_base, [root]))
+    assert [(e.prompt, e.teacher_ids) for e in examples] == [("cap zorvia", None)]
+    assert report.teacher_skipped == Counter({"adapter_bad_config": 1})
