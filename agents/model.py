@@ -6,12 +6,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from agents.codec import Codec, check_fits
-from agents.core_files import check_core_dir
+from agents.core_files import CoreDirError, check_core_dir
 from agents.tokenizer import MAX_POSITIONS, VOCAB_SIZE, ByteTokenizer
 
 if TYPE_CHECKING:
@@ -82,9 +82,24 @@ def load_core(directory: Path) -> PreTrainedModel:
 
     check_core_dir(directory)
     _quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(
-        directory, local_files_only=True, use_safetensors=True, trust_remote_code=False
+    loaded: Any = AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, use_safetensors=True, trust_remote_code=False, output_loading_info=True
     )
+    model, info = loaded
+    # transformers fills a tensor missing from the file with fresh random weights and only logs it: such a core
+    # would answer nonsense without an error, so it is refused.
+    problems = {
+        what: sorted(info.get(key) or [])
+        for key, what in (
+            ("missing_keys", "missing"),
+            ("unexpected_keys", "unexpected"),
+            ("mismatched_keys", "of the wrong shape"),
+        )
+        if info.get(key)
+    }
+    if problems:
+        listed = "; ".join(f"{what}: {', '.join(map(str, names[:5]))}" for what, names in problems.items())
+        raise CoreDirError(f"{directory}: its weights do not match its config.json ({listed})")
     model.eval()
     return model
 

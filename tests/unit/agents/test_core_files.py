@@ -180,3 +180,21 @@ def test_a_tokenizer_that_does_not_load_is_refused(core: Path) -> None:
 def test_the_check_does_not_follow_a_folder_symlink_into_a_loop(core: Path) -> None:
     os.symlink(".", core / "loop")
     check_core_dir(core)
+
+
+@pytest.mark.parametrize(("change", "says"), [("drop", "missing: lm_head.weight"), ("add", "unexpected: extra.weight")])
+def test_weights_that_do_not_match_the_config_are_refused_not_filled_at_random(
+    core: Path, change: str, says: str
+) -> None:
+    """transformers would give a missing tensor fresh random weights and only log it: the core would answer nonsense."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(core / "model.safetensors")
+    if change == "drop":
+        del weights["lm_head.weight"]
+    else:
+        weights["extra.weight"] = torch.zeros(2)
+    save_file(weights, core / "model.safetensors", metadata={"format": "pt"})
+
+    with pytest.raises(CoreDirError, match=says):
+        load_core(core)
