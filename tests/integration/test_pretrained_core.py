@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from agents.core_files import check_core_dir
-from agents.model import WEIGHTS_FILE, load_core
+from agents.model import WEIGHTS_FILE
 from hive.config import HiveSettings
 from hive.cores.pretrained import SMOLLM2, expected_source, is_prepared, package_file, prepare, prepared_dir
 
@@ -51,27 +53,42 @@ def test_the_weights_are_the_gguf_files_dequantised_exactly(prepared: Path) -> N
     assert torch.equal(stored, expected.reshape(stored.shape))
 
 
+# Loaded in a fresh process, as every process of the product loads its cores. Once, in a pytest process that had
+# run the rest of the suite first, transformers loaded this directory with lm_head untied (162,826,560
+# parameters, lm_head "MISSING"); alone it never did, and the cause is not found yet (noted on issue #11).
+# load_core now refuses a load with missing tensors instead of filling them at random.
+ANSWER = """
+import sys
+from pathlib import Path
+from transformers import AutoTokenizer
+from agents.model import load_core
+prepared = Path(sys.argv[1])
+model = load_core(prepared)
+print(type(model).__name__, sum(p.numel() for p in model.parameters()))
+tok = AutoTokenizer.from_pretrained(prepared, local_files_only=True)
+ids = tok("The capital of France is", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+print(repr(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)))
+chat = tok.apply_chat_template(
+    [{"role": "user", "content": "What is the capital of France?"}],
+    add_generation_prompt=True, return_tensors="pt", return_dict=True,
+)
+out = model.generate(**chat, max_new_tokens=10, do_sample=False)
+print(repr(tok.decode(out[0, chat["input_ids"].shape[1]:], skip_special_tokens=True)))
+"""
+
+
 def test_the_loaded_core_answers_greedily(prepared: Path) -> None:
-    from transformers import AutoTokenizer
-
-    model = load_core(prepared)
-    assert type(model).__name__ == "LlamaForCausalLM"
-    assert sum(p.numel() for p in model.parameters()) == 134_515_008
-    tok = AutoTokenizer.from_pretrained(prepared, local_files_only=True)
-
-    # A plain prompt: the base continuation.
-    ids = tok("The capital of France is", return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
-    plain = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    assert "Paris" in plain, plain
-
-    # The instruct model's chat template survived the conversion.
-    chat = tok.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
+    result = subprocess.run(
+        [sys.executable, "-c", ANSWER, str(prepared)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    out = model.generate(**chat, max_new_tokens=10, do_sample=False)
-    answer = tok.decode(out[0, chat["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    kind, plain, answer = result.stdout.strip().splitlines()[-3:]
+    assert kind == "LlamaForCausalLM 134515008"
+    # A plain prompt: the base continuation; and the instruct model's chat template survived the conversion.
+    assert "Paris" in plain, plain
     assert "Paris" in answer, answer
