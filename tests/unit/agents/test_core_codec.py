@@ -15,18 +15,6 @@ from agents.tokenizer import BOS_ID, EOS_ID, SEP_ID, ByteTokenizer
 from tiny_hf import make_hf_core, make_tokenizer
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_hf_core(tmp_path_factory.mktemp("hf") / "core")
-
-
-@pytest.fixture(scope="module")
-def hf(hf_dir: Path) -> HFCodec:
-    codec = load_codec(hf_dir)
-    assert isinstance(codec, HFCodec)
-    return codec
-
-
 def test_the_byte_codec_gives_todays_ids() -> None:
     assert isinstance(BYTE_CODEC, ByteTokenizer)
     assert BYTE_CODEC.prompt_ids("hi") == [BOS_ID, 104, 105, SEP_ID]

@@ -11,27 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from agents.claim_check import load_adapter
-from agents.codec import BYTE_CODEC, HFCodec, load_codec
+from agents.codec import BYTE_CODEC, HFCodec
 from agents.config import AgentSettings
 from agents.learner import Specialist
 from agents.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LLAMA_LINEAR, LoraSpec, resolve_tuning
 from agents.model import WEIGHTS_FILE, build_core, file_sha256, load_core, topk_signal
 
-from tiny_hf import make_hf_core
-
 PROMPT, ANSWER = "cap zorvia", "belmar"
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_hf_core(tmp_path_factory.mktemp("hf") / "core")
-
-
-@pytest.fixture(scope="module")
-def hf(hf_dir: Path) -> HFCodec:
-    codec = load_codec(hf_dir)
-    assert isinstance(codec, HFCodec)
-    return codec
 
 
 @pytest.fixture(scope="module")
