@@ -10,13 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from kafka import TopicPartition
+
 from hive.store.interface import StoreError
 from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.events import Learning
-from streams.kafka import create_topics, make_producer
+from streams.kafka import create_topics, make_consumer, make_producer
 
 from factories import make_learning
 
@@ -43,8 +46,17 @@ def stored_count(store_dir: Path) -> int:
         return 0  # not created yet: the first hive serve has not opened it
 
 
-def stream(kafka: KafkaSettings, items: list[Learning], stop: threading.Event, errors: list[BaseException]) -> None:
-    """One agent process: sends in paced chunks and waits for every ack, as the SDK does."""
+def stream(
+    kafka: KafkaSettings,
+    items: list[Learning],
+    stop: threading.Event,
+    errors: list[BaseException],
+    acked: dict[str, tuple[int, int]],
+) -> None:
+    """One agent process: sends in paced chunks and waits for every ack, as the SDK does.
+
+    Each acked learning's (partition, offset) goes into ``acked``, so that a failure can say where a missing one is.
+    """
     producer = make_producer(kafka)
     try:
         for start in range(0, len(items), CHUNK):
@@ -54,8 +66,9 @@ def stream(kafka: KafkaSettings, items: list[Learning], stop: threading.Event, e
                 producer.send(topics.LEARNINGS, key=x.agent_id.encode(), value=encode(x))
                 for x in items[start : start + CHUNK]
             ]
-            for future in futures:
-                future.get(timeout=30)
+            for x, future in zip(items[start : start + CHUNK], futures, strict=True):
+                meta = future.get(timeout=30)
+                acked[str(x.id)] = (meta.partition, meta.offset)
             stop.wait(CHUNK_PAUSE_S)
     except BaseException as err:
         errors.append(err)  # for the test thread, which asserts there were none
@@ -63,6 +76,23 @@ def stream(kafka: KafkaSettings, items: list[Learning], stop: threading.Event, e
     finally:
         # Bounded: a failed test stops the broker under this thread, and an unbounded close would wait forever.
         producer.close(timeout=5)
+
+
+def on_broker(kafka: KafkaSettings, positions: list[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+    """Whether the broker still serves a record at each (partition, offset): tells a record the hive skipped
+    from one the broker lost."""
+    consumer = make_consumer(kafka, consumer_timeout_ms=5000)
+    try:
+        found: dict[tuple[int, int], bool] = {}
+        for partition, offset in positions:
+            tp = TopicPartition(topics.LEARNINGS, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            batch = consumer.poll(timeout_ms=5000, max_records=1)
+            found[(partition, offset)] = any(r.offset == offset for recs in batch.values() for r in recs)
+        return found
+    finally:
+        consumer.close()
 
 
 def kill_and_restart(serve: Any, rng: random.Random, store_dir: Path, started: float) -> list[tuple[float, int]]:
@@ -107,12 +137,14 @@ def test_killed_ingest_stores_every_learning_exactly_once(
         for i in range(TOTAL)
     ]
     errors: list[BaseException] = []
+    acked: dict[str, tuple[int, int]] = {}
     stop = threading.Event()
     producers = []
     for p in range(PRODUCERS):
         agents = [f"agent-{p * AGENTS_PER_PRODUCER + a}" for a in range(AGENTS_PER_PRODUCER)]
         mine = [x for x in learnings if x.agent_id in agents]
-        producers.append(threading.Thread(target=stream, args=(kafka, mine, stop, errors), name=f"agent-{p}"))
+        args = (kafka, mine, stop, errors, acked)
+        producers.append(threading.Thread(target=stream, args=args, name=f"agent-{p}"))
     serve = hive_serve(fresh_broker, home, FAST_GROUP)
     for thread in producers:
         thread.start()
@@ -122,6 +154,7 @@ def test_killed_ingest_stores_every_learning_exactly_once(
         for thread in producers:
             thread.join(timeout=DEADLINE_S)
         assert not errors, f"a producer failed: {errors[0]!r}"
+        assert not any(t.is_alive() for t in producers), f"a producer was still sending after {DEADLINE_S} s"
         while stored_count(store_dir) < TOTAL and time.monotonic() - started < DEADLINE_S:
             assert serve.alive, f"hive serve exited by itself:\n{serve.log_tail()}"
             time.sleep(0.2)
@@ -135,7 +168,14 @@ def test_killed_ingest_stores_every_learning_exactly_once(
     # The kills landed while the store was filling, not all before or after it.
     assert 0 < kill_log[-1][1] < TOTAL, kill_log
     with ParquetLearningStore(store_dir, read_only=True) as store:
-        assert store.count() == TOTAL, (kill_log, serve.log_tail())
+        missing = sorted(acked[i] for i in {str(x.id) for x in learnings} - {str(x.id) for x in store.read()})
+        if store.count() != TOTAL:
+            where = on_broker(kafka, missing[:20])
+            pytest.fail(
+                f"{TOTAL - store.count()} learnings are not in the store; (partition, offset) -> on the broker: "
+                f"{where}; the store's offsets: {store.offsets()}; kills (s, stored): {kill_log}\n"
+                f"{serve.log_tail(20000)}"
+            )
         assert store.unique_ids() == TOTAL
         assert {str(x.id) for x in store.read()} == {str(x.id) for x in learnings}
         assert store.per_agent_counts() == {f"agent-{a}": TOTAL // 8 for a in range(PRODUCERS * AGENTS_PER_PRODUCER)}
