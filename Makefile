@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml tests/integration/kafkajs/package-lock.json
 	$(BIN)/pip install --quiet -e '.[test]'
 	# Build DeepSpeed's CPU shared-memory allreduce op once, here: every rank JIT-loads it, and a rank
 	# killed in the middle of that build (a test that kills a round) would leave a lock that hangs the rest.
-	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+	# In the directory distill.launch.launch_env gives the ranks: one per environment.
+	DS_ACCELERATOR=cpu TORCH_EXTENSIONS_DIR=$(CURDIR)/$(VENV)/torch_extensions $(BIN)/python -c "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
 	# The Node.js client the interop test publishes with (kafkajs, pinned by package-lock.json).
 	cd tests/integration/kafkajs && npm ci --no-audit --no-fund
 	# The dashboard's browser test drives Debian's chromium with Playwright; no browser is downloaded

@@ -124,6 +124,21 @@ def _kill_on(cancel: threading.Event, done: threading.Event, proc: subprocess.Po
             return
 
 
+def launch_env() -> dict[str, str]:
+    """The environment of the DeepSpeed launcher and its ranks: this one's, plus what a CPU job needs."""
+    env = dict(os.environ)
+    env["DS_ACCELERATOR"] = "cpu"
+    # Ranks print progress as it happens, not when a pipe buffer fills.
+    env["PYTHONUNBUFFERED"] = "1"
+    # DeepSpeed JIT-builds its CPU comm op under TORCH_EXTENSIONS_DIR, behind a lock file. The default is shared
+    # by every Python environment of the user, so two environments rebuild it in turn, and a build killed half-way
+    # leaves a lock that hangs every later job. One directory per environment confines both to that environment.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    # The ranks import distill.train; make that work whatever the caller's working directory.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def launch_job(
     manifest_path: Path | str,
     nproc: int | None = None,
@@ -148,12 +163,7 @@ def launch_job(
     master_port = free_port()
     command = build_command(manifest_path, nproc, master_port, params.ds_config_path())
 
-    env = dict(os.environ)
-    env["DS_ACCELERATOR"] = "cpu"
-    # Ranks print progress as it happens, not when a pipe buffer fills.
-    env["PYTHONUNBUFFERED"] = "1"
-    # The ranks import distill.train; make that work whatever the caller's working directory.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    env = launch_env()
 
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     timed_out = threading.Event()

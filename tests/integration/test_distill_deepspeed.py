@@ -23,9 +23,9 @@ from distill.checkpoint import COMMITTED
 from distill.data import UNUSABLE
 from distill.launch import (
     LOG_HEADER,
-    PROJECT_ROOT,
     DistillError,
     build_command,
+    launch_env,
     launch_job,
     parse_progress,
     remove_shm_buffers,
@@ -200,7 +200,7 @@ def test_a_killed_round_resumes_from_its_last_checkpoint(tmp_path: Path, first_r
     ckpt = tmp_path / "round" / "out" / "ckpt"
     port = free_port()
     command = build_command(manifest, 2, port, resolve_ds_config("zero2_cpu.yaml"))
-    env = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    env = launch_env()
     proc = subprocess.Popen(
         command,
         cwd=tmp_path,
