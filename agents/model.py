@@ -185,17 +185,25 @@ def generate(model: PreTrainedModel, prompts: list[str], codec: Codec, max_new_t
     was_training = model.training
     model.eval()
     steps = min(max_new_tokens, codec.max_positions - width)
+    # The prompt is encoded once; each new token then attends to the cached keys and values, so a step costs
+    # one position, not the whole row (5.5 s for 2 x 20 tokens of SmolLM2 without the cache).
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    past = None
+    step_ids = ids
     for _ in range(steps):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
-        nxt = logits.argmax(-1)
+        out = model(
+            input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+        )
+        past = out.past_key_values
+        nxt = out.logits[:, -1, :].argmax(-1)
         for i, t in enumerate(nxt.tolist()):
             if not done[i]:
                 produced[i].append(t)
         done |= torch.isin(nxt, stops)
         if bool(done.all()):
             break
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        step_ids = nxt[:, None]
+        positions = positions[:, -1:] + 1
         mask = torch.cat([mask, torch.ones_like(nxt)[:, None]], dim=1)
     model.train(was_training)
     return [codec.decode(p) for p in produced]

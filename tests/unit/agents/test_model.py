@@ -36,6 +36,27 @@ def test_greedy_decoding_does_not_depend_on_batch_padding() -> None:
     assert together == alone
 
 
+def _greedy_without_cache(model, prompt: str, steps: int) -> list[int]:
+    """The reference: re-encodes the whole row for every new token."""
+    ids = BYTE_CODEC.prompt_ids(prompt)
+    produced = []
+    for _ in range(steps):
+        nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+        produced.append(nxt)
+        if nxt in BYTE_CODEC.stop_ids:
+            break
+        ids.append(nxt)
+    return produced
+
+
+def test_cached_decoding_gives_the_tokens_of_decoding_from_scratch() -> None:
+    model = build_core(seed=4)
+    prompts = ["cap zorvia", "x", "a longer prompt than the others"]
+    with torch.no_grad():
+        expected = [BYTE_CODEC.decode(_greedy_without_cache(model, p, 12)) for p in prompts]
+    assert generate(model, prompts, BYTE_CODEC, max_new_tokens=12) == expected
+
+
 def test_teacher_signal_has_one_row_per_answer_byte_plus_eos() -> None:
     model = build_core(seed=1)
     [(ids, lps)] = topk_signal(model, ["add 1 2"], ["12"], k=5, codec=BYTE_CODEC)
