@@ -189,12 +189,11 @@ def generate(model: PreTrainedModel, prompts: list[str], codec: Codec, max_new_t
     # one position, not the whole row (5.5 s for 2 x 20 tokens of SmolLM2 without the cache).
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     past = None
+    cache = _cache_argument()
     step_ids = ids
     for _ in range(steps):
-        out = model(
-            input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
-        )
-        past = out.past_key_values
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache: past})
+        past = getattr(out, cache)
         nxt = out.logits[:, -1, :].argmax(-1)
         for i, t in enumerate(nxt.tolist()):
             if not done[i]:
@@ -207,6 +206,14 @@ def generate(model: PreTrainedModel, prompts: list[str], codec: Codec, max_new_t
         mask = torch.cat([mask, torch.ones_like(nxt)[:, None]], dim=1)
     model.train(was_training)
     return [codec.decode(p) for p in produced]
+
+
+def _cache_argument() -> str:
+    """The name of the KV cache in a causal LM's arguments and output: ``cache`` since transformers 5.2x,
+    ``past_key_values`` before (and deprecated, with a warning per call, after)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @torch.no_grad()
