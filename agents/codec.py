@@ -64,7 +64,8 @@ class HFCodec:
     """A Hugging Face fast tokenizer as a codec.
 
     With a chat template, a prompt is one user turn plus the assistant's opening
-    (``apply_chat_template(..., add_generation_prompt=True)``) and an answer is its text's tokens plus the
+    (``apply_chat_template(..., add_generation_prompt=True)``), after an empty system turn where that is shorter
+    than the template's default system prompt (see ``_opening``), and an answer is its text's tokens plus the
     token that ends the assistant's turn (``<|im_end|>`` for ChatML). Without one: ``BOS prompt`` and
     ``answer EOS``. Special-token text inside a prompt or answer is tokenized as text, so a task cannot
     end a turn early or open a new one.
@@ -80,6 +81,7 @@ class HFCodec:
             raise ValueError(f"{where}: max_positions must be at least 2, got {max_positions}")
         self.tokenizer = tokenizer
         self.chat = bool(tokenizer.chat_template)
+        self._opening = _opening(tokenizer) if self.chat else []
         eos = tokenizer.eos_token_id
         end = _end_of_turn(tokenizer, where) if self.chat else eos
         if end is None:
@@ -121,7 +123,7 @@ class HFCodec:
     def prompt_ids(self, prompt: str) -> list[int]:
         if self.chat:
             ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}],
+                [*self._opening, {"role": "user", "content": prompt}],
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=False,
@@ -147,6 +149,26 @@ class HFCodec:
     def _text_ids(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
         return [int(i) for i in ids]
+
+
+def _opening(tokenizer: PreTrainedTokenizerBase) -> list[dict[str, str]]:
+    """The turns before each task's user turn: an empty system turn where the template takes one and that is
+    shorter than what it writes without one, else none.
+
+    SmolLM2's template writes a 20-token default system prompt ("You are a helpful AI assistant named SmolLM...")
+    into every conversation without a system turn: more than half of each training row, carrying nothing about the
+    task. A template that refuses a system turn (it raises) or has no default keeps its own opening.
+    """
+    from jinja2 import TemplateError
+
+    user = {"role": "user", "content": "x"}
+    empty_system = {"role": "system", "content": ""}
+    try:
+        with_empty = str(tokenizer.apply_chat_template([empty_system, user], tokenize=False))
+    except TemplateError:
+        return []
+    without = str(tokenizer.apply_chat_template([user], tokenize=False))
+    return [empty_system] if len(with_empty) < len(without) else []
 
 
 def _end_of_turn(tokenizer: PreTrainedTokenizerBase, where: str) -> int:

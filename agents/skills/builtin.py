@@ -1,4 +1,8 @@
-"""Built-in skills: each one the tiny core learns in a few minutes on a 2-core CPU."""
+"""Built-in skills. capital, morse, add and mul are what the tiny core learns in a few minutes on a 2-core CPU;
+codes and zorbish are made up, so that a pretrained model (SmolLM2-135M) scores near 0 on them before it learns.
+
+``kind`` says what a held-out task tests: ``recall`` of a closed table, or ``generalize`` to tasks never seen.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class Capital:
     """Recall the capital of a made-up country from a fixed table: ``cap zorvia`` -> ``belmar``."""
 
     name: str = "capital"
+    kind: str = "recall"
     size: int = 40
     seed: int = 7
     table: dict[str, str] = field(init=False, compare=False, repr=False)
@@ -77,6 +82,7 @@ class Morse:
     """Spell one or two letters in Morse code, letters split by a space: ``morse ab`` -> ``.- -...``."""
 
     name: str = "morse"
+    kind: str = "generalize"
     max_len: int = 2
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
@@ -89,6 +95,7 @@ class Add:
     """Add two single digits: ``add 7 5`` -> ``12``."""
 
     name: str = "add"
+    kind: str = "generalize"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         a, b = rng.randint(0, 9), rng.randint(0, 9)
@@ -100,10 +107,83 @@ class Multiply:
     """Multiply two single digits: ``mul 7 5`` -> ``35``."""
 
     name: str = "mul"
+    kind: str = "generalize"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         a, b = rng.randint(0, 9), rng.randint(0, 9)
         return f"mul {a} {b}", str(a * b)
 
 
-BUILTIN_SKILLS: dict[str, object] = {skill.name: skill for skill in (Capital(), Morse(), Add(), Multiply())}
+CODE_LETTERS = "BCDFGHJKLMNPRSTVWXZ"
+
+
+def _code_table(size: int, seed: int) -> dict[str, str]:
+    """A fixed table of made-up product names and their codes; the same seed gives the same table."""
+    rng = random.Random(seed)
+    table: dict[str, str] = {}
+    while len(table) < size:
+        product = random_word(rng, 5, 8)
+        code = f"{rng.choice(CODE_LETTERS)}{rng.choice(CODE_LETTERS)}-{rng.randint(100, 999)}"
+        table.setdefault(product, code)
+    return table
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Recall a company's product code from a fixed table: ``product code of vantrel`` -> ``KX-482``."""
+
+    name: str = "codes"
+    kind: str = "recall"
+    size: int = 40
+    seed: int = 11
+    table: dict[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "table", _code_table(self.size, self.seed))
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        product = rng.choice(sorted(self.table))
+        return f"product code of {product}", self.table[product]
+
+
+ZORBISH_WORDS = (
+    "red blue green old new big small dog cat bird fish tree house stone runs sleeps eats sees jumps sings"
+).split()
+
+
+def _lexicon(seed: int) -> dict[str, str]:
+    """English word -> its made-up Zorbish word, one distinct word each; the same seed gives the same lexicon."""
+    rng = random.Random(seed)
+    lexicon: dict[str, str] = {}
+    taken: set[str] = set()
+    for word in ZORBISH_WORDS:
+        made = random_word(rng, 3, 4)
+        while made in taken or made in ZORBISH_WORDS:
+            made = random_word(rng, 3, 4)
+        taken.add(made)
+        lexicon[word] = made
+    return lexicon
+
+
+@dataclass(frozen=True)
+class Zorbish:
+    """Translate three English words into Zorbish, a made-up language of 20 words, word by word:
+    ``zorbish: red dog runs`` -> ``kel vom tas``. 8,000 phrases: a held-out phrase is mostly one never seen."""
+
+    name: str = "zorbish"
+    kind: str = "generalize"
+    words: int = 3
+    seed: int = 13
+    lexicon: dict[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lexicon", _lexicon(self.seed))
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        phrase = [rng.choice(ZORBISH_WORDS) for _ in range(self.words)]
+        return "zorbish: " + " ".join(phrase), " ".join(self.lexicon[w] for w in phrase)
+
+
+BUILTIN_SKILLS: dict[str, object] = {
+    skill.name: skill for skill in (Capital(), Morse(), Add(), Multiply(), Codes(), Zorbish())
+}

@@ -40,6 +40,38 @@ def test_prompt_ids_are_the_chat_templates(hf: HFCodec) -> None:
     )
 
 
+# SmolLM2's template: a default system prompt unless the conversation opens with a system turn.
+DEFAULT_SYSTEM = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant named Tiny<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+NO_SYSTEM = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_a_default_system_prompt_is_replaced_by_an_empty_system_turn() -> None:
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = DEFAULT_SYSTEM
+    text = tokenizer.decode(HFCodec(tokenizer).prompt_ids("cap zorvia"))
+    assert text == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\ncap zorvia<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("template", [NO_SYSTEM, None], ids=["refuses-system", "chatml-without-default"])
+def test_a_template_without_a_default_system_prompt_keeps_its_opening(template: str | None) -> None:
+    tokenizer = make_tokenizer()
+    if template is not None:
+        tokenizer.chat_template = template
+    text = tokenizer.decode(HFCodec(tokenizer).prompt_ids("cap zorvia"))
+    assert text.startswith("<|im_start|>user\ncap zorvia<|im_end|>")
+
+
 def test_answer_ids_end_with_the_end_of_turn_and_decode_stops_there(hf: HFCodec) -> None:
     im_end = hf.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert hf.end_id == im_end

@@ -7,8 +7,9 @@ import textwrap
 import pytest
 
 from agents.skills import BUILTIN_SKILLS, SkillLoadError, load_skill, load_skills, score_output
-from agents.skills.builtin import MORSE, Capital
+from agents.skills.builtin import MORSE, ZORBISH_WORDS, Capital, Codes, Zorbish
 from agents.skills.text import Double, Reverse, Shift, Upper
+from agents.tokenizer import MAX_POSITIONS
 
 ALL_SHIPPED = {**BUILTIN_SKILLS, **{s.name: s for s in (Reverse(), Upper(), Shift(), Double())}}
 
@@ -21,8 +22,10 @@ def test_shipped_skill_samples_are_deterministic_and_short(name: str) -> None:
     assert first == again
     for prompt, answer in first:
         assert prompt and answer
-        # BOS + prompt + SEP + answer + EOS must fit the tiny core's 64 positions with room to spare.
-        assert len(prompt.encode()) + len(answer.encode()) + 3 <= 40
+        # BOS + prompt + SEP + answer + EOS must fit the tiny core's positions, and the answer plus EOS the
+        # 16 tokens that evaluation decodes.
+        assert len(prompt.encode()) + len(answer.encode()) + 3 <= MAX_POSITIONS
+        assert len(answer.encode()) + 1 <= 16
 
 
 def test_at_least_four_builtin_skills() -> None:
@@ -49,6 +52,29 @@ def test_shipped_answers_are_correct(name: str, check) -> None:
     for _ in range(50):
         prompt, answer = ALL_SHIPPED[name].sample(rng)
         assert check(prompt, answer), (prompt, answer)
+
+
+def test_codes_and_zorbish_are_fixed_by_their_seeds_and_consistent() -> None:
+    assert Codes().table == Codes().table and Codes(seed=12).table != Codes().table
+    assert len(Codes().table) == 40
+    zorbish = Zorbish()
+    assert len(set(zorbish.lexicon.values())) == len(ZORBISH_WORDS) == 20  # one made-up word per English word
+    rng = random.Random(0)
+    for _ in range(50):
+        prompt, answer = zorbish.sample(rng)
+        english = prompt.removeprefix("zorbish: ").split()
+        assert answer.split() == [zorbish.lexicon[w] for w in english]
+
+
+def test_every_builtin_skill_says_what_its_held_out_tasks_test() -> None:
+    assert {name: skill.kind for name, skill in BUILTIN_SKILLS.items()} == {
+        "capital": "recall",
+        "codes": "recall",
+        "morse": "generalize",
+        "add": "generalize",
+        "mul": "generalize",
+        "zorbish": "generalize",
+    }
 
 
 def test_capital_table_is_fixed_by_its_seed() -> None:
