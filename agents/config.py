@@ -33,12 +33,12 @@ class AgentSettings(BaseSettings):
     tuning: Tuning = "auto"
     # The LoRA adapter: rank, alpha (the update is scaled by alpha / r), dropout, the linear layers it adapts (as
     # a JSON list in HIVE_AGENT_LORA_TARGETS; default every linear layer of a Llama block) and its learning rate.
-    # SmolLM2-135M, r=16 on every linear layer: a 20-entry table of made-up facts learned within 40 steps at 2e-3.
+    # SmolLM2-135M, r=16 on every linear layer at 2e-3 and batch 8: 40 made-up capitals, 0.00 -> 0.95 in 75 steps.
     lora_r: int = Field(default=16, ge=1, le=MAX_LORA_R)
     lora_alpha: int = Field(default=32, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     lora_targets: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR), min_length=1)
-    lora_lr: float = Field(default=1e-3, gt=0)
+    lora_lr: float = Field(default=2e-3, gt=0)
     # How many on-the-job learning steps before the agent only serves and waits for a new core.
     learn_steps: int = 300
     # Learnings published per step: a sample of the batch, so the stream stays proportionate.

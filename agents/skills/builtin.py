@@ -146,9 +146,28 @@ class Codes:
         return f"product code of {product}", self.table[product]
 
 
-ZORBISH_WORDS = (
-    "red blue green old new big small dog cat bird fish tree house stone runs sleeps eats sees jumps sings"
-).split()
+ZORBISH_WORDS = [
+    "red",
+    "blue",
+    "green",
+    "old",
+    "new",
+    "big",
+    "small",
+    "dog",
+    "cat",
+    "bird",
+    "fish",
+    "tree",
+    "house",
+    "stone",
+    "runs",
+    "sleeps",
+    "eats",
+    "sees",
+    "jumps",
+    "sings",
+]
 
 
 def _lexicon(seed: int) -> dict[str, str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -84,11 +86,19 @@ def _table(report: dict) -> Table:
 
 
 def demo(
-    agents_skills: str = typer.Option(
-        "capital,morse,add", "--skills", help="One agent per skill, comma-separated: built-in names or module:attr."
+    model: str | None = typer.Option(
+        None,
+        help="Core v0: tiny, smollm2-135m (after `hive model prepare smollm2-135m`) or a local model directory. "
+        "Default: HIVE_MODEL__PATH, else tiny.",
     ),
-    learn_steps: int = typer.Option(300, help="On-the-job learning steps per agent."),
-    distill_steps: int = typer.Option(600, help="Distillation steps in the round."),
+    agents_skills: str | None = typer.Option(
+        None,
+        "--skills",
+        help="One agent per skill, comma-separated: built-in names or module:attr. "
+        "Default: capital,morse,add on tiny; capital,codes,zorbish on a pretrained model.",
+    ),
+    learn_steps: int | None = typer.Option(None, min=1, help="On-the-job steps per agent (300; 80 pretrained)."),
+    distill_steps: int | None = typer.Option(None, min=1, help="Distill steps in the round (600; 120 pretrained)."),
     reset: bool = typer.Option(False, help="Delete HIVE_HOME first even if the demo did not make it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
@@ -105,14 +115,18 @@ def demo(
     # harmless here, and it would scroll the progress bars away.
     logging.getLogger("kafka").setLevel(logging.ERROR)
     console = Console(stderr=True)
-    plan = DemoPlan(
-        skills=[s for s in agents_skills.split(",") if s], learn_steps=learn_steps, distill_steps=distill_steps
-    )
     settings = HiveSettings()
+    plan = DemoPlan.for_model(model or settings.model.path)
+    overrides: dict[str, Any] = {
+        "skills": [s for s in agents_skills.split(",") if s] if agents_skills is not None else None,
+        "learn_steps": learn_steps,
+        "distill_steps": distill_steps,
+    }
+    plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        # Core v0 is built from HIVE_MODEL__PATH: a model not prepared, or one refused, is a setting, said
+        # Core v0 is built from the plan's model: a model not prepared, or one refused, is a setting, said
         # before the broker and the agents start.
-        core_source(settings.model.path, settings.model_cache_dir)
+        core_source(plan.model, settings.model_cache_dir)
         with _stdout_to_stderr():
             report = run_demo(settings, plan, ConsoleReporter(console), reset=reset)
     except DemoError as err:

@@ -45,6 +45,7 @@ def test_small_demo_spreads_every_skill_to_every_agent(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report == json.loads((home / "demo" / "report.json").read_text())
     assert report["core_version"] == 1
+    assert report["model"] == "tiny"
     assert [a["id"] for a in report["agents"]] == ["agent-1", "agent-2", "agent-3"]
     for agent in report["agents"]:
         assert agent["core_version"] == report["core_version"], agent
