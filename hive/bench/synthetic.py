@@ -18,6 +18,12 @@ from streams.signing import signed
 
 Payload = tuple[bytes, bytes]  # (key, value), as an agent's publisher sends them
 AGENTS = 8
+# Logit elements one forward pass of ``core_teacher_signals`` may hold (256 MB in fp32, twice that with the
+# log-softmax): rows x positions x vocabulary. 128 rows of the tiny core's 260 tokens fit many times over; a
+# 49,152-token vocabulary (SmolLM2) allows about 20 rows of 64 positions.
+SIGNAL_LOGITS_BUDGET = 2**26
+SIGNAL_POSITIONS_PER_ROW = 64
+SIGNAL_MAX_CHUNK = 128
 
 
 def agent_key(agent_id: str) -> bytes:
@@ -83,10 +89,34 @@ def core_signals(
 ) -> Iterator[tuple[list[list[int]], list[list[float]]]]:
     """A core's top-k ``(token_ids, logprobs)`` along each answer, ``chunk`` examples per forward pass.
 
-    ``codec`` is the core's; the byte default is the tiny core's, which every bench here builds."""
+    ``codec`` is the core's; the byte default is the tiny core's (``core_teacher_signals`` takes any core's)."""
     # Imported here: agents.model loads torch, which the ingest bench has no use for.
     from agents.model import topk_signal
 
     for start in range(0, len(prompts), chunk):
         prompt_chunk, answer_chunk = list(prompts[start : start + chunk]), list(answers[start : start + chunk])
         yield from topk_signal(core, prompt_chunk, answer_chunk, k, codec)
+
+
+def signal_chunk(codec: Codec) -> int:
+    """How many examples one forward pass of ``core_teacher_signals`` takes for a core of ``codec``'s vocabulary."""
+    fits = SIGNAL_LOGITS_BUDGET // (SIGNAL_POSITIONS_PER_ROW * codec.vocab_size)
+    return max(1, min(SIGNAL_MAX_CHUNK, fits))
+
+
+def signal_tokenizer(codec: Codec) -> str | None:
+    """What a teacher signal in ``codec``'s ids names as its tokenizer: None for the byte codec (the events'
+    default), its fingerprint for any other, so that the distill job keeps the signal only for a core of the same
+    tokenizer."""
+    return None if codec.fingerprint == BYTE_CODEC.fingerprint else codec.fingerprint
+
+
+def core_teacher_signals(
+    core: Any, codec: Codec, prompts: Sequence[str], answers: Sequence[str], k: int
+) -> Iterator[TeacherSignal]:
+    """The core's top-k teacher signal along each answer, in ``codec``'s ids and naming its tokenizer.
+
+    ``codec`` MUST be the core's own (``agents.codec.load_codec`` of its directory)."""
+    tokenizer = signal_tokenizer(codec)
+    for ids, lps in core_signals(core, prompts, answers, k, chunk=signal_chunk(codec), codec=codec):
+        yield TeacherSignal(k=k, token_ids=ids, logprobs=lps, tokenizer=tokenizer)

@@ -24,27 +24,49 @@ app = typer.Typer(help="Measure the hive's throughput; each command writes a JSO
 @app.command("distill")
 def distill(
     json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON."),
-    steps: int = typer.Option(200, min=1, help="Training steps in each arm."),
+    model: str = typer.Option(
+        "tiny",
+        help="The model both arms train: tiny, smollm2-135m (after `hive model prepare smollm2-135m`) or a local "
+        "core directory, resolved as HIVE_MODEL__PATH is.",
+    ),
+    steps: int | None = typer.Option(None, min=1, help="Training steps in each arm [default: 200 on tiny, else 30]."),
     nproc: int = typer.Option(2, min=1, help="DeepSpeed ranks; the plain loop gets as many torch threads."),
-    batch_size: int = typer.Option(64, min=1, help="Global batch size in both arms."),
+    batch_size: int | None = typer.Option(
+        None, min=1, help="Global batch size in both arms [default: 64 on tiny, else 8]."
+    ),
+    lr: float | None = typer.Option(None, help="Peak learning rate in both arms [default: 3e-3 on tiny, else 3e-5]."),
     ds_config: str = typer.Option("zero2_cpu.yaml", help="DeepSpeed config: a file, or a name under distill/configs/."),
     plain_threads: int | None = typer.Option(None, help="Torch threads of the plain loop [default: --nproc]."),
 ) -> None:
-    """DeepSpeed's distill step against a plain PyTorch loop: same model, data, loss and schedule; tokens/s."""
+    """DeepSpeed's distill step against a plain PyTorch loop: same model, data, loss and schedule; tokens/s and the
+    fraction of this CPU's peak matmul FLOP/s that each reaches."""
     # Imported here so that `hive --help` stays fast: the bench loads torch and transformers.
+    from agents.core_files import CoreDirError
     from hive.bench.distill_bench import BenchError, DistillBenchPlan, run_distill_bench, summary_line
     from hive.config import HiveSettings
+    from hive.cores.pretrained import ModelSourceError
 
     try:
-        plan = DistillBenchPlan(
-            steps=steps, nproc=nproc, batch_size=batch_size, ds_config=ds_config, plain_threads=plain_threads
+        plan = DistillBenchPlan.for_model(
+            model,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            nproc=nproc,
+            ds_config=ds_config,
+            plain_threads=plain_threads,
         )
     except ValueError as err:
         typer.echo(f"invalid benchmark: {err}", err=True)
         raise typer.Exit(2) from err
-    directory = HiveSettings().home / "bench" / "distill"
+    settings = HiveSettings()
+    directory = settings.home / "bench" / "distill"
+    say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:
-        report = run_distill_bench(directory, plan, lambda message: typer.echo(message, err=True))
+        report = run_distill_bench(directory, plan, say, settings.model_cache_dir)
+    except (ModelSourceError, CoreDirError) as err:
+        typer.echo(f"invalid --model: {err}", err=True)
+        raise typer.Exit(2) from err
     except BenchError as err:
         typer.echo(f"bench failed: {err}", err=True)
         raise typer.Exit(1) from err

@@ -1,16 +1,33 @@
-"""The benchmarks' shared synthetic learnings and machine report: seeded, signed when asked, one signal per answer."""
+"""The benchmarks' shared synthetic learnings and machine report: seeded, signed when asked, one signal per answer
+in the core's own tokens, and the CPU's peak matmul rate."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 
-from agents.model import build_core
-from hive.bench.machine import load_1m, machine_info, package_version
-from hive.bench.synthetic import agent_key, core_signals, learning_id, payload, synthetic_learning
+import pytest
+import torch
+
+from agents.codec import BYTE_CODEC, load_codec
+from agents.model import build_core, load_core
+from hive.bench.machine import load_1m, machine_info, matmul_flops, package_version, peak_matmul
+from hive.bench.synthetic import (
+    SIGNAL_MAX_CHUNK,
+    agent_key,
+    core_signals,
+    core_teacher_signals,
+    learning_id,
+    payload,
+    signal_chunk,
+    synthetic_learning,
+)
 from streams.codec import decode
 from streams.events import Feedback, Learning
 from streams.signing import verify
+
+from tiny_hf import make_hf_core
 
 WHEN = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -58,3 +75,60 @@ def test_the_machine_report_names_the_versions_that_set_the_speed() -> None:
     assert package_version("no-such-package-at-all") is None
     load = load_1m()
     assert load is None or load >= 0
+
+
+def test_teacher_signals_are_in_the_cores_codec_and_name_its_tokenizer(tmp_path: Path) -> None:
+    directory = make_hf_core(tmp_path / "hf-core")
+    core, codec = load_core(directory), load_codec(directory)
+    prompts, answers = ["the capital of zorvia?", "add 12 30"], ["belmar", "42"]
+    signals = list(core_teacher_signals(core, codec, prompts, answers, k=4))
+    assert [s.tokenizer for s in signals] == [codec.fingerprint] * 2
+    for answer, signal in zip(answers, signals, strict=True):
+        # The BPE's positions, not one per byte: "belmar" is fewer tokens than bytes in this tokenizer.
+        assert len(signal.token_ids) == len(codec.answer_ids(answer))
+        assert all(0 <= i < codec.vocab_size for row in signal.token_ids for i in row)
+    assert len(signals[0].token_ids) != len(answers[0]) + 1
+    tiny = list(core_teacher_signals(build_core(seed=0), BYTE_CODEC, ["1+1="], ["2"], k=3))
+    assert tiny[0].tokenizer is None, "None names the byte tokenizer in a teacher signal"
+
+
+def test_a_large_vocabulary_takes_fewer_examples_per_forward_pass() -> None:
+    class Vocab:
+        def __init__(self, size: int) -> None:
+            self.vocab_size = size
+
+    assert signal_chunk(BYTE_CODEC) == SIGNAL_MAX_CHUNK
+    smollm2 = signal_chunk(Vocab(49_152))  # type: ignore[arg-type]
+    assert 1 < smollm2 < SIGNAL_MAX_CHUNK
+    assert signal_chunk(Vocab(10**9)) == 1  # type: ignore[arg-type]
+
+
+def test_a_matmul_of_n_square_matrices_is_2n3_flops() -> None:
+    assert matmul_flops(1) == 2
+    assert matmul_flops(2048) == 17_179_869_184
+
+
+def test_the_peak_is_the_median_of_the_timed_runs_on_the_threads_asked_for() -> None:
+    before = torch.get_num_threads()
+    asked = before + 1
+    threads_seen: list[int] = []
+    # Three timed runs of 1 s, 3 s and 2 s; a warm-up run that read the clock would exhaust it.
+    ticks = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])
+
+    def clock() -> float:
+        threads_seen.append(torch.get_num_threads())
+        return next(ticks)
+
+    peak = peak_matmul(asked, size=8, warmup=2, repeats=3, clock=clock)
+    assert peak["median_s"] == 2.0
+    assert peak["flops_per_s"] == matmul_flops(8) / 2.0
+    assert (peak["threads"], peak["dtype"], peak["size"]) == (asked, "float32", 8)
+    assert set(threads_seen) == {asked}
+    assert torch.get_num_threads() == before, "the caller's thread count is restored"
+
+
+def test_a_peak_needs_at_least_one_thread_and_one_run() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        peak_matmul(0)
+    with pytest.raises(ValueError, match="positive"):
+        peak_matmul(1, repeats=0)
