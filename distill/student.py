@@ -20,11 +20,13 @@ def load_student(manifest: Manifest, codec: Codec) -> PreTrainedModel:
     """The round's base core in train mode: as it is for ``tuning="full"``, wrapped in a fresh PEFT LoRA adapter
     for ``tuning="lora"``, where only the adapter's parameters are trainable and the frozen base stays inside.
 
-    Raises ValueError for ``lora`` on the tiny byte core, which learns only by full fine-tuning.
+    Raises ValueError for ``lora`` on the tiny byte core, which learns only by full fine-tuning, and for a LoRA
+    target that is tied to the input embeddings.
     """
     params = manifest.distill
     core = load_core(manifest.base_core)
     if resolve_tuning(params.tuning, codec) == "lora":
+        check_untied_targets(core, params.lora_targets)
         # PEFT draws lora_A at random from torch's global generator, whose state depends on what the process did
         # before; seeded here, every rank, every run and the plain loop start from the same adapter (an unseeded
         # one made ZeRO-2 and ZeRO-3 runs of the same round diverge after two steps). The global generator is left
@@ -35,6 +37,23 @@ def load_student(manifest: Manifest, codec: Codec) -> PreTrainedModel:
             core = wrap(core, params.lora_spec())
     core.train()
     return core
+
+
+def check_untied_targets(core: Any, targets: list[str]) -> None:
+    """Raises ValueError when a LoRA target is the output layer of a core that ties it to the input embeddings
+    (SmolLM2 does): merging an adapter there would change the embeddings as well, and the released core would
+    not be the model that was trained."""
+    output, embeddings = core.get_output_embeddings(), core.get_input_embeddings()
+    if output is None or embeddings is None or output.weight is not embeddings.weight:
+        return
+    names = [name for name, module in core.named_modules() if module is output]
+    tied = [target for target in targets if any(name == target or name.endswith("." + target) for name in names)]
+    if tied:
+        raise ValueError(
+            f"LoRA target {tied[0]!r} is this core's output layer, tied to its input embeddings "
+            "(tie_word_embeddings); merging an adapter into it would change the embeddings too: leave it out of "
+            "lora_targets"
+        )
 
 
 def trainable_parameters(student: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -209,3 +209,34 @@ def test_a_checkpoint_of_one_tuning_is_never_resumed_by_the_other(tmp_path: Path
     (tmp_path / FINGERPRINT).write_text(json.dumps(full))
     reason = stale_checkpoint(tmp_path, lora)
     assert reason is not None and "tuning" in reason
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HF core whose output layer shares the input embeddings' weight, as SmolLM2's does."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = make_hf_core(tmp_path_factory.mktemp("hf") / "tied")
+    config = LlamaConfig.from_pretrained(directory)
+    config.tie_word_embeddings = True
+    torch.manual_seed(0)
+    save_core(LlamaForCausalLM(config), directory)
+    return directory
+
+
+def test_a_core_with_tied_embeddings_is_merged_into_a_core_that_still_ties_them(tmp_path: Path, tied: Path) -> None:
+    student = _lora_student(tied)
+    _move_adapter(student)
+    student.eval()
+    expected = _logits(student, tied)
+    save_student(Engine(student), tmp_path / "core", rank=0, base_core=tied)
+    released = load_core(tmp_path / "core")
+    assert released.get_output_embeddings().weight is released.get_input_embeddings().weight
+    assert torch.allclose(_logits(released, tied), expected, atol=1e-5)
+
+
+def test_an_adapter_on_a_tied_output_layer_is_refused(tied: Path, base: Path) -> None:
+    with pytest.raises(ValueError, match="'lm_head' is this core's output layer, tied to its input embeddings"):
+        _lora_student(tied, lora_targets=["q_proj", "lm_head"])
+    # Untied, the output layer is a linear layer like any other.
+    assert is_lora(_lora_student(base, lora_targets=["lm_head"]))
