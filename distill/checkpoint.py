@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,7 +16,11 @@ from agents.codec import copy_tokenizer
 from agents.model import WEIGHTS_FILE, file_sha256, save_core
 from distill.data import Data
 from distill.manifest import Manifest
+from distill.student import is_lora
 from streams import durable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Names the last checkpoint every rank finished writing (see save_checkpoint).
 COMMITTED = "committed"
@@ -23,8 +29,9 @@ FINGERPRINT = "fingerprint.json"
 
 
 def run_fingerprint(manifest: Manifest, data: Data, ds_config: str, world_size: int) -> dict[str, Any]:
-    """What makes a checkpoint this run's: the learnings' and replay's ids in order, the distill parameters,
-    the adapter settings, the DeepSpeed config, the world size and the base core's sha256.
+    """What makes a checkpoint this run's: the learnings' and replay's ids in order, the distill parameters
+    (the tuning, full or LoRA, named apart as well), the adapter settings, the DeepSpeed config, the world size
+    and the base core's sha256.
 
     A checkpoint from a run with any other fingerprint is not resumed (see ``stale_checkpoint``).
     """
@@ -33,6 +40,9 @@ def run_fingerprint(manifest: Manifest, data: Data, ds_config: str, world_size: 
         "replay_ids_sha256": hashlib.sha256("\n".join(data.replay_ids).encode()).hexdigest(),
         # The timeout only bounds the run; it changes nothing it computes.
         "distill": manifest.distill.model_dump(mode="json", exclude={"timeout_s", "ds_config"}),
+        # Also inside "distill"; named apart so that a discarded checkpoint of the other arm says why. A full-arm
+        # checkpoint holds no adapter and a LoRA one no trained base weights: neither can resume the other.
+        "tuning": manifest.distill.tuning,
         "ds_config": ds_config,
         "adapters": manifest.adapters.model_dump(mode="json"),
         "world_size": world_size,
@@ -71,18 +81,43 @@ def gathered_state_dict(engine) -> dict[str, torch.Tensor]:
 
 
 def save_student(engine, directory: Path, rank: int, base_core: Path) -> str | None:
-    """Saves the student as a plain core (no DeepSpeed wrappers), with ``base_core``'s tokenizer, on rank 0;
-    returns its sha256 there."""
+    """Saves the student as a plain core (no DeepSpeed or PEFT wrappers), with ``base_core``'s tokenizer, on rank
+    0; returns its sha256 there. Every rank must call this (under ZeRO-3 it gathers).
+
+    A LoRA student is saved with its adapter merged into the base weights: the released core is always a complete
+    transformers model, never an adapter.
+    """
     state = gathered_state_dict(engine)
     if rank != 0:
         return None
-    module = engine.module
-    clean = type(module)(module.config)
-    clean.load_state_dict(state)
+    clean = plain_model(engine.module, state)
     clean.eval()
     sha = save_core(clean, directory)
     copy_tokenizer(base_core, directory)
     return sha
+
+
+def plain_model(module: Any, state: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """A new plain transformers model of ``module``'s kind holding ``state`` (``module``'s gathered weights).
+
+    For a LoRA student (a PEFT model) that is its base model with the adapter merged in by PEFT's
+    ``merge_and_unload``; ``state`` then has PEFT's keys (``base_model.model.…base_layer.weight``, ``…lora_A…``),
+    so it is loaded into a fresh PEFT model of the same adapter config first. ``module`` is left as it was.
+    """
+    if not is_lora(module):
+        clean: Any = type(module)(module.config)
+        clean.load_state_dict(state)
+        return clean
+    from peft import get_peft_model
+
+    base = module.get_base_model()
+    adapter = copy.deepcopy(module.peft_config[module.active_adapter])
+    with warnings.catch_warnings():
+        # PEFT (0.21) asks transformers (5.x) a deprecated question on every wrap (as in agents.lora.wrap).
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        fresh = get_peft_model(type(base)(base.config), adapter)
+    fresh.load_state_dict(state)
+    return fresh.merge_and_unload()
 
 
 def save_checkpoint(
@@ -92,9 +127,14 @@ def save_checkpoint(
 
     DeepSpeed's own ``latest`` is written by rank 0 before the closing barrier, so a kill can leave it naming a
     checkpoint another rank never finished. ``committed`` is written after that barrier, when all shards exist.
+
+    A LoRA student's checkpoint holds its adapter and optimizer state only: its frozen base is the round's base
+    core, which the fingerprint pins by sha256 and ``resume`` finds already loaded.
     """
     tag = f"global_step{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+    engine.save_checkpoint(
+        str(ckpt_dir), tag=tag, client_state=client_state, exclude_frozen_parameters=is_lora(engine.module)
+    )
     if rank == 0:
         # The fingerprint first: a committed checkpoint always says which run it belongs to.
         durable.write_text(ckpt_dir / FINGERPRINT, json.dumps(fingerprint, sort_keys=True))
@@ -118,8 +158,10 @@ def resume(engine, ckpt_dir: Path, fingerprint: dict[str, Any], rank: int) -> di
             shutil.rmtree(ckpt_dir)
         torch.distributed.barrier()
         return None
-    # Every rank loads its own shard; the client state carries the step and the history so far.
-    _, client = engine.load_checkpoint(str(ckpt_dir), tag=(ckpt_dir / COMMITTED).read_text().strip())
+    # Every rank loads its own shard; the client state carries the step and the history so far. A LoRA
+    # checkpoint lacks the frozen base's weights (see save_checkpoint), so its module is loaded non-strictly.
+    tag = (ckpt_dir / COMMITTED).read_text().strip()
+    _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_module_strict=not is_lora(engine.module))
     if client is not None and rank == 0:
         print(f"distill: resumed from {ckpt_dir} at step {client['step']}", flush=True)
     return client

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.lora import LLAMA_LINEAR, MAX_LORA_R, LoraSpec
 from streams import durable
 from streams.events import STORED, Learning
 
@@ -51,6 +53,23 @@ class DistillParams(BaseModel):
     timeout_s: int = Field(default=900, ge=1)
     # Steps between checkpoints: a round that a crash or a restart interrupted resumes from the last one.
     checkpoint_every: int = Field(default=100, ge=0)
+    # How the student learns: "full" tunes every weight of the core; "lora" trains a LoRA adapter on the frozen
+    # core (rank lora_r, update scaled by lora_alpha / lora_r, on the linear layers lora_targets) and merges it
+    # into the released core, which is a complete model either way. "lora" needs a core with its own tokenizer
+    # (a pretrained model), as an agent's LoRA does (agents.lora.resolve_tuning).
+    tuning: Literal["full", "lora"] = "full"
+    lora_r: int = Field(default=16, ge=1, le=MAX_LORA_R)
+    lora_alpha: int = Field(default=32, gt=0)
+    lora_targets: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR), min_length=1)
+
+    @model_validator(mode="after")
+    def _lora_is_valid(self) -> DistillParams:
+        self.lora_spec()  # the checks an agent's LoRA settings get, when the settings are read
+        return self
+
+    def lora_spec(self) -> LoraSpec:
+        """The student's LoRA settings as ``agents.lora.wrap`` takes them (used only when ``tuning`` is lora)."""
+        return LoraSpec(r=self.lora_r, alpha=self.lora_alpha, targets=tuple(self.lora_targets))
 
     def ds_config_path(self) -> Path:
         """The DeepSpeed config: a path as given if it exists, else a file name under distill/configs/."""

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from agents.model import load_core
 from distill.data import load_data
 from distill.dataset import BalancedSampler
 from distill.manifest import Manifest, load_manifest, resolve_ds_config
 from distill.report import write_json
-from distill.step import load_previous_core, train_step
+from distill.step import train_step
+from distill.student import load_previous_core, load_student, trainable_parameters
 from distill.train import load_ds_config
 
 # The keys of a DeepSpeed optimizer section that select an implementation rather than being AdamW arguments.
@@ -110,7 +110,8 @@ class PlainEngine:
         kwargs = {k: v for k, v in section.get("params", {}).items() if k not in DS_ONLY_OPTIMIZER_KEYS}
         if "betas" in kwargs:
             kwargs["betas"] = tuple(kwargs["betas"])
-        optimizer = torch.optim.AdamW(module.parameters(), **kwargs)
+        # Only what trains: a LoRA student's frozen base is not the optimizer's, as in distill.train.
+        optimizer = torch.optim.AdamW(trainable_parameters(module), **kwargs)
         scheduler = None
         sched = config.get("scheduler")
         if sched is not None:
@@ -129,7 +130,7 @@ class PlainEngine:
 
     def step(self) -> None:
         if self.gradient_clipping > 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.gradient_clipping)
+            torch.nn.utils.clip_grad_norm_(trainable_parameters(self.module), self.gradient_clipping)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -157,9 +158,8 @@ def train_plain(manifest: Manifest, threads: int, ds_config: Path | str | None =
     data.sampler = AllRanks(data.sampler, ranks)
     if data.replay_sampler is not None:
         data.replay_sampler = AllRanks(data.replay_sampler, ranks)
-    student = load_core(manifest.base_core)
-    student.train()
-    previous = load_previous_core(manifest, data)
+    student = load_student(manifest, data.codec)
+    previous = load_previous_core(manifest, data, student)
     engine = PlainEngine.from_ds_config(student, config)
 
     losses: list[float] = []

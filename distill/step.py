@@ -1,4 +1,4 @@
-"""One optimizer step of the distill job, its loss averaged over ranks, and the core retention pulls towards."""
+"""One optimizer step of the distill job and its loss averaged over ranks."""
 
 from __future__ import annotations
 
@@ -6,30 +6,21 @@ from typing import Any
 
 import torch
 
-from agents.model import Batch, answer_logits, load_core
+from agents.model import Batch, answer_logits
 from distill.data import Data
 from distill.dataset import Example, collate
 from distill.losses import distill_loss
-from distill.manifest import DistillParams, Manifest
+from distill.manifest import DistillParams
 
 LOSS_PARTS = ("total", "kd", "ce", "retention")
-
-
-def load_previous_core(manifest: Manifest, data: Data):
-    """The frozen previous core that retention pulls towards, or None when the round has no retention."""
-    if data.replay_sampler is None or manifest.distill.retention_weight <= 0:
-        return None
-    previous = load_core(manifest.base_core)
-    previous.eval()  # the teacher runs in eval() under no_grad
-    previous.requires_grad_(False)
-    return previous
 
 
 def train_step(engine, previous, data: Data, params: DistillParams, step: int, micro: int) -> tuple[dict, int]:
     """One optimizer step on this rank's micro batch; returns the loss parts and the tokens it trained on.
 
     New and replay rows share one forward pass and one KD and one CE mean, per position; the replay rows
-    alone also carry the retention KL to the previous core.
+    alone also carry the retention KL to ``previous`` (``distill.student.load_previous_core``: a frozen copy
+    of the previous core, or the LoRA student itself with its adapter off), or to nothing when it is None.
     """
     examples = [data.examples[i] for i in data.sampler.batch(step, micro)]
     replay: list[Example] = []

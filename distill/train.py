@@ -22,7 +22,8 @@ from distill.checkpoint import resume, run_fingerprint, save_checkpoint, save_st
 from distill.data import Data, load_data
 from distill.manifest import DistillParams, Manifest, load_manifest, resolve_ds_config
 from distill.report import close_run, open_run
-from distill.step import global_mean, load_previous_core, train_step
+from distill.step import global_mean, train_step
+from distill.student import AdapterOff, load_previous_core, load_student, trainable_parameters
 from distill.tracking import Tracker
 
 PROGRESS_EVERY = 10
@@ -69,11 +70,12 @@ class Job:
     ds_config: str  # the DeepSpeed config's file name
     data: Data
     engine: Any
-    previous: Any  # the frozen previous core that retention pulls towards, or None
+    previous: Any  # what retention pulls towards (distill.student.load_previous_core), or None
     rank: int
     world_size: int
     micro: int  # this rank's examples per step
     tracker: Tracker
+    trainable: int  # the parameters the optimizer steps: the whole core, or a LoRA student's adapter
 
 
 @dataclass
@@ -119,15 +121,19 @@ def setup(args: argparse.Namespace) -> Job:
     ds_config = load_ds_config(ds_path, manifest.distill, world_size)
     data = load_data(manifest, rank)
 
-    student = load_core(manifest.base_core)
-    student.train()
-    previous = load_previous_core(manifest, data)
-    engine, _, _, _ = deepspeed.initialize(model=student, model_parameters=student.parameters(), config=ds_config)
+    student = load_student(manifest, data.codec)
+    previous = load_previous_core(manifest, data, student)
+    # Only what trains goes to the optimizer: a LoRA student's frozen base stays in the model, unoptimized.
+    trainable = trainable_parameters(student)
+    trainable_count = sum(p.numel() for p in trainable)  # counted now: ZeRO-3 partitions the tensors
+    engine, _, _, _ = deepspeed.initialize(model=student, model_parameters=trainable, config=ds_config)
     tracker = Tracker()
     if rank == 0:
         tracker = open_run(manifest, data, world_size, ds_path.name, engine.zero_optimization_stage())
     micro = ds_config["train_micro_batch_size_per_gpu"]
-    return Job(manifest, skills, ds_path.name, data, engine, previous, rank, world_size, micro, tracker)
+    return Job(
+        manifest, skills, ds_path.name, data, engine, previous, rank, world_size, micro, tracker, trainable_count
+    )
 
 
 def train(job: Job) -> Trained:
@@ -167,8 +173,10 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
     torch.set_num_threads(max(1, min(job.world_size, os.cpu_count() or 1)))
     core = load_core(manifest.out_dir / "core")  # evaluate exactly what ships
     scores = evaluate_skills(core, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed, codec=data.codec)
-    # The base core: retention already holds it; otherwise it is loaded only now that training is over.
-    base = job.previous if job.previous is not None else load_core(manifest.base_core)
+    # The base core: a full round's retention already holds it; otherwise (no retention, or a LoRA student's own
+    # base) it is loaded only now that training is over.
+    retained = job.previous is not None and not isinstance(job.previous, AdapterOff)
+    base = job.previous if retained else load_core(manifest.base_core)
     # The same held-out tasks for the core the round started from, so the hive's gate compares two metric
     # dicts and never loads a model itself.
     base_scores = evaluate_skills(base, job.skills, n=manifest.eval.tasks, seed=manifest.eval.seed, codec=data.codec)
@@ -191,6 +199,8 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
         "tokens_per_s": trained.tokens_trained / trained.train_s if trained.train_s > 0 else None,
         "world_size": job.world_size,
         "zero_stage": job.engine.zero_optimization_stage(),
+        "tuning": manifest.distill.tuning,
+        "trainable_parameters": job.trainable,
         "learnings": data.lineage["learnings"],
         "examples": data.report.kept,
         "skipped": dict(data.report.skipped),

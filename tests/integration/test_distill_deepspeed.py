@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents.evaluation import evaluate_skills
+from agents.lora import LLAMA_LINEAR, linear_targets
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, load_core, save_core
 from agents.skills import BUILTIN_SKILLS
 from agents.tokenizer import ByteTokenizer
@@ -125,6 +127,8 @@ def test_round_trains_saves_and_evaluates(first_round: tuple[Path, dict, list]) 
     out = root / "round" / "out"
     assert metrics["world_size"] == 2
     assert metrics["steps"] == STEPS
+    assert metrics["tuning"] == "full"
+    assert metrics["trainable_parameters"] == sum(p.numel() for p in load_core(root / "core_v0").parameters())
     losses = metrics["losses"]
     assert len(losses) == STEPS
     assert all(math.isfinite(loss) for loss in losses)
@@ -361,3 +365,110 @@ def test_a_second_run_in_one_home_discards_the_first_runs_checkpoint_and_skips_p
         for reason, lr in poisoned.items()
     }
     assert metrics["unusable"] == len(poisoned)
+
+
+# The LoRA arm (distill.manifest.DistillParams.tuning): a PEFT adapter on the frozen core, merged into the release.
+# It runs on the tiny Hugging Face core (tests/tiny_hf.py): LoRA needs a core with its own tokenizer.
+LORA_STEPS = 40
+# lm_head too: a random core's logits span under a nat (its lm_head is initialised at std 0.02), and an adapter
+# on the layers below alone barely moved this loss (11.0 to 10.7 in 40 steps); with lm_head it fell to 6.3.
+LORA_TARGETS = [*LLAMA_LINEAR, "lm_head"]
+
+
+def _hf_learnings(core: Path) -> list[Learning]:
+    """As ``_learnings``, with the teachers' ids in the HF core's own tokenizer."""
+    from agents.codec import load_codec
+
+    codec = load_codec(core)
+    rng = random.Random(0)
+    capital = BUILTIN_SKILLS["capital"]
+    items = []
+    for i in range(N_TEACHER + N_CORRECTIONS):
+        prompt, answer = capital.sample(rng)
+        if i < N_TEACHER:
+            ids, lps = [], []
+            for target in codec.answer_ids(answer):
+                ids.append([target, *((target + j) % codec.vocab_size for j in (1, 2, 3))])
+                lps.append([math.log(0.9), *[math.log(0.03)] * 3])
+            teacher = TeacherSignal(k=4, token_ids=ids, logprobs=lps, tokenizer=codec.fingerprint)
+            items.append(make_learning("agent-teacher", "capital", prompt=prompt, completion=answer, teacher=teacher))
+        else:
+            items.append(
+                make_learning(
+                    "agent-corrections", "capital", prompt=prompt, completion="zzz", reward=0.0, correction=answer
+                )
+            )
+    return items
+
+
+def _lora_manifest(root: Path, **distill) -> Path:
+    from tiny_hf import make_hf_core
+
+    core = root / "core_v0"
+    if not core.exists():
+        make_hf_core(core, max_positions=256)
+    learnings = root / "learnings.jsonl"
+    if not learnings.exists():
+        write_learnings(learnings, _hf_learnings(core))
+    path = _manifest(
+        root, tuning="lora", lora_r=8, lora_alpha=16, lora_targets=LORA_TARGETS, lr=1e-2, steps=LORA_STEPS, **distill
+    )
+    manifest = json.loads(path.read_text())
+    manifest["mlflow"] = None
+    manifest["lineage"] = None
+    manifest["eval"]["tasks"] = 4
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lora_round(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("distill-lora")
+    return root, launch_job(_lora_manifest(root, checkpoint_every=20))
+
+
+def test_a_lora_round_trains_and_releases_a_complete_merged_core(lora_round: tuple[Path, dict]) -> None:
+    from safetensors.torch import load_file
+
+    from agents.core_files import check_core_dir
+
+    root, metrics = lora_round
+    released = root / "round" / "out" / "core"
+    assert metrics["tuning"] == "lora"
+    # r x (in + out) per adapted linear layer: the adapter alone was trained.
+    adapted = linear_targets(load_core(root / "core_v0"), LORA_TARGETS)
+    assert metrics["trainable_parameters"] == sum(8 * (fan_in + fan_out) for fan_in, fan_out in adapted.values())
+    losses = metrics["losses"]
+    assert len(losses) == LORA_STEPS and all(math.isfinite(loss) for loss in losses)
+    assert sum(losses[-10:]) / 10 < 0.8 * (sum(losses[:10]) / 10)
+    # A complete plain transformers model, no adapter: safetensors, config and the base core's tokenizer.
+    check_core_dir(released)
+    names = {p.name for p in released.iterdir()}
+    assert {WEIGHTS_FILE, "config.json", "tokenizer.json"} <= names
+    assert not names & {"adapter_model.safetensors", "adapter_config.json"}
+    assert metrics["sha256"] == file_sha256(released / WEIGHTS_FILE)
+    base, trained = load_file(root / "core_v0" / WEIGHTS_FILE), load_file(released / WEIGHTS_FILE)
+    assert trained.keys() == base.keys()  # the same tensors under the same names: no lora_A, no base_layer
+    # The adapter moved every targeted linear layer; whatever LoRA does not target is the base core's, bit for bit.
+    for name, tensor in base.items():
+        if any(f"{target}.weight" in name for target in LORA_TARGETS):
+            assert not torch.equal(trained[name], tensor), name
+        else:
+            assert torch.equal(trained[name], tensor), name
+    load_core(released)
+    assert set(metrics["eval"]) == set(SKILLS)
+
+
+def test_a_lora_rerun_resumes_its_adapter_checkpoint_with_the_same_losses(lora_round: tuple[Path, dict]) -> None:
+    root, metrics = lora_round
+    ckpt = root / "round" / "out" / "ckpt"
+    assert (ckpt / COMMITTED).read_text() == "global_step20"
+    # The checkpoint holds the adapter and its optimizer state, not the frozen base (see save_checkpoint).
+    model_states = sum(f.stat().st_size for f in (ckpt / "global_step20").glob("*model_states.pt"))
+    assert model_states < (root / "core_v0" / WEIGHTS_FILE).stat().st_size
+    progress: list[tuple[int, int, float]] = []
+    resumed = launch_job(root / "manifest.json", on_progress=lambda *p: progress.append(p))
+    assert [p[0] for p in progress] == [30, 40]
+    assert "resumed from" in _attempts(root)[1]
+    assert resumed["losses"] == pytest.approx(metrics["losses"], rel=1e-5)
+    assert resumed["sha256"] == metrics["sha256"]

@@ -78,7 +78,7 @@ def _job(tmp_path: Path, skills: list[Any], tracker: Tracker) -> Job:
     )
     examples = [Example("add 1 2", "3", "agent-a", "add", verified=True)]
     data = Data(examples, LoadReport(kept=1), BalancedSampler(["agent-a"]), [], None, {"learnings": 1}, "id\n")
-    return Job(manifest, skills, "zero2_cpu.yaml", data, Engine(), None, 0, 1, 1, tracker)
+    return Job(manifest, skills, "zero2_cpu.yaml", data, Engine(), None, 0, 1, 1, tracker, trainable=1234)
 
 
 def test_metrics_hold_the_base_cores_eval_on_the_same_held_out_tasks(tmp_path: Path) -> None:
@@ -93,6 +93,7 @@ def test_metrics_hold_the_base_cores_eval_on_the_same_held_out_tasks(tmp_path: P
     assert metrics["base_eval"] == base
     assert metrics["eval"] == candidate
     assert base != candidate  # the two cores answer differently, so the check above can tell them apart
+    assert (metrics["tuning"], metrics["trainable_parameters"]) == ("full", 1234)
     assert {f"base_eval_{name}": acc for name, acc in base.items()}.items() <= tracker.metrics.items()
     assert {f"eval_{name}": acc for name, acc in candidate.items()}.items() <= tracker.metrics.items()
     assert tracker.closed

@@ -32,3 +32,22 @@ def test_env_variables_reach_the_settings_and_are_checked_as_the_job_checks_them
     monkeypatch.setenv("HIVE_DISTILL__STEPS", "0")
     with pytest.raises(ValueError, match="steps"):
         HiveSettings()
+
+
+def test_the_lora_arm_is_chosen_and_shaped_by_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert HiveSettings().distill.tuning == "full"
+    monkeypatch.setenv("HIVE_DISTILL__TUNING", "lora")
+    monkeypatch.setenv("HIVE_DISTILL__LORA_R", "8")
+    monkeypatch.setenv("HIVE_DISTILL__LORA_TARGETS", '["q_proj", "v_proj"]')
+    distill = HiveSettings().distill
+    assert (distill.tuning, distill.lora_r, distill.lora_alpha, distill.lora_targets) == (
+        "lora",
+        8,
+        32,
+        ["q_proj", "v_proj"],
+    )
+    # The round's manifest carries them to the job.
+    assert DistillParams.model_validate(distill.for_round(first=False)).lora_spec().targets == ("q_proj", "v_proj")
+    monkeypatch.setenv("HIVE_DISTILL__TUNING", "qlora")
+    with pytest.raises(ValueError, match="tuning"):
+        HiveSettings()
