@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -16,6 +17,13 @@ def _write_report(path: Path, text: str) -> None:
     except OSError as err:
         typer.echo(f"cannot write the report to {path}: {err}", err=True)
         raise typer.Exit(1) from err
+
+
+class DistillTuning(StrEnum):
+    """How the bench's round tunes the core (``DistillParams.tuning``)."""
+
+    full = "full"
+    lora = "lora"
 
 
 app = typer.Typer(help="Measure the hive's throughput; each command writes a JSON report.", no_args_is_help=True)
@@ -37,6 +45,10 @@ def distill(
     lr: float | None = typer.Option(None, help="Peak learning rate in both arms [default: 3e-3 on tiny, else 3e-5]."),
     ds_config: str = typer.Option("zero2_cpu.yaml", help="DeepSpeed config: a file, or a name under distill/configs/."),
     plain_threads: int | None = typer.Option(None, help="Torch threads of the plain loop [default: --nproc]."),
+    tuning: DistillTuning = typer.Option(
+        DistillTuning.full,
+        help="full: every weight trains; lora: a LoRA adapter on the core trains, merged into the release.",
+    ),
 ) -> None:
     """DeepSpeed's distill step against a plain PyTorch loop: same model, data, loss and schedule; tokens/s and the
     fraction of this CPU's peak matmul FLOP/s that each reaches."""
@@ -55,6 +67,7 @@ def distill(
             nproc=nproc,
             ds_config=ds_config,
             plain_threads=plain_threads,
+            distill_params={"tuning": tuning.value},
         )
     except ValueError as err:
         typer.echo(f"invalid benchmark: {err}", err=True)

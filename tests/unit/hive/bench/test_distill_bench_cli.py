@@ -48,3 +48,26 @@ def test_the_help_names_the_models_and_their_defaults() -> None:
     assert result.exit_code == 0, result.output
     assert "--model" in result.stdout and "smollm2-135m" in result.stdout
     assert "--lr" in result.stdout
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_tuning_reaches_the_rounds_distill_params(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuning: str
+) -> None:
+    import hive.bench.distill_bench as bench
+
+    plans = []
+
+    def fake_run(directory: Path, plan: bench.DistillBenchPlan, say: object, cache: Path) -> dict:
+        plans.append(plan)
+        raise bench.BenchError("stopped by the test")
+
+    monkeypatch.setattr(bench, "run_distill_bench", fake_run)
+    result = runner.invoke(app, ["bench", "distill", "--json", str(tmp_path / "r.json"), "--tuning", tuning])
+    assert result.exit_code == 1, result.output
+    assert [dict(p.distill_params) for p in plans] == [{"tuning": tuning}]
+
+
+def test_an_unknown_tuning_exits_2(home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "distill", "--json", str(tmp_path / "r.json"), "--tuning", "qlora"])
+    assert result.exit_code == 2
