@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from agents.evaluation import evaluate_skills
+from agents.lora import resolve_tuning
 from agents.model import load_core
 from agents.skills import load_skills
 from distill.attribution import per_agent_metrics
@@ -199,7 +200,7 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
         "tokens_per_s": trained.tokens_trained / trained.train_s if trained.train_s > 0 else None,
         "world_size": job.world_size,
         "zero_stage": job.engine.zero_optimization_stage(),
-        "tuning": manifest.distill.tuning,
+        "tuning": resolve_tuning(manifest.distill.tuning, data.codec),
         "trainable_parameters": job.trainable,
         "learnings": data.lineage["learnings"],
         "examples": data.report.kept,

@@ -28,6 +28,8 @@ MARKER = ".demo-state"
 # 0.00 -> 0.95 in 75 steps.
 PRETRAINED_LEARN_STEPS = 80
 PRETRAINED_DISTILL_STEPS = 120
+# The round on a pretrained model tunes LoRA on the core and merges it (DistillParams.tuning "auto"): measured on the
+# same learnings, 2.6 times faster than full fine-tuning (which wants lr 2e-4), 0.91 against 0.98 on average.
 PRETRAINED_DISTILL: dict[str, Any] = {"batch_size": 16, "lr": 2e-3, "warmup_steps": 5, "replay_size": 0}
 KEYS_DIR = "keys"
 
@@ -72,7 +74,7 @@ class DemoPlan:
             publish_per_step=8,
             distill_steps=PRETRAINED_DISTILL_STEPS,
             eval_tasks=50,
-            timeout_s=1500.0,
+            timeout_s=1800.0,
             model=model,
             distill=dict(PRETRAINED_DISTILL),
         )

@@ -22,6 +22,7 @@ def _write_report(path: Path, text: str) -> None:
 class DistillTuning(StrEnum):
     """How the bench's round tunes the core (``DistillParams.tuning``)."""
 
+    auto = "auto"
     full = "full"
     lora = "lora"
 
@@ -46,8 +47,9 @@ def distill(
     ds_config: str = typer.Option("zero2_cpu.yaml", help="DeepSpeed config: a file, or a name under distill/configs/."),
     plain_threads: int | None = typer.Option(None, help="Torch threads of the plain loop [default: --nproc]."),
     tuning: DistillTuning = typer.Option(
-        DistillTuning.full,
-        help="full: every weight trains; lora: a LoRA adapter on the core trains, merged into the release.",
+        DistillTuning.auto,
+        help="full: every weight trains; lora: a LoRA adapter on the core trains, merged into the release; "
+        "auto: lora on a pretrained model, full on tiny.",
     ),
 ) -> None:
     """DeepSpeed's distill step against a plain PyTorch loop: same model, data, loss and schedule; tokens/s and the

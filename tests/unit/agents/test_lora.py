@@ -147,7 +147,7 @@ def test_lora_settings_are_checked(fields: dict, match: str) -> None:
 def test_agent_settings_carry_the_lora_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = AgentSettings()
     assert (settings.tuning, settings.lora_r, settings.lora_alpha, settings.lora_lr) == ("auto", 16, 32, 2e-3)
-    assert settings.lora_spec() == LoraSpec(16, 32, 0.0, LLAMA_LINEAR, 1e-3)
+    assert settings.lora_spec() == LoraSpec(16, 32, 0.0, LLAMA_LINEAR, 2e-3)
     monkeypatch.setenv("HIVE_AGENT_TUNING", "lora")
     monkeypatch.setenv("HIVE_AGENT_LORA_R", "8")
     monkeypatch.setenv("HIVE_AGENT_LORA_TARGETS", '["q_proj", "v_proj"]')

@@ -66,9 +66,9 @@ def _logits(model, base: Path) -> torch.Tensor:
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
-def test_the_default_tuning_is_full_and_lora_defaults_to_every_linear_layer_of_a_llama_block() -> None:
+def test_the_default_tuning_is_auto_and_lora_defaults_to_every_linear_layer_of_a_llama_block() -> None:
     params = DistillParams()
-    assert params.tuning == "full"
+    assert params.tuning == "auto"
     assert (params.lora_r, params.lora_alpha, params.lora_targets) == (16, 32, list(LLAMA_LINEAR))
     spec = DistillParams(tuning="lora", lora_r=8, lora_alpha=16, lora_targets=["q_proj", "v_proj"]).lora_spec()
     assert (spec.r, spec.alpha, spec.targets) == (8, 16, ("q_proj", "v_proj"))
@@ -91,7 +91,7 @@ def test_bad_lora_settings_are_refused_when_read(bad: dict, says: str) -> None:
 
 
 def test_a_full_student_trains_every_weight(base: Path) -> None:
-    student = load_student(_manifest(base), load_codec(base))
+    student = load_student(_manifest(base, tuning="full"), load_codec(base))
     assert not is_lora(student) and student.training
     assert trainable_parameters(student) == list(student.parameters())
 
@@ -197,6 +197,14 @@ def test_a_lora_student_is_saved_merged_as_a_complete_core(tmp_path: Path, base:
     assert is_lora(student)  # the engine's model was not merged in place
     assert save_student(Engine(student), tmp_path / "other", rank=1, base_core=base) is None
     assert not (tmp_path / "other").exists()
+
+
+def test_auto_tunes_a_pretrained_core_with_lora_and_the_byte_core_in_full(tmp_path: Path, base: Path) -> None:
+    student = load_student(_manifest(base), load_codec(base))
+    assert is_lora(student)
+    core = tmp_path / "tiny"
+    save_core(build_core(seed=0), core)
+    assert not is_lora(load_student(_manifest(core), BYTE_CODEC))
 
 
 def test_a_checkpoint_of_one_tuning_is_never_resumed_by_the_other(tmp_path: Path, base: Path) -> None:

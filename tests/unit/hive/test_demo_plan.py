@@ -21,5 +21,6 @@ def test_a_pretrained_plan_learns_made_up_skills_with_its_own_round_settings(mod
     assert all(skill in BUILTIN_SKILLS for skill in plan.skills)
     # Far fewer, smaller steps than the tiny core's: each costs ~100 times more on a pretrained model.
     assert plan.learn_steps < DemoPlan().learn_steps and plan.batch_size < DemoPlan().batch_size
-    assert plan.distill["lr"] < 3e-3 or plan.distill.get("tuning") == "lora"
+    # LoRA on the core, at the rate measured for it (full fine-tuning of a pretrained core wants ~2e-4).
+    assert plan.distill.get("tuning", "auto") == "auto" and plan.distill["lr"] == 2e-3
     assert plan.expected_learnings == 3 * plan.learn_steps * plan.publish_per_step

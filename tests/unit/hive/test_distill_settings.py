@@ -35,7 +35,7 @@ def test_env_variables_reach_the_settings_and_are_checked_as_the_job_checks_them
 
 
 def test_the_lora_arm_is_chosen_and_shaped_by_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert HiveSettings().distill.tuning == "full"
+    assert HiveSettings().distill.tuning == "auto"
     monkeypatch.setenv("HIVE_DISTILL__TUNING", "lora")
     monkeypatch.setenv("HIVE_DISTILL__LORA_R", "8")
     monkeypatch.setenv("HIVE_DISTILL__LORA_TARGETS", '["q_proj", "v_proj"]')
