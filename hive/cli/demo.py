@@ -97,8 +97,8 @@ def demo(
         help="One agent per skill, comma-separated: built-in names or module:attr. "
         "Default: capital,morse,add on tiny; capital,codes,zorbish on a pretrained model.",
     ),
-    learn_steps: int | None = typer.Option(None, min=1, help="On-the-job steps per agent (300; 80 pretrained)."),
-    distill_steps: int | None = typer.Option(None, min=1, help="Distill steps in the round (600; 120 pretrained)."),
+    learn_steps: int | None = typer.Option(None, min=1, help="On-the-job steps per agent (300; 60 pretrained)."),
+    distill_steps: int | None = typer.Option(None, min=1, help="Distill steps in the round (600; 90 pretrained)."),
     reset: bool = typer.Option(False, help="Delete HIVE_HOME first even if the demo did not make it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
