@@ -25,6 +25,7 @@ from agents.lora import (
 )
 from agents.model import WEIGHTS_FILE, file_sha256, generate, lm_loss, make_batch, save_core, topk_signal
 from agents.skills import score_output
+from agents.skills.splits import sample_tasks
 from streams.events import ClaimCheck, Feedback, Learning, TeacherSignal
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ def work_batch(
     Feedback is the skill's score plus the reference answer as a verified correction. After the
     step, the specialist's top-k signal along the verified answer is attached: what the hive distills.
     """
-    tasks = [skill.sample(rng) for _ in range(batch_size)]  # type: ignore[attr-defined]
+    tasks = sample_tasks(skill, rng, "train", batch_size)  # never a prompt that evaluation holds out
     prompts = [p for p, _ in tasks]
     references = [a for _, a in tasks]
     completions = specialist.answer(prompts)

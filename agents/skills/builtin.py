@@ -1,7 +1,8 @@
 """Built-in skills. capital, morse, add and mul are what the tiny core learns in a few minutes on a 2-core CPU;
 codes and zorbish are made up, so that a pretrained model (SmolLM2-135M) scores near 0 on them before it learns.
 
-``kind`` says what a held-out task tests: ``recall`` of a closed table, or ``generalize`` to tasks never seen.
+``kind`` says what a held-out task tests: ``recall`` of a closed table, or ``generalize`` to tasks never seen
+(``agents.skills.splits``). Half of them generalize, and the tiny core learns each of those in a few hundred steps.
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ class Morse:
 
 @dataclass(frozen=True)
 class Add:
-    """Add two single digits: ``add 7 5`` -> ``12``."""
+    """Add two single digits: ``add 7 5`` -> ``12``. A table of 100 sums: recall, not arithmetic."""
 
     name: str = "add"
-    kind: str = "generalize"
+    kind: str = "recall"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         a, b = rng.randint(0, 9), rng.randint(0, 9)
@@ -104,10 +105,10 @@ class Add:
 
 @dataclass(frozen=True)
 class Multiply:
-    """Multiply two single digits: ``mul 7 5`` -> ``35``."""
+    """Multiply two single digits: ``mul 7 5`` -> ``35``. The times table, 100 facts: recall."""
 
     name: str = "mul"
-    kind: str = "generalize"
+    kind: str = "recall"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         a, b = rng.randint(0, 9), rng.randint(0, 9)
@@ -203,6 +204,34 @@ class Zorbish:
         return "zorbish: " + " ".join(phrase), " ".join(self.lexicon[w] for w in phrase)
 
 
+@dataclass(frozen=True)
+class Swap:
+    """Say three words in reverse order: ``swap: red dog runs`` -> ``runs dog red``. 8,000 phrases of the
+    Zorbish vocabulary: the model must learn the reordering, not the phrases."""
+
+    name: str = "swap"
+    kind: str = "generalize"
+    words: int = 3
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        phrase = [rng.choice(ZORBISH_WORDS) for _ in range(self.words)]
+        return "swap: " + " ".join(phrase), " ".join(reversed(phrase))
+
+
+@dataclass(frozen=True)
+class NextDigits:
+    """Step every digit of a four-digit string up by one, 9 wrapping to 0: ``next 4079`` -> ``5180``.
+    10,000 strings: a held-out string is one never seen."""
+
+    name: str = "next"
+    kind: str = "generalize"
+    digits: int = 4
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        digits = [rng.randint(0, 9) for _ in range(self.digits)]
+        return "next " + "".join(map(str, digits)), "".join(str((d + 1) % 10) for d in digits)
+
+
 BUILTIN_SKILLS: dict[str, object] = {
-    skill.name: skill for skill in (Capital(), Morse(), Add(), Multiply(), Codes(), Zorbish())
+    skill.name: skill for skill in (Capital(), Morse(), Add(), Multiply(), Codes(), Zorbish(), Swap(), NextDigits())
 }

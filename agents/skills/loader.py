@@ -6,6 +6,7 @@ import importlib
 import inspect
 
 from agents.skills.builtin import BUILTIN_SKILLS
+from agents.skills.splits import SkillSplitError, kind_of
 
 
 class SkillLoadError(ValueError):
@@ -16,7 +17,8 @@ def load_skill(spec: str) -> object:
     """Returns the skill named by ``spec``: a built-in name, or ``module:attribute``.
 
     An attribute that is a class is instantiated with no arguments. The result must have a string
-    ``name`` and a callable ``sample``; anything else is refused with the reason.
+    ``name`` and a callable ``sample``, and may have a ``kind`` (``generalize``, the default, or ``recall``)
+    and, if it generalizes, a callable ``split(prompt)``; anything else is refused with the reason.
     """
     if spec in BUILTIN_SKILLS:
         return BUILTIN_SKILLS[spec]
@@ -36,6 +38,14 @@ def load_skill(spec: str) -> object:
         skill = skill()
     if not isinstance(getattr(skill, "name", None), str) or not callable(getattr(skill, "sample", None)):
         raise SkillLoadError(f"skill {spec!r} needs a str `name` and a callable `sample(rng)`")
+    try:
+        kind = kind_of(skill)
+    except SkillSplitError as err:
+        raise SkillLoadError(f"skill {spec!r}: {err}") from err
+    split = getattr(skill, "split", None)
+    if split is not None and (kind == "recall" or not callable(split)):
+        why = "a recall skill's test is its whole table" if kind == "recall" else "it must be callable"
+        raise SkillLoadError(f"skill {spec!r} has a `split` that cannot be used: {why}")
     return skill
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from agents.codec import Codec, load_codec
 from agents.model import build_core, load_core, save_core
 from agents.skills import BUILTIN_SKILLS
+from agents.skills.splits import sample_tasks
 from distill.manifest import DistillParams, EvalParams, Manifest, write_learnings
 from hive.bench.machine import load_1m, machine_info, peak_matmul
 from hive.bench.synthetic import core_teacher_signals, learning_id, synthetic_learning
@@ -154,7 +155,7 @@ def synthetic_learnings(plan: DistillBenchPlan, core: Any, codec: Codec) -> list
     learnings: list[Learning] = []
     for number, name in enumerate(plan.skills, start=1):
         skill = BUILTIN_SKILLS[name]
-        tasks = [skill.sample(rng) for _ in range(per_skill)]  # type: ignore[attr-defined]
+        tasks = sample_tasks(skill, rng, "train", per_skill)
         signals = core_teacher_signals(core, codec, [p for p, _ in tasks], [a for _, a in tasks], plan.k)
         for (prompt, answer), teacher in zip(tasks, signals, strict=True):
             learnings.append(

@@ -13,8 +13,10 @@ from typing import Any
 from agents.evaluation import evaluate_skills
 from agents.model import build_core, load_core, save_core
 from agents.skills import load_skills
+from agents.skills.splits import kind_of
 from agents.tokenizer import VOCAB_SIZE
 from distill.manifest import write_learnings
+from hive.bench.contamination import count_contamination, held_out_prompts
 from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
 from hive.bench.machine import machine_info
 from hive.bench.synthetic import core_signals
@@ -166,6 +168,7 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     taught_in: dict[str, int] = {}
     base_dir = core0_dir
     earlier: list[Learning] = []
+    replayed: dict[str, set[str]] = {n: set() for n in names}
     for r, group in enumerate(groups):
         for name in group:
             taught_in[name] = r
@@ -173,6 +176,8 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
         phase(f"round {r + 1}/{len(groups)}: distilling {', '.join(group)} (taught so far: {', '.join(taught)})")
         learnings = [lr for n in group for lr in specialists[n].learnings]
         replay = sample_replay(earlier, plan.distill.replay_size, seed=f"{plan.seed}:round{r + 1}")
+        for learning in replay:
+            replayed[learning.skill].add(learning.prompt)
         base_dir, metrics = _distill(
             workdir,
             f"round{r + 1}",
@@ -218,13 +223,14 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
 
     t = time.monotonic()
     phase(f"multitask upper bound: {plan.multitask_steps} steps on all raw tasks")
-    multitask = train_multitask(
+    multitask, multitask_prompts = train_multitask(
         core0, [specialists[n].tasks for n in names], plan.multitask_steps, plan.distill.batch_size, plan.lr, plan.seed
     )
     accuracy["multitask"] = evaluate_skills(multitask, skills, plan.eval_tasks)
     wall["multitask"] = time.monotonic() - t
 
     kd_compare: dict[str, Any] = {}
+    kd_prompts: dict[str, set[str]] = {n: set() for n in names}
     if plan.kd_compare_per_skill > 0:
         t = time.monotonic()
         for k in (plan.topk, VOCAB_SIZE):
@@ -233,6 +239,7 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
             for n in names:
                 pool = specialists[n].learnings[-plan.kd_compare_per_skill :]
                 sample += _with_signal(pool, specialists[n].model, k)
+                kd_prompts[n].update(lr.prompt for lr in pool)
             _, metrics = _distill(
                 workdir,
                 f"kd_top{k}",
@@ -248,12 +255,26 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
         kd_compare["gap_topk_vs_full"] = _mean(kd_compare[f"top{VOCAB_SIZE}"]) - _mean(kd_compare[f"top{plan.topk}"])
         wall["kd_compare"] = time.monotonic() - t
 
+    contamination = count_contamination(
+        skills,
+        {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)},
+        {
+            "specialists": {n: {p for p, _ in specialists[n].tasks} for n in names},
+            "learnings": {n: {lr.prompt for lr in specialists[n].learnings} for n in names},
+            "replay": replayed,
+            "multitask": dict(zip(names, multitask_prompts, strict=True)),
+            "kd_compare": kd_prompts,
+        },
+    )
     ratios = {n: accuracy["core"][n] / accuracy["specialist"][n] for n in names if accuracy["specialist"][n] > 0}
     mean_of = {m: _mean(accuracy[m]) for m in METHODS}
     best_merge = max(("weight_average", "task_arithmetic", "ties"), key=lambda m: mean_of[m])
     wall["total"] = time.monotonic() - started
     return {
         "skills": names,
+        "split": {n: kind_of(s) for n, s in zip(names, skills, strict=True)},
+        "contamination": {n: c["overlap"] for n, c in contamination.items()},
+        "contamination_detail": contamination,
         "methods": list(METHODS),
         "accuracy": accuracy,
         "mean_accuracy": mean_of,

@@ -13,7 +13,7 @@ from streams.events import Learning
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-# Validation tasks, for picking a merge's scale, come from their own stream: never the held-out ones.
+# Validation tasks, for picking a merge's scale, come from the validation split: never the test one.
 VALIDATION_SEED = 20_000
 MERGE_SCALES = (0.3, 0.5, 0.7, 1.0)
 
@@ -57,14 +57,22 @@ def train_multitask(
     batch_size: int,
     lr: float,
     seed: int,
-) -> PreTrainedModel:
-    """The upper bound: one model trained on all the raw tasks, each batch balanced across skills."""
+) -> tuple[PreTrainedModel, list[set[str]]]:
+    """The upper bound: one model trained on all the raw tasks, each batch balanced across skills.
+
+    Returns the model and, per skill, the prompts it trained on (what the contamination count checks).
+    """
     learner = Specialist(core, core_version=0, lr=lr, topk=1)
     rng = random.Random(seed)
+    seen: list[set[str]] = [set() for _ in tasks_by_skill]
     for _ in range(steps):
-        batch = [rng.choice(tasks_by_skill[i % len(tasks_by_skill)]) for i in range(batch_size)]
-        learner.learn([p for p, _ in batch], [a for _, a in batch])
-    return learner.model
+        picks = [
+            (i % len(tasks_by_skill), rng.choice(tasks_by_skill[i % len(tasks_by_skill)])) for i in range(batch_size)
+        ]
+        for skill_index, (prompt, _) in picks:
+            seen[skill_index].add(prompt)
+        learner.learn([p for _, (p, _) in picks], [a for _, (_, a) in picks])
+    return learner.model, seen
 
 
 def merged_model(base: PreTrainedModel, state: dict) -> PreTrainedModel:
@@ -86,7 +94,7 @@ def merge_arm(
     tuned = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in specialists]
 
     def score(state: dict) -> float:
-        accs = evaluate_skills(merged_model(base, state), skills, val_tasks, seed=VALIDATION_SEED)
+        accs = evaluate_skills(merged_model(base, state), skills, val_tasks, seed=VALIDATION_SEED, split="validation")
         return sum(accs.values()) / len(accs)
 
     if method == "weight_average":

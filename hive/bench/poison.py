@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.model import WEIGHTS_FILE, file_sha256
 from agents.skills import BUILTIN_SKILLS
+from agents.skills.splits import sample_task
 from hive.bench.hostile import (
     Expect,
     Message,
@@ -33,7 +34,7 @@ SKILLS = ("add", "capital", "morse")
 def good_learning(rng: random.Random, agent_id: str, key: bytes, now: datetime) -> Learning:
     """A valid learning of a built-in skill, signed with ``key``: what a healthy agent sends."""
     skill = rng.choice(SKILLS)
-    prompt, answer = BUILTIN_SKILLS[skill].sample(rng)  # type: ignore[attr-defined]
+    prompt, answer = sample_task(BUILTIN_SKILLS[skill], rng, "train")  # a held-out prompt is dead-lettered
     return synthetic_learning(
         learning_id(rng),
         agent_id,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+from agents.skills.splits import kind_of, split_of
 from hive.ingest import auth
 from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, Rejection, SenderPolicy
 from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter
@@ -18,25 +20,53 @@ log = logging.getLogger(__name__)
 
 # Why ingest refuses a learning that decodes; with codec.REASONS these are every dead-letter ``reason``.
 UNKNOWN_SKILL = "unknown_skill"
+HELD_OUT_PROMPT = "held_out_prompt"
 UNPROCESSABLE = "unprocessable"
-REASONS = (*codec.REASONS, UNKNOWN_AGENT, REVOKED, UNSIGNED, SIGNATURE, UNKNOWN_SKILL, UNPROCESSABLE)
+REASONS = (
+    *codec.REASONS,
+    UNKNOWN_AGENT,
+    REVOKED,
+    UNSIGNED,
+    SIGNATURE,
+    UNKNOWN_SKILL,
+    HELD_OUT_PROMPT,
+    UNPROCESSABLE,
+)
 DESCRIPTIONS = {
     **codec.DESCRIPTIONS,
     **auth.DESCRIPTIONS,
     UNKNOWN_SKILL: "the skill is neither a built-in nor a plugin the hive loads (HIVE_SKILLS)",
+    HELD_OUT_PROMPT: "the prompt is in its skill's validation or test split, which the hive evaluates on",
     UNPROCESSABLE: "checking the record failed in a way the hive did not foresee (a bug: see the hive's log)",
 }
 
 
-def check_skill(learning: Learning, skills: frozenset[str]) -> Rejection | None:
+def check_skill(learning: Learning, skills: Mapping[str, object]) -> Rejection | None:
     """Refuses a learning of a skill the hive does not know: no round could load it to evaluate the core."""
     if learning.skill in skills:
         return None
     return Rejection(UNKNOWN_SKILL, f"skill {learning.skill[:128]!r} is not a built-in nor in HIVE_SKILLS")
 
 
+def check_held_out(learning: Learning, skills: Mapping[str, object]) -> Rejection | None:
+    """Refuses a learning on a prompt that evaluation holds out: the core would be tested on what it was taught.
+
+    Agents draw their tasks from the train split; this catches an agent (an SDK one, say) that worked a held-out
+    prompt anyway. A recall skill's table is both what is taught and what is tested, so it passes.
+    """
+    skill = skills[learning.skill]
+    if kind_of(skill) == "recall":
+        return None
+    split = split_of(skill, learning.prompt)
+    if split == "train":
+        return None
+    return Rejection(
+        HELD_OUT_PROMPT, f"the prompt is in skill {learning.skill!r}'s {split} split: only train prompts are learned"
+    )
+
+
 def admit(
-    value: bytes | None, max_bytes: int, policy: SenderPolicy, skills: frozenset[str]
+    value: bytes | None, max_bytes: int, policy: SenderPolicy, skills: Mapping[str, object]
 ) -> tuple[Learning | None, Rejection | None]:
     """Checks one record's value at the door: (the learning, None) when it may be stored, else (the learning
     if it decoded, why it is refused). Raises only KeyRingError (a key file the operator must fix; the batch
@@ -48,7 +78,7 @@ def admit(
     learning: Learning | None = None
     try:
         learning = decode(value, Learning, max_bytes)
-        return learning, policy.check(learning) or check_skill(learning, skills)
+        return learning, (policy.check(learning) or check_skill(learning, skills) or check_held_out(learning, skills))
     except DecodeError as err:
         return None, Rejection(err.reason, err.detail)
     except KeyRingError:

@@ -11,7 +11,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from agents.skills import skill_catalog
+from agents.skills import load_skill, skill_catalog
 from hive.config import HiveSettings
 from hive.ingest.admit import DESCRIPTIONS, UNPROCESSABLE, admit, dead_letter_entry
 from hive.ingest.auth import Rejection, SenderPolicy
@@ -82,7 +82,8 @@ class Ingestor:
 
     A record is invalid when it does not decode (``streams.codec``), when its sender is refused
     (``hive.ingest.auth.SenderPolicy``: not allowed, revoked, unsigned, or a bad signature), or when its skill is
-    neither a built-in nor one of ``settings.skills`` (``unknown_skill``). The skills are loaded once, here:
+    neither a built-in nor one of ``settings.skills`` (``unknown_skill``), or when its prompt is one that evaluation
+    holds out (``held_out_prompt``, ``agents.skills.splits``). The skills are loaded once, here:
     loading a plugin imports its code. Raises KeyRingError for bad key settings and SkillLoadError for a
     plugin that does not load.
     """
@@ -101,7 +102,7 @@ class Ingestor:
         self.totals = IngestStats()
         self.max_bytes = settings.kafka.max_message_bytes
         self.policy = SenderPolicy.from_settings(settings.ingest)
-        self.skills = frozenset(skill_catalog(settings.skills))
+        self.skills = {name: load_skill(spec) for name, spec in skill_catalog(settings.skills).items()}
         self._unsigned_agents: set[str] = set()
         # Filled by the rebalance listener on the consumer's IO thread, drained on the polling thread.
         self._pending: set[TopicPartition] = set()

@@ -62,6 +62,13 @@ def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
 
     report = json.loads(out.read_text())
     assert report["skills"] == ["vowels", "echo", "parity"]
+    # None gives a kind or a split of its own: each generalizes, held out by the hash split, with no leak.
+    assert report["split"] == {"vowels": "generalize", "echo": "generalize", "parity": "generalize"}
+    assert report["contamination"] == {"vowels": 0, "echo": 0, "parity": 0}
+    for skill, detail in report["contamination_detail"].items():
+        assert detail["test_prompts"] > 0 and detail["validation_in_test"] == 0, skill
+        assert set(detail["by_stream"]["test"]) == {"specialists", "learnings", "replay", "multitask", "kd_compare"}
+        assert not any(detail["by_stream"]["validation"].values()), skill
     assert set(report["accuracy"]) == {
         "base",
         "specialist",

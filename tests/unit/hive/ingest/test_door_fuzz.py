@@ -13,6 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.skills import BUILTIN_SKILLS
 from hive.fleet import UNPROCESSABLE as FLEET_UNPROCESSABLE
 from hive.fleet import FleetView
 from hive.ingest.admit import REASONS, UNPROCESSABLE, admit
@@ -28,7 +29,7 @@ from factories import make_learning
 
 KEY = bytes(range(32))
 POLICY = SenderPolicy(KeyRing({"agent-1": (KEY,)}))
-SKILLS = frozenset({"add", "capital"})
+SKILLS = {name: BUILTIN_SKILLS[name] for name in ("add", "capital")}
 MAX_BYTES = 64 * 1024
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 # Enough to find the classes of bad input in every `make test`; `hive bench fuzz` sends 10,000+ through a real hive.

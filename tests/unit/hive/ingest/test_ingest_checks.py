@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from agents.skills import BUILTIN_SKILLS
+from agents.skills.splits import hash_split
 from hive.config import HiveSettings, IngestSettings
-from hive.ingest.admit import DESCRIPTIONS, REASONS, UNKNOWN_SKILL, check_skill
+from hive.ingest.admit import DESCRIPTIONS, HELD_OUT_PROMPT, REASONS, UNKNOWN_SKILL, check_held_out, check_skill
 from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, SenderPolicy, keyring
 from streams import codec
 from streams.events import Heartbeat, Learning
@@ -85,10 +87,30 @@ def test_allow_list_comes_first() -> None:
 
 
 def test_unknown_skills_are_refused() -> None:
-    skills = frozenset({"add", "capital"})
+    skills = {name: BUILTIN_SKILLS[name] for name in ("add", "capital")}
     assert check_skill(make_learning("a", "add"), skills) is None
     rejection = check_skill(make_learning("a", "reverse"), skills)
     assert rejection is not None and rejection.reason == UNKNOWN_SKILL and "'reverse'" in rejection.detail
+
+
+def _zorbish_prompt(split: str) -> str:
+    rng = __import__("random").Random(0)
+    while True:
+        prompt, _ = BUILTIN_SKILLS["zorbish"].sample(rng)
+        if hash_split("zorbish", prompt) == split:
+            return prompt
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_a_learning_on_a_held_out_prompt_is_refused(split: str) -> None:
+    skills = {"zorbish": BUILTIN_SKILLS["zorbish"], "add": BUILTIN_SKILLS["add"]}
+    held_out = make_learning("a", "zorbish").model_copy(update={"prompt": _zorbish_prompt(split)})
+    rejection = check_held_out(held_out, skills)
+    assert rejection is not None and rejection.reason == HELD_OUT_PROMPT and split in rejection.detail
+    trained = held_out.model_copy(update={"prompt": _zorbish_prompt("train")})
+    assert check_held_out(trained, skills) is None
+    # A recall skill's table is taught and tested alike: every prompt of it is admitted.
+    assert check_held_out(make_learning("a", "add"), skills) is None
 
 
 def test_reasons_extend_the_codec_and_each_has_a_description() -> None:
