@@ -36,14 +36,8 @@ $(STAMP): pyproject.toml tests/integration/kafkajs/package-lock.json
 demo: setup
 	$(BIN)/hive demo
 
-# Three pytest processes, not one: after some of the e2e and integration tests have run in a pytest process, a
-# Llama with tie_word_embeddings built or loaded in that process no longer ties lm_head to the embeddings (SmolLM2
-# loads with lm_head missing). The product loads cores in fresh processes and load_core refuses such a load; the
-# cause in the test process is not found yet (issue #11). The tests that build tied cores run in fresh processes.
 test: setup
-	$(BIN)/python -m pytest tests/integration/test_pretrained_loop.py
-	$(BIN)/python -m pytest tests/unit
-	$(BIN)/python -m pytest tests/e2e tests/integration --ignore=tests/integration/test_pretrained_loop.py
+	$(BIN)/python -m pytest tests
 
 lint: setup
 	$(BIN)/ruff check .

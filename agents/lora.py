@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agents.codec import BYTE_CODEC, Codec
+from agents.construction import MODEL_CONSTRUCTION
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +113,7 @@ def wrap(core: PreTrainedModel, spec: LoraSpec) -> PreTrainedModel:
     from peft import get_peft_model
 
     linear_targets(core, spec.targets)
-    with _quiet_peft():
+    with _quiet_peft(), MODEL_CONSTRUCTION:
         model = get_peft_model(copy.deepcopy(core), _lora_config(spec.r, spec.alpha, spec.targets, spec.dropout))
     return cast("PreTrainedModel", model)
 
@@ -212,7 +213,7 @@ def merged(base: PreTrainedModel, config: AdapterConfig, state: dict[str, torch.
     PEFT and merged into its weights: a plain model for inference. ``base`` is left as it was."""
     from peft import get_peft_model, set_peft_model_state_dict
 
-    with _quiet_peft():
+    with _quiet_peft(), MODEL_CONSTRUCTION:
         model = get_peft_model(
             copy.deepcopy(base), _lora_config(config.r, config.alpha, config.targets, rslora=config.rslora)
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from agents.codec import Codec, check_fits
+from agents.construction import MODEL_CONSTRUCTION
 from agents.core_files import CoreDirError, check_core_dir
 from agents.tokenizer import MAX_POSITIONS, VOCAB_SIZE, ByteTokenizer
 
@@ -58,8 +59,9 @@ def build_core(size: CoreSize | None = None, seed: int = 0) -> PreTrainedModel:
     from transformers import LlamaForCausalLM
 
     _quiet_transformers()
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM((size or CoreSize()).config())
+    with MODEL_CONSTRUCTION:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM((size or CoreSize()).config())
     model.eval()
     return model
 
@@ -82,9 +84,10 @@ def load_core(directory: Path) -> PreTrainedModel:
 
     check_core_dir(directory)
     _quiet_transformers()
-    loaded: Any = AutoModelForCausalLM.from_pretrained(
-        directory, local_files_only=True, use_safetensors=True, trust_remote_code=False, output_loading_info=True
-    )
+    with MODEL_CONSTRUCTION:
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True, use_safetensors=True, trust_remote_code=False, output_loading_info=True
+        )
     model, info = loaded
     # transformers fills a tensor missing from the file with fresh random weights and only logs it: such a core
     # would answer nonsense without an error, so it is refused.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from agents.codec import copy_tokenizer
+from agents.construction import MODEL_CONSTRUCTION
 from agents.model import WEIGHTS_FILE, file_sha256, save_core
 from distill.data import Data
 from distill.manifest import Manifest
@@ -105,7 +106,8 @@ def plain_model(module: Any, state: dict[str, torch.Tensor]) -> PreTrainedModel:
     so it is loaded into a fresh PEFT model of the same adapter config first. ``module`` is left as it was.
     """
     if not is_lora(module):
-        clean: Any = type(module)(module.config)
+        with MODEL_CONSTRUCTION:
+            clean: Any = type(module)(module.config)
         clean.load_state_dict(state)
         return clean
     from peft import get_peft_model
@@ -115,7 +117,8 @@ def plain_model(module: Any, state: dict[str, torch.Tensor]) -> PreTrainedModel:
     with warnings.catch_warnings():
         # PEFT (0.21) asks transformers (5.x) a deprecated question on every wrap (as in agents.lora.wrap).
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        fresh = get_peft_model(type(base)(base.config), adapter)
+        with MODEL_CONSTRUCTION:
+            fresh = get_peft_model(type(base)(base.config), adapter)
     fresh.load_state_dict(state)
     return fresh.merge_and_unload()
 

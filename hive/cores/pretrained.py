@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.construction import MODEL_CONSTRUCTION
 from agents.core_files import check_core_dir
 from agents.model import file_sha256, save_core
 from hive.cores.dirs import building_dir, publish_dir
@@ -153,13 +154,15 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    with MODEL_CONSTRUCTION:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     config = copy.deepcopy(loaded.config)
     # A GGUF-loaded config keeps a quantization_config; saved, it would attach a GGUF quantizer to every later
     # load of weights that are already plain (and save_pretrained refuses the GGUF-loaded model itself).
     del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, DTYPE))
+    with MODEL_CONSTRUCTION:
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, DTYPE))
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.eval()
     save_core(model, out, tokenizer)
