@@ -86,6 +86,24 @@ class Specialist:
         self.model.train()
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=0.0)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    def use_optimizer(
+        self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    ) -> None:
+        """Replaces the constant-lr AdamW with ``optimizer`` (over ``trainable()``) and an lr schedule stepped after
+        every step: a benchmark gives every arm the distill job's recipe (``hive.bench.recipe``). A core swap
+        returns to the default."""
+        owned = {id(p) for p in self._params}
+        given = [p for group in optimizer.param_groups for p in group["params"]]
+        if len(given) != len(owned) or any(id(p) not in owned for p in given):
+            raise ValueError("the optimizer must step exactly the specialist's trainable parameters")
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters a learning step changes: the whole model's, or a LoRA adapter's."""
+        return list(self._params)
 
     def swap_core(self, core: PreTrainedModel, version: int, codec: Codec | None = None) -> None:
         """Runs ``core`` from now on; ``codec`` only when the new core has another tokenizer than the old.
@@ -128,6 +146,8 @@ class Specialist:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self._params, 1.0)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.steps += 1
         return float(loss.item())
 

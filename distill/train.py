@@ -23,6 +23,7 @@ from distill.checkpoint import resume, run_fingerprint, save_checkpoint, save_st
 from distill.data import Data, load_data
 from distill.manifest import DistillParams, Manifest, load_manifest, resolve_ds_config
 from distill.report import close_run, open_run
+from distill.rows import rows_per_skill
 from distill.step import global_mean, train_step
 from distill.student import AdapterOff, load_previous_core, load_student, trainable_parameters
 from distill.tracking import Tracker
@@ -203,6 +204,7 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
         "tuning": resolve_tuning(manifest.distill.tuning, data.codec),
         "trainable_parameters": job.trainable,
         "learnings": data.lineage["learnings"],
+        "rows_per_skill": rows_per_skill(data, manifest.distill.steps, job.micro, job.world_size),
         "examples": data.report.kept,
         "skipped": dict(data.report.skipped),
         "teacher_skipped": dict(data.report.teacher_skipped),

@@ -1,7 +1,13 @@
-"""``hive bench fleet``: does the distilled core absorb every specialist, keep what it knew, and beat merging?"""
+"""``hive bench fleet``: does the distilled core absorb every specialist, keep what it knew, and beat merging?
+
+Every arm starts from the same core v0 (on ``tiny``, a base pretrained on skills that no arm is evaluated on),
+trains with the same optimizer and schedule (``hive.bench.recipe``), learns only from train prompts and is scored on
+the same test prompts (``agents.skills.splits``). Each seed runs every arm; figures are means and sample sds.
+"""
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -14,23 +20,43 @@ from agents.evaluation import evaluate_skills
 from agents.model import build_core, load_core, save_core
 from agents.skills import load_skills
 from agents.skills.splits import kind_of
-from agents.tokenizer import VOCAB_SIZE
-from distill.manifest import write_learnings
 from hive.bench.contamination import count_contamination, held_out_prompts
-from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
+from hive.bench.fleet_arms import pretrain_base
+from hive.bench.fleet_seed import SeedRun, run_seed
+from hive.bench.fleet_stats import comparison, mean_sd, per_skill_mean_sd, ratios, summary
 from hive.bench.machine import machine_info
-from hive.bench.synthetic import core_signals
+from hive.bench.recipe import arm_config, describe_recipe
 from hive.config import DistillSettings
-from hive.rounds.open import sample_replay, write_manifest
-from streams.events import Learning, TeacherSignal
 
-METHODS = ("base", "specialist", "core", "weight_average", "task_arithmetic", "ties", "multitask")
+METHODS = (
+    "base",
+    "specialist",
+    "core",
+    "core_kd_only",
+    "core_ce_only",
+    "weight_average",
+    "task_arithmetic",
+    "ties",
+    "multitask",
+)
+MERGES = ("weight_average", "task_arithmetic", "ties")
+# Skills the tiny base is pretrained on: string transformations that share the byte vocabulary with the built-in
+# skills, none of them evaluated, so the arms start from a model that has learned something, not random weights.
+BASE_SKILLS = (
+    "agents.skills.text:Reverse",
+    "agents.skills.text:Upper",
+    "agents.skills.text:Shift",
+    "agents.skills.text:Double",
+)
+# The default fleet: three generalize skills the tiny core learns in a few hundred steps, and one recall skill,
+# reported apart. Four skills keep three seeds of every arm near 30 minutes on a 2-core CPU.
+DEFAULT_SKILLS = ("capital", "zorbish", "swap", "next")
 PhaseFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class FleetBenchPlan:
-    """What the benchmark runs; the defaults finish in well under 30 minutes on a 2-core CPU."""
+    """What the benchmark runs, per seed; the defaults are sized for 3 seeds in 30 minutes on a 2-core CPU."""
 
     skills: list[str]
     rounds: int = 3
@@ -44,15 +70,16 @@ class FleetBenchPlan:
     eval_tasks: int = 100
     val_tasks: int = 50
     kd_compare_per_skill: int = 800
-    # Long enough that both arms approach their ceiling, so the gap measures the signal, not the noise
-    # of two half-trained runs (at 400 steps the two arms differed by 0.045 with morse still at 0.7).
     kd_compare_steps: int = 800
     seed: int = 0
+    seeds: int = 3
+    base_skills: list[str] = field(default_factory=lambda: list(BASE_SKILLS))
+    # 0 is the random-init regime: a labelled extra, never the headline (see the researcher guide).
+    base_steps: int = 600
+    ablations: bool = True
 
-    @property
-    def multitask_steps(self) -> int:
-        # The same optimizer steps as the core gets over all its rounds: the comparison is per step.
-        return self.distill.steps * self.rounds
+    def seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds)]
 
 
 def split_into_rounds(names: list[str], rounds: int) -> list[list[str]]:
@@ -65,52 +92,7 @@ def split_into_rounds(names: list[str], rounds: int) -> list[list[str]]:
     return groups
 
 
-def _distill(
-    workdir: Path,
-    name: str,
-    base_dir: Path,
-    learnings: list[Learning],
-    replay: list[Learning],
-    skill_specs: list[str],
-    plan: FleetBenchPlan,
-    first: bool,
-    steps: int | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """One round of the real distill job, under the DeepSpeed launcher."""
-    from distill.launch import launch_job
-
-    directory = workdir / name
-    directory.mkdir(parents=True, exist_ok=True)
-    write_learnings(directory / "learnings.jsonl", learnings)
-    replay_path = None
-    if replay:
-        replay_path = directory / "replay.jsonl"
-        write_learnings(replay_path, replay)
-    distill = plan.distill.for_round(first) | {"seed": plan.seed, "steps": steps or plan.distill.steps}
-    manifest = write_manifest(
-        directory, name, base_dir, replay_path, skill_specs, distill, eval_={"tasks": plan.eval_tasks}
-    )
-    metrics = launch_job(manifest)
-    return directory / "out" / "core", metrics
-
-
-def _with_signal(learnings: list[Learning], teacher, k: int) -> list[Learning]:
-    """The same learnings with the final specialist's signal at top-k: the KD comparison's only variable."""
-    prompts = [lr.prompt for lr in learnings]
-    answers = [lr.learned_answer() for lr in learnings]
-    out = []
-    for learning, (ids, lps) in zip(learnings, core_signals(teacher, prompts, answers, k, chunk=64), strict=True):
-        over = learning.teacher.over if learning.teacher else "correction"
-        signal = TeacherSignal(k=k, over=over, token_ids=ids, logprobs=lps)
-        out.append(learning.model_copy(update={"teacher": signal}))
-    return out
-
-
-def _mean(scores: dict[str, float]) -> float:
-    return sum(scores.values()) / len(scores)
-
-
-def _forgetting(curves: list[dict[str, float]], taught_in: dict[str, int]) -> float:
+def forgetting(curves: list[dict[str, float]], taught_in: dict[str, int]) -> float:
     """The largest drop of any skill below its accuracy in the round that taught it, over later rounds."""
     worst = 0.0
     for skill, first in taught_in.items():
@@ -128,168 +110,162 @@ def fresh_workdir(workdir: Path) -> None:
     workdir.mkdir(parents=True)
 
 
+def multitask_steps(core_rows: dict[str, int], skills: int, batch_size: int) -> int:
+    """Steps that give the multitask arm at least the core's rows of every skill (replay counted): each of its
+    batches holds ``batch_size // skills`` rows of every skill, or one more."""
+    per_step = batch_size // skills
+    if per_step < 1:
+        raise ValueError(f"a multitask batch of {batch_size} cannot hold a row of each of {skills} skills")
+    return max(1, math.ceil(max(core_rows.values()) / per_step))
+
+
 def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict[str, Any]:
-    """Runs every arm on the same specialists and held-out tasks, and returns the report.
+    """Runs every arm for every seed on the same core v0 and held-out tasks, and returns the report.
 
     ``workdir`` is the bench's own: it is emptied first, so that no round resumes another run's checkpoint.
     """
     started = time.monotonic()
-    wall: dict[str, float] = {}
+    if plan.seeds < 1:
+        raise ValueError("--seeds must be at least 1")
     skills = load_skills(plan.skills)
     names = [s.name for s in skills]  # type: ignore[attr-defined]
-    spec_of = dict(zip(names, plan.skills, strict=True))
-    groups = split_into_rounds(names, plan.rounds)
+    base_skills = load_skills(plan.base_skills) if plan.base_steps > 0 else []
+    shared = sorted({s.name for s in base_skills} & set(names))  # type: ignore[attr-defined]
+    if shared:
+        raise ValueError(f"the base is pretrained on skills the bench evaluates: {', '.join(shared)}")
+    split_into_rounds(names, plan.rounds)  # refuses an impossible plan before any training
     fresh_workdir(workdir)
 
+    t = time.monotonic()
     core0 = build_core(seed=plan.seed)
+    base_prompts: set[str] = set()
+    base_recipe = arm_config(plan.distill, plan.base_steps or 1, plan.distill.lr, plan.distill.batch_size)
+    if plan.base_steps > 0:
+        phase(f"pretraining the shared base on {', '.join(s.name for s in base_skills)} ({plan.base_steps} steps)")  # type: ignore[attr-defined]
+        core0, base_prompts = pretrain_base(
+            core0, base_skills, plan.base_steps, plan.distill.batch_size, plan.seed, base_recipe
+        )
     core0_dir = workdir / "core_v0"
     save_core(core0, core0_dir)
+    base_s = time.monotonic() - t
 
-    t = time.monotonic()
-    specialists = {}
-    for i, skill in enumerate(skills):
-        phase(f"specialist {i + 1}/{len(skills)}: learning {names[i]} on the job ({plan.specialist_steps} steps)")
-        specialists[names[i]] = train_specialist(
-            core0,
-            skill,
-            f"agent-{names[i]}",
-            plan.specialist_steps,
-            plan.batch_size,
-            plan.publish_per_step,
-            plan.lr,
-            plan.topk,
-            plan.seed,
-        )
-    wall["specialists"] = time.monotonic() - t
+    held_out = {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)}
+    runs: list[SeedRun] = []
+    for i, seed in enumerate(plan.seed_list()):
+        phase(f"seed {seed} ({i + 1}/{plan.seeds})")
+        runs.append(run_seed(plan, seed, skills, core0, core0_dir, workdir / f"seed{seed}", phase))
 
-    t = time.monotonic()
-    rounds: list[dict[str, Any]] = []
-    curves: list[dict[str, float]] = []
-    taught_in: dict[str, int] = {}
-    base_dir = core0_dir
-    earlier: list[Learning] = []
-    replayed: dict[str, set[str]] = {n: set() for n in names}
-    for r, group in enumerate(groups):
-        for name in group:
-            taught_in[name] = r
-        taught = [n for n in names if n in taught_in]
-        phase(f"round {r + 1}/{len(groups)}: distilling {', '.join(group)} (taught so far: {', '.join(taught)})")
-        learnings = [lr for n in group for lr in specialists[n].learnings]
-        replay = sample_replay(earlier, plan.distill.replay_size, seed=f"{plan.seed}:round{r + 1}")
-        for learning in replay:
-            replayed[learning.skill].add(learning.prompt)
-        base_dir, metrics = _distill(
-            workdir,
-            f"round{r + 1}",
-            base_dir,
-            learnings,
-            replay,
-            [spec_of[n] for n in taught],
-            plan,
-            first=r == 0,
-        )
-        curves.append(dict(metrics["eval"]))
-        rounds.append(
-            {
-                "round": r + 1,
-                "new_skills": group,
-                "learnings": len(learnings),
-                "replay": len(replay),
-                "eval": metrics["eval"],
-                "final_loss": metrics.get("final_loss"),
-                "wall_s": metrics.get("wall_s"),
-            }
-        )
-        earlier.extend(learnings)
-    core = load_core(base_dir)
-    wall["core_rounds"] = time.monotonic() - t
-
-    accuracy: dict[str, dict[str, float]] = {}
-    phase("evaluating base, specialists and the core on held-out tasks")
-    accuracy["base"] = evaluate_skills(core0, skills, plan.eval_tasks)
-    accuracy["specialist"] = {
-        n: evaluate_skills(specialists[n].model, [s], plan.eval_tasks)[n] for n, s in zip(names, skills, strict=True)
+    contamination = [
+        count_contamination(skills, held_out, run.streams | {"base": {n: base_prompts for n in names}}) for run in runs
+    ]
+    report = summarise(plan, names, [kind_of(s) for s in skills], runs, contamination)
+    base_eval = evaluate_skills(load_core(core0_dir), skills, plan.eval_tasks)
+    report["base_pretraining"] = {
+        "skills": [s.name for s in base_skills],  # type: ignore[attr-defined]
+        "steps": plan.base_steps,
+        "rows": plan.base_steps * plan.distill.batch_size,
+        "recipe": describe_recipe(base_recipe) if plan.base_steps > 0 else None,
+        "wall_s": round(base_s, 1),
+        "eval_on_bench_skills": base_eval,
     }
-    accuracy["core"] = evaluate_skills(core, skills, plan.eval_tasks)
+    report["wall_s"]["base"] = round(base_s, 1)
+    report["wall_s"]["total"] = round(time.monotonic() - started, 1)
+    report["plan"] = asdict(plan) | {"distill": plan.distill.model_dump()}
+    report["machine"] = machine_info()
+    report["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return report
 
-    t = time.monotonic()
-    merge_params: dict[str, dict[str, float]] = {}
-    for method in ("weight_average", "task_arithmetic", "ties"):
-        phase(f"merging baseline: {method}")
-        model, params = merge_arm(method, core0, [specialists[n].model for n in names], skills, plan.val_tasks)
-        accuracy[method] = evaluate_skills(model, skills, plan.eval_tasks)
-        merge_params[method] = params
-    wall["merges"] = time.monotonic() - t
 
-    t = time.monotonic()
-    phase(f"multitask upper bound: {plan.multitask_steps} steps on all raw tasks")
-    multitask, multitask_prompts = train_multitask(
-        core0, [specialists[n].tasks for n in names], plan.multitask_steps, plan.distill.batch_size, plan.lr, plan.seed
-    )
-    accuracy["multitask"] = evaluate_skills(multitask, skills, plan.eval_tasks)
-    wall["multitask"] = time.monotonic() - t
+def _mean_accuracy(scores: dict[str, float], names: list[str]) -> float:
+    return sum(scores[n] for n in names) / len(names)
 
-    kd_compare: dict[str, Any] = {}
-    kd_prompts: dict[str, set[str]] = {n: set() for n in names}
-    if plan.kd_compare_per_skill > 0:
-        t = time.monotonic()
-        for k in (plan.topk, VOCAB_SIZE):
-            phase(f"KD comparison: one round over every skill with top-{k} signals from the final specialists")
-            sample = []
-            for n in names:
-                pool = specialists[n].learnings[-plan.kd_compare_per_skill :]
-                sample += _with_signal(pool, specialists[n].model, k)
-                kd_prompts[n].update(lr.prompt for lr in pool)
-            _, metrics = _distill(
-                workdir,
-                f"kd_top{k}",
-                core0_dir,
-                sample,
-                [],
-                [spec_of[n] for n in names],
-                plan,
-                first=True,
-                steps=plan.kd_compare_steps,
+
+def summarise(
+    plan: FleetBenchPlan,
+    names: list[str],
+    kinds: list[str],
+    runs: list[SeedRun],
+    contamination: list[dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Seed means and sds of every figure, the headline ones on ``generalize`` skills, recall ones apart."""
+    methods = [m for m in METHODS if all(m in run.accuracy for run in runs)]
+    accuracy, accuracy_sd = {}, {}
+    for method in methods:
+        accuracy[method], accuracy_sd[method] = per_skill_mean_sd([run.accuracy[method] for run in runs])
+    kind_of_skill = dict(zip(names, kinds, strict=True))
+    groups = {"all": names} | {k: [n for n in names if kind_of_skill[n] == k] for k in ("generalize", "recall")}
+
+    def figures(group: list[str]) -> dict[str, Any]:
+        if not group:
+            return {}
+        out: dict[str, Any] = {"skills": group}
+        for label, method in (("absorption", "core"), ("absorption_kd_only", "core_kd_only")):
+            if method not in methods:
+                continue
+            per_seed = [ratios(run.accuracy[method], run.accuracy["specialist"], group) for run in runs]
+            if all(per_seed):
+                out[label] = summary([sum(r.values()) / len(r) for r in per_seed])
+                out[f"{label}_min"] = summary([min(r.values()) for r in per_seed])
+        means = {m: [_mean_accuracy(run.accuracy[m], group) for run in runs] for m in methods}
+        best = [max(MERGES, key=lambda m, i=i: means[m][i]) for i in range(len(runs))]
+        out["best_merge_per_seed"] = best
+        out["core_minus_best_merge"] = comparison([means["core"][i] - means[b][i] for i, b in enumerate(best)])
+        core, multitask = means["core"], means["multitask"]
+        out["core_minus_multitask"] = comparison([c - m for c, m in zip(core, multitask, strict=True)])
+        if "core_kd_only" in methods:
+            out["kd_only_minus_ce_only"] = comparison(
+                [k - c for k, c in zip(means["core_kd_only"], means["core_ce_only"], strict=True)]
             )
-            kd_compare[f"top{k}"] = metrics["eval"]
-        kd_compare["gap_topk_vs_full"] = _mean(kd_compare[f"top{VOCAB_SIZE}"]) - _mean(kd_compare[f"top{plan.topk}"])
-        wall["kd_compare"] = time.monotonic() - t
+        out["mean_accuracy"] = {m: summary(v) for m, v in means.items()}
+        return out
 
-    contamination = count_contamination(
-        skills,
-        {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)},
-        {
-            "specialists": {n: {p for p, _ in specialists[n].tasks} for n in names},
-            "learnings": {n: {lr.prompt for lr in specialists[n].learnings} for n in names},
-            "replay": replayed,
-            "multitask": dict(zip(names, multitask_prompts, strict=True)),
-            "kd_compare": kd_prompts,
-        },
-    )
-    ratios = {n: accuracy["core"][n] / accuracy["specialist"][n] for n in names if accuracy["specialist"][n] > 0}
-    mean_of = {m: _mean(accuracy[m]) for m in METHODS}
-    best_merge = max(("weight_average", "task_arithmetic", "ties"), key=lambda m: mean_of[m])
-    wall["total"] = time.monotonic() - started
+    by_kind = {label: figures(group) for label, group in groups.items()}
+    headline = by_kind["generalize"] or by_kind["all"]
+    forget = mean_sd([run.forgetting for run in runs])
+    rounds = []
+    for r, first in enumerate(runs[0].rounds):
+        evals = [run.rounds[r]["eval"] for run in runs]
+        mean, sd = per_skill_mean_sd(evals)
+        rounds.append({**first, "eval": mean, "eval_sd": sd, "eval_per_seed": evals})
+    kd: dict[str, Any] = {}
+    if all(run.kd_compare for run in runs):
+        gaps = [run.kd_compare["gap_topk_vs_full"] for run in runs]
+        gap, gap_sd = mean_sd(gaps)
+        kd = {"gap_topk_vs_full": gap, "gap_sd": gap_sd, "per_seed": [run.kd_compare for run in runs]}
+    wall: dict[str, float] = {}
+    for run in runs:
+        for key, value in run.wall_s.items():
+            wall[key] = round(wall.get(key, 0.0) + value, 1)
     return {
         "skills": names,
-        "split": {n: kind_of(s) for n, s in zip(names, skills, strict=True)},
-        "contamination": {n: c["overlap"] for n, c in contamination.items()},
-        "contamination_detail": contamination,
-        "methods": list(METHODS),
+        "model": "tiny",
+        "seeds": plan.seed_list(),
+        "split": kind_of_skill,
+        "methods": methods,
         "accuracy": accuracy,
-        "mean_accuracy": mean_of,
-        "absorption": sum(ratios.values()) / len(ratios) if ratios else None,
-        "absorption_min": min(ratios.values()) if ratios else None,
-        "absorption_per_skill": ratios,
-        "forgetting": _forgetting(curves, taught_in),
-        "core_minus_best_merge": mean_of["core"] - mean_of[best_merge],
-        "best_merge": best_merge,
-        "core_minus_multitask": mean_of["core"] - mean_of["multitask"],
-        "merge_params": merge_params,
-        "kd_compare": kd_compare,
+        "accuracy_sd": accuracy_sd,
+        "mean_accuracy": {m: _mean_accuracy(accuracy[m], names) for m in methods},
+        # The headline figures, on generalize skills (all skills when none generalizes), as seed means.
+        "absorption": headline.get("absorption", {}).get("mean"),
+        "absorption_sd": headline.get("absorption", {}).get("sd"),
+        "absorption_min": headline.get("absorption_min", {}).get("mean"),
+        "absorption_kd_only": headline.get("absorption_kd_only", {}).get("mean"),
+        "absorption_kd_only_min": headline.get("absorption_kd_only_min", {}).get("mean"),
+        "forgetting": forget[0],
+        "forgetting_sd": forget[1],
+        "core_minus_best_merge": headline["core_minus_best_merge"]["mean"],
+        "core_minus_multitask": headline["core_minus_multitask"]["mean"],
+        "by_kind": by_kind,
+        "ablations": {m: accuracy[m] for m in ("core_kd_only", "core_ce_only") if m in methods},
+        "contamination": {n: max(c[n]["overlap"] for c in contamination) for n in names},
+        "contamination_detail": contamination[0],
+        "budget": runs[0].budget,
+        "kd_compare": kd,
+        "merge_params": [run.merge_params for run in runs],
         "rounds": rounds,
-        "plan": asdict(plan) | {"distill": plan.distill.model_dump()},
-        "wall_s": {k: round(v, 1) for k, v in wall.items()},
-        "machine": machine_info(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "per_seed": [
+            {"seed": run.seed, "accuracy": run.accuracy, "forgetting": run.forgetting, "budget": run.budget}
+            for run in runs
+        ],
+        "wall_s": wall,
     }

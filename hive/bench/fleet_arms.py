@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.evaluation import evaluate_skills
 from agents.learner import Specialist, work_batch
+from agents.skills.splits import sample_tasks
+from hive.bench.recipe import apply_recipe
 from streams.events import Learning
 
 if TYPE_CHECKING:
@@ -38,9 +41,16 @@ def train_specialist(
     lr: float,
     topk: int,
     seed: int,
+    recipe: dict[str, Any] | None = None,
 ) -> TrainedSpecialist:
-    """Learns one skill on the job from the core, with the agents' own code (``work_batch``)."""
+    """Learns one skill on the job from the core, with the agents' own code (``work_batch``), on train prompts.
+
+    ``recipe`` (``hive.bench.recipe.arm_config``) replaces the agents' constant lr with the distill job's
+    optimizer and schedule, so that the specialist and the core are trained alike.
+    """
     specialist = Specialist(core, core_version=0, lr=lr, topk=topk)
+    if recipe is not None:
+        apply_recipe(specialist, recipe)
     rng = random.Random(f"{seed}:{agent_id}")
     trained = TrainedSpecialist(skill, specialist.model)
     for _ in range(steps):
@@ -50,28 +60,55 @@ def train_specialist(
     return trained
 
 
+@dataclass
+class Multitask:
+    """The multitask arm: its model, and per skill the rows it trained on and their distinct prompts."""
+
+    model: PreTrainedModel
+    rows: Counter[str]
+    prompts: dict[str, set[str]]
+
+
 def train_multitask(
     core: PreTrainedModel,
-    tasks_by_skill: list[list[tuple[str, str]]],
+    tasks_by_skill: dict[str, list[tuple[str, str]]],
     steps: int,
     batch_size: int,
-    lr: float,
     seed: int,
-) -> tuple[PreTrainedModel, list[set[str]]]:
-    """The upper bound: one model trained on all the raw tasks, each batch balanced across skills.
-
-    Returns the model and, per skill, the prompts it trained on (what the contamination count checks).
-    """
-    learner = Specialist(core, core_version=0, lr=lr, topk=1)
+    recipe: dict[str, Any],
+) -> Multitask:
+    """The upper bound: one model trained on the specialists' raw tasks, each batch balanced across skills, with
+    the distill job's optimizer and schedule (``recipe``)."""
+    learner = Specialist(core, core_version=0, lr=1.0, topk=1)  # the recipe sets the lr
+    apply_recipe(learner, recipe)
     rng = random.Random(seed)
-    seen: list[set[str]] = [set() for _ in tasks_by_skill]
+    names = list(tasks_by_skill)
+    rows: Counter[str] = Counter()
+    prompts: dict[str, set[str]] = {n: set() for n in names}
     for _ in range(steps):
-        picks = [
-            (i % len(tasks_by_skill), rng.choice(tasks_by_skill[i % len(tasks_by_skill)])) for i in range(batch_size)
-        ]
-        for skill_index, (prompt, _) in picks:
-            seen[skill_index].add(prompt)
+        picks = [(names[i % len(names)], rng.choice(tasks_by_skill[names[i % len(names)]])) for i in range(batch_size)]
+        for name, (prompt, _) in picks:
+            rows[name] += 1
+            prompts[name].add(prompt)
         learner.learn([p for _, (p, _) in picks], [a for _, (_, a) in picks])
+    return Multitask(learner.model, rows, prompts)
+
+
+def pretrain_base(
+    core: PreTrainedModel, skills: list[object], steps: int, batch_size: int, seed: int, recipe: dict[str, Any]
+) -> tuple[PreTrainedModel, set[str]]:
+    """A shared starting point that is not random weights: ``core`` trained on base skills that no arm is
+    evaluated on, batches balanced across them, train prompts only. Returns the base and every prompt it saw."""
+    learner = Specialist(core, core_version=0, lr=1.0, topk=1)
+    apply_recipe(learner, recipe)
+    rng = random.Random(f"{seed}:base")
+    seen: set[str] = set()
+    per_skill = -(-batch_size // len(skills))
+    for _ in range(steps):
+        batch = [t for skill in skills for t in sample_tasks(skill, rng, "train", per_skill)][:batch_size]
+        seen.update(p for p, _ in batch)
+        learner.learn([p for p, _ in batch], [a for _, a in batch])
+    learner.model.eval()
     return learner.model, seen
 
 

@@ -95,7 +95,8 @@ def fleet(
     skills: list[str] = typer.Option(
         [],
         "--skill",
-        help="A skill for one specialist (repeatable): a built-in name or module:attr. Default: every built-in.",
+        help="A skill for one specialist (repeatable): a built-in name or module:attr. "
+        "Default: capital, zorbish, swap, next.",
     ),
     rounds: int = typer.Option(3, min=1, help="Rounds over which the skills arrive (continual setting)."),
     specialist_steps: int = typer.Option(400, min=1, help="On-the-job learning steps per specialist."),
@@ -103,22 +104,32 @@ def fleet(
     kd_compare: int = typer.Option(
         800, min=0, help="Learnings per skill in the top-k vs full-KD comparison; 0 skips it."
     ),
+    seeds: int = typer.Option(3, min=1, help="Seeds: every figure is the mean and sample sd over them."),
+    base_steps: int = typer.Option(
+        600, min=0, help="Steps pretraining the shared base on skills no arm is evaluated on; 0: random init."
+    ),
+    ablations: bool = typer.Option(
+        True, help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0)."
+    ),
 ) -> None:
     """The distilled core against its specialists, weight merging and multitask training, on held-out tasks."""
     # Imported here so that `hive --help` stays fast: the bench loads torch, transformers and mlflow.
-    from agents.skills import BUILTIN_SKILLS, SkillLoadError
-    from hive.bench.fleet import FleetBenchPlan, run_fleet_bench
+    from agents.skills import SkillLoadError
+    from hive.bench.fleet import DEFAULT_SKILLS, FleetBenchPlan, run_fleet_bench
     from hive.bench.html_report import goal_rows, render_html
     from hive.bench.tracking import log_bench_run
     from hive.config import DistillSettings, HiveSettings
 
     settings = HiveSettings()
     plan = FleetBenchPlan(
-        skills=skills or sorted(BUILTIN_SKILLS),
+        skills=skills or list(DEFAULT_SKILLS),
         rounds=rounds,
         specialist_steps=specialist_steps,
         distill=DistillSettings(steps=distill_steps),
         kd_compare_per_skill=kd_compare,
+        seeds=seeds,
+        base_steps=base_steps,
+        ablations=ablations,
     )
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:

@@ -49,7 +49,8 @@ def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH")) if p)
     out = tmp_path / "fleet.json"
     args = ["--skill", "lab_skills:Vowels", "--skill", "lab_skills:Echo", "--skill", "lab_skills:Parity"]
-    small = ["--rounds", "2", "--specialist-steps", "5", "--distill-steps", "5", "--kd-compare", "0"]
+    small = ["--rounds", "2", "--specialist-steps", "5", "--distill-steps", "5", "--kd-compare", "0", "--seeds", "1"]
+    small += ["--base-steps", "5"]
     result = subprocess.run(
         [sys.executable, "-m", "hive", "bench", "fleet", "--json", str(out), *args, *small],
         env=env,
@@ -67,17 +68,42 @@ def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
     assert report["contamination"] == {"vowels": 0, "echo": 0, "parity": 0}
     for skill, detail in report["contamination_detail"].items():
         assert detail["test_prompts"] > 0 and detail["validation_in_test"] == 0, skill
-        assert set(detail["by_stream"]["test"]) == {"specialists", "learnings", "replay", "multitask", "kd_compare"}
+        streams = {"base", "specialists", "learnings", "replay", "multitask", "kd_compare"}
+        assert set(detail["by_stream"]["test"]) == streams
         assert not any(detail["by_stream"]["validation"].values()), skill
     assert set(report["accuracy"]) == {
         "base",
         "specialist",
         "core",
+        "core_kd_only",
+        "core_ce_only",
         "weight_average",
         "task_arithmetic",
         "ties",
         "multitask",
     }
+    assert report["seeds"] == [0] and report["model"] == "tiny"
+    # One seed shows no spread, so no difference is called a win.
+    assert report["by_kind"]["generalize"]["core_minus_multitask"]["win"] is None
+
+    # The budget is what each arm ran: the core's rows are the distill jobs' own count, two rounds of 5 steps of
+    # 64 rows, the second with as many replay rows; multitask got at least as many rows of every skill.
+    budget = report["budget"]
+    assert budget["core"]["steps"] == 10
+    assert sum(budget["core"]["rows_per_skill"].values()) == 5 * 64 * 3
+    assert all(budget["multitask"]["rows_per_skill"][s] >= n for s, n in budget["core"]["rows_per_skill"].items())
+    assert budget["specialist"]["rows_per_skill"] == {"vowels": 160, "echo": 160, "parity": 160}
+    for arm in ("specialist", "core", "multitask"):
+        assert "betas=(0.9, 0.95)" in budget[arm]["optimizer"] and "WarmupCosineLR" in budget[arm]["schedule"], arm
+    # The ablations ran with their weights, as the distill jobs' manifests say.
+    fleet = tmp_path / ".hive" / "bench" / "fleet" / "seed0"
+    weights = {
+        variant: json.loads((fleet / variant / "round2" / "manifest.json").read_text())["distill"]
+        for variant in ("core", "core_kd_only", "core_ce_only")
+    }
+    assert [(w["kd_weight"], w["ce_weight"]) for w in weights.values()] == [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)]
+    assert budget["core_kd_only"]["loss"]["ce_weight"] == 0.0 and budget["core_ce_only"]["loss"]["kd_weight"] == 0.0
+    assert report["base_pretraining"]["steps"] == 5
     for method, scores in report["accuracy"].items():
         assert set(scores) == {"vowels", "echo", "parity"}, method
         assert all(0.0 <= v <= 1.0 for v in scores.values())

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from hive.bench.fleet import _forgetting, fresh_workdir, split_into_rounds
+from hive.bench.fleet import FleetBenchPlan, forgetting, fresh_workdir, multitask_steps, split_into_rounds, summarise
+from hive.bench.fleet_seed import SeedRun
+from hive.bench.fleet_stats import comparison, mean_sd
 from hive.bench.html_report import goal_rows, render_html
 
 
@@ -22,11 +24,11 @@ def test_impossible_round_counts_are_refused(rounds: int) -> None:
 
 def test_forgetting_is_the_largest_later_drop_below_the_teaching_round() -> None:
     curves = [{"a": 0.9}, {"a": 0.95, "b": 0.8}, {"a": 0.85, "b": 0.7}]
-    assert _forgetting(curves, {"a": 0, "b": 1}) == pytest.approx(0.1)
+    assert forgetting(curves, {"a": 0, "b": 1}) == pytest.approx(0.1)
 
 
 def test_no_forgetting_when_later_rounds_only_improve() -> None:
-    assert _forgetting([{"a": 0.5}, {"a": 0.6}], {"a": 0}) == 0.0
+    assert forgetting([{"a": 0.5}, {"a": 0.6}], {"a": 0}) == 0.0
 
 
 def _report() -> dict:
@@ -37,8 +39,8 @@ def _report() -> dict:
         "methods": methods,
         "accuracy": accuracy,
         "mean_accuracy": {m: 0.75 for m in methods},
-        "absorption": 0.97,
-        "absorption_min": 0.85,
+        "absorption_kd_only": 0.97,
+        "absorption_kd_only_min": 0.85,
         "forgetting": 0.0,
         "core_minus_best_merge": 0.3,
         "core_minus_multitask": -0.05,
@@ -53,8 +55,8 @@ def _report() -> dict:
 def test_goal_rows_mark_each_goal_met_or_missed() -> None:
     met = {key: ok for key, _, _, ok, _ in goal_rows(_report())}
     assert met == {
-        "absorption": True,
-        "absorption_min": False,
+        "absorption_kd_only": True,
+        "absorption_kd_only_min": False,
         "forgetting": True,
         "core_minus_best_merge": True,
         "core_minus_multitask": False,
@@ -71,7 +73,7 @@ def test_html_report_has_both_figures_and_every_method() -> None:
 
 
 def test_forgetting_of_exactly_two_tasks_reads_as_0_02() -> None:
-    assert _forgetting([{"a": 0.99}, {"a": 0.97}], {"a": 0}) == 0.02
+    assert forgetting([{"a": 0.99}, {"a": 0.97}], {"a": 0}) == 0.02
 
 
 def test_a_run_starts_in_an_empty_workdir(tmp_path: Path) -> None:
@@ -84,3 +86,64 @@ def test_a_run_starts_in_an_empty_workdir(tmp_path: Path) -> None:
     assert workdir.is_dir() and not any(workdir.iterdir())
     fresh_workdir(tmp_path / "new")
     assert (tmp_path / "new").is_dir()
+
+
+def test_multitask_gets_at_least_the_cores_rows_of_every_skill() -> None:
+    # 64 rows per step over 3 skills: 21 of each at least; the busiest skill of the core had 1,000.
+    steps = multitask_steps({"a": 1000, "b": 400, "c": 10}, skills=3, batch_size=64)
+    assert steps == 48 and steps * (64 // 3) >= 1000
+    with pytest.raises(ValueError, match="cannot hold a row of each"):
+        multitask_steps({"a": 1}, skills=65, batch_size=64)
+
+
+def test_a_difference_is_a_win_only_beyond_two_sds_and_never_on_one_seed() -> None:
+    assert comparison([0.10, 0.12, 0.11])["win"] is True
+    assert comparison([0.10, -0.05, 0.02])["win"] is False
+    one = comparison([0.5])
+    assert one["win"] is None and one["sd"] == 0.0
+    assert mean_sd([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))  # the sample sd
+
+
+def _run(seed: int, core: float, kd_only: float) -> SeedRun:
+    run = SeedRun(seed)
+    flat = {"g": 0.0, "r": 0.0}
+    run.accuracy = {
+        "base": flat,
+        "specialist": {"g": 0.8, "r": 1.0},
+        "core": {"g": core, "r": 1.0},
+        "core_kd_only": {"g": kd_only, "r": 1.0},
+        "core_ce_only": {"g": 0.5, "r": 1.0},
+        "weight_average": flat,
+        "task_arithmetic": {"g": 0.2, "r": 0.1},
+        "ties": flat,
+        "multitask": {"g": 0.8, "r": 1.0},
+    }
+    run.rounds = [{"round": 1, "new_skills": ["g", "r"], "eval": {"g": core, "r": 1.0}}]
+    run.budget = {"core": {"steps": 1}}
+    return run
+
+
+def test_the_headline_is_the_seed_mean_on_generalize_skills_with_recall_apart() -> None:
+    runs = [_run(0, 0.8, 0.76), _run(1, 0.72, 0.8), _run(2, 0.76, 0.72)]
+    report = summarise(
+        FleetBenchPlan(skills=["g", "r"], seeds=3),
+        ["g", "r"],
+        ["generalize", "recall"],
+        runs,
+        [{"g": {"overlap": 0}, "r": {"overlap": 40}}] * 3,
+    )
+    assert report["seeds"] == [0, 1, 2]
+    assert report["accuracy"]["core"]["g"] == pytest.approx(0.76)
+    assert report["accuracy_sd"]["core"]["g"] == pytest.approx(0.04)
+    # Absorption on the generalize skill only: 0.76 / 0.8; the recall skill's 1.0 / 1.0 does not lift it.
+    assert report["absorption"] == pytest.approx(0.95)
+    assert report["absorption_kd_only"] == pytest.approx(0.95)
+    assert report["by_kind"]["recall"]["absorption"]["mean"] == pytest.approx(1.0)
+    assert report["core_minus_best_merge"] == pytest.approx(0.56)
+    assert report["by_kind"]["generalize"]["core_minus_best_merge"]["win"] is True
+    # Core 0.76 ± 0.04 against multitask 0.8: no win either way.
+    assert report["by_kind"]["generalize"]["core_minus_multitask"]["win"] is False
+    assert report["contamination"] == {"g": 0, "r": 40}
+    assert report["split"] == {"g": "generalize", "r": "recall"}
+    assert set(report["ablations"]) == {"core_kd_only", "core_ce_only"}
+    assert report["rounds"][0]["eval_sd"]["g"] == pytest.approx(0.04)

@@ -1,0 +1,284 @@
+"""One seed of ``hive bench fleet``: specialists, the core's rounds and their ablations, merges, multitask, KD."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.evaluation import evaluate_skills
+from agents.model import load_core
+from agents.tokenizer import VOCAB_SIZE
+from distill.manifest import write_learnings
+from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
+from hive.bench.recipe import arm_config, describe_recipe
+from hive.bench.synthetic import core_signals
+from hive.rounds.open import sample_replay, write_manifest
+from streams.events import Learning, TeacherSignal
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from hive.bench.fleet import FleetBenchPlan
+
+PhaseFn = Callable[[str], None]
+# The core and its two ablations: the same rounds, data and replay; only the loss weights differ.
+VARIANTS: dict[str, dict[str, float]] = {
+    "core": {},
+    "core_kd_only": {"ce_weight": 0.0},
+    "core_ce_only": {"kd_weight": 0.0},
+}
+
+
+@dataclass
+class SeedRun:
+    """What one seed measured: accuracy per method and skill, the core's rounds, budgets and training streams."""
+
+    seed: int
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    forgetting: float = 0.0
+    budget: dict[str, dict[str, Any]] = field(default_factory=dict)
+    streams: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    merge_params: dict[str, dict[str, float]] = field(default_factory=dict)
+    kd_compare: dict[str, Any] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+
+def _distill(
+    directory: Path,
+    base_dir: Path,
+    learnings: list[Learning],
+    replay: list[Learning],
+    skill_specs: list[str],
+    plan: FleetBenchPlan,
+    seed: int,
+    first: bool,
+    overrides: dict[str, Any],
+) -> tuple[Path, dict[str, Any]]:
+    """One round of the real distill job, under the DeepSpeed launcher."""
+    from distill.launch import launch_job
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_learnings(directory / "learnings.jsonl", learnings)
+    replay_path = None
+    if replay:
+        replay_path = directory / "replay.jsonl"
+        write_learnings(replay_path, replay)
+    distill = plan.distill.for_round(first) | {"seed": seed} | overrides
+    manifest = write_manifest(
+        directory, directory.name, base_dir, replay_path, skill_specs, distill, eval_={"tasks": plan.eval_tasks}
+    )
+    return directory / "out" / "core", launch_job(manifest)
+
+
+def _with_signal(learnings: list[Learning], teacher, k: int) -> list[Learning]:
+    """The same learnings with the final specialist's signal at top-k: the KD comparison's only variable."""
+    prompts = [lr.prompt for lr in learnings]
+    answers = [lr.learned_answer() for lr in learnings]
+    out = []
+    for learning, (ids, lps) in zip(learnings, core_signals(teacher, prompts, answers, k, chunk=64), strict=True):
+        over = learning.teacher.over if learning.teacher else "correction"
+        signal = TeacherSignal(k=k, over=over, token_ids=ids, logprobs=lps)
+        out.append(learning.model_copy(update={"teacher": signal}))
+    return out
+
+
+def _rounds(
+    variant: str,
+    plan: FleetBenchPlan,
+    seed: int,
+    groups: list[list[str]],
+    learnings_of: dict[str, list[Learning]],
+    spec_of: dict[str, str],
+    core0_dir: Path,
+    workdir: Path,
+    phase: PhaseFn,
+) -> tuple[Path, list[dict[str, Any]], dict[str, set[str]], Counter[str], list[dict[str, Any]]]:
+    """The continual rounds of one variant: skills arrive group by group, earlier learnings replayed.
+
+    Returns the final core, the rounds, the replayed prompts per skill, the rows per skill (new and replay) that
+    the jobs trained on, and each round's distill settings as the manifest gave them.
+    """
+    names = [n for group in groups for n in group]
+    base_dir = core0_dir
+    earlier: list[Learning] = []
+    replayed: dict[str, set[str]] = {n: set() for n in names}
+    rows: Counter[str] = Counter()
+    rounds: list[dict[str, Any]] = []
+    settings: list[dict[str, Any]] = []
+    taught: list[str] = []
+    for r, group in enumerate(groups):
+        taught += group
+        phase(f"  {variant} round {r + 1}/{len(groups)}: distilling {', '.join(group)}")
+        learnings = [lr for n in group for lr in learnings_of[n]]
+        replay = sample_replay(earlier, plan.distill.replay_size, seed=f"{seed}:round{r + 1}")
+        for learning in replay:
+            replayed[learning.skill].add(learning.prompt)
+        base_dir, metrics = _distill(
+            workdir / variant / f"round{r + 1}",
+            base_dir,
+            learnings,
+            replay,
+            [spec_of[n] for n in taught],
+            plan,
+            seed,
+            first=r == 0,
+            overrides=VARIANTS[variant],
+        )
+        for skill, counts in metrics["rows_per_skill"].items():
+            rows[skill] += counts["new"] + counts["replay"]
+        settings.append(plan.distill.for_round(r == 0) | VARIANTS[variant])
+        rounds.append(
+            {
+                "round": r + 1,
+                "new_skills": group,
+                "learnings": len(learnings),
+                "replay": len(replay),
+                "eval": metrics["eval"],
+                "final_loss": metrics.get("final_loss"),
+                "rows_per_skill": metrics["rows_per_skill"],
+                "wall_s": metrics.get("wall_s"),
+            }
+        )
+        earlier.extend(learnings)
+    return base_dir, rounds, replayed, rows, settings
+
+
+def _core_budget(plan: FleetBenchPlan, rows: Counter[str], settings: list[dict[str, Any]]) -> dict[str, Any]:
+    recipes = [describe_recipe(arm_config(plan.distill, s["steps"], s["lr"], s["batch_size"])) for s in settings]
+    return {
+        "steps": sum(s["steps"] for s in settings),
+        "rows_per_skill": dict(rows),
+        "optimizer": "; ".join(dict.fromkeys(r["optimizer"] for r in recipes)),
+        "schedule": "per round: " + "; ".join(dict.fromkeys(r["schedule"] for r in recipes)),
+        "loss": {k: settings[0][k] for k in ("kd_weight", "ce_weight", "retention_weight")},
+    }
+
+
+def run_seed(
+    plan: FleetBenchPlan,
+    seed: int,
+    skills: list[object],
+    core0: PreTrainedModel,
+    core0_dir: Path,
+    workdir: Path,
+    phase: PhaseFn,
+) -> SeedRun:
+    """Every arm of the bench for one seed, from the shared core v0."""
+    from hive.bench.fleet import MERGES, forgetting, multitask_steps, split_into_rounds
+
+    run = SeedRun(seed)
+    names = [s.name for s in skills]  # type: ignore[attr-defined]
+    spec_of = dict(zip(names, plan.skills, strict=True))
+    groups = split_into_rounds(names, plan.rounds)
+
+    t = time.monotonic()
+    specialist_recipe = arm_config(plan.distill, plan.specialist_steps, plan.lr, plan.batch_size)
+    specialists = {}
+    for i, skill in enumerate(skills):
+        phase(f"  specialist {i + 1}/{len(skills)}: learning {names[i]} on the job ({plan.specialist_steps} steps)")
+        specialists[names[i]] = train_specialist(
+            core0,
+            skill,
+            f"agent-{names[i]}",
+            plan.specialist_steps,
+            plan.batch_size,
+            plan.publish_per_step,
+            plan.lr,
+            plan.topk,
+            seed,
+            specialist_recipe,
+        )
+    run.wall_s["specialists"] = time.monotonic() - t
+    run.budget["specialist"] = {
+        "steps": plan.specialist_steps,
+        "rows_per_skill": {n: sum(1 for _ in specialists[n].tasks) for n in names},
+        **describe_recipe(specialist_recipe),
+    }
+
+    learnings_of = {n: specialists[n].learnings for n in names}
+    variants = list(VARIANTS) if plan.ablations else ["core"]
+    core_rows: dict[str, int] = {}
+    replayed: dict[str, set[str]] = {}
+    for variant in variants:
+        t = time.monotonic()
+        final_dir, rounds, replay_prompts, rows, settings = _rounds(
+            variant, plan, seed, groups, learnings_of, spec_of, core0_dir, workdir, phase
+        )
+        run.accuracy[variant] = evaluate_skills(load_core(final_dir), skills, plan.eval_tasks)
+        run.budget[variant] = _core_budget(plan, rows, settings)
+        if variant == "core":
+            run.rounds = rounds
+            curves = [r["eval"] for r in rounds]
+            taught_in = {n: r for r, group in enumerate(groups) for n in group}
+            run.forgetting = forgetting(curves, taught_in)
+            core_rows, replayed = dict(rows), replay_prompts
+        run.wall_s[variant] = time.monotonic() - t
+
+    phase("  evaluating base and specialists on held-out tasks")
+    run.accuracy["base"] = evaluate_skills(core0, skills, plan.eval_tasks)
+    run.accuracy["specialist"] = {
+        n: evaluate_skills(specialists[n].model, [s], plan.eval_tasks)[n] for n, s in zip(names, skills, strict=True)
+    }
+
+    t = time.monotonic()
+    for method in MERGES:
+        phase(f"  merging baseline: {method}")
+        model, params = merge_arm(method, core0, [specialists[n].model for n in names], skills, plan.val_tasks)
+        run.accuracy[method] = evaluate_skills(model, skills, plan.eval_tasks)
+        run.merge_params[method] = params
+    run.wall_s["merges"] = time.monotonic() - t
+
+    t = time.monotonic()
+    steps = multitask_steps(core_rows, len(names), plan.distill.batch_size)
+    phase(f"  multitask: {steps} steps, at least the core's rows of every skill")
+    multitask_recipe = arm_config(plan.distill, steps, plan.distill.lr, plan.distill.batch_size)
+    multitask = train_multitask(
+        core0, {n: specialists[n].tasks for n in names}, steps, plan.distill.batch_size, seed, multitask_recipe
+    )
+    run.accuracy["multitask"] = evaluate_skills(multitask.model, skills, plan.eval_tasks)
+    run.budget["multitask"] = {
+        "steps": steps,
+        "rows_per_skill": dict(multitask.rows),
+        **describe_recipe(multitask_recipe),
+    }
+    run.wall_s["multitask"] = time.monotonic() - t
+
+    kd_prompts: dict[str, set[str]] = {n: set() for n in names}
+    if plan.kd_compare_per_skill > 0:
+        t = time.monotonic()
+        for k in (plan.topk, VOCAB_SIZE):
+            phase(f"  KD comparison: one round over every skill with top-{k} signals from the final specialists")
+            sample = []
+            for n in names:
+                pool = specialists[n].learnings[-plan.kd_compare_per_skill :]
+                sample += _with_signal(pool, specialists[n].model, k)
+                kd_prompts[n].update(lr.prompt for lr in pool)
+            _, metrics = _distill(
+                workdir / f"kd_top{k}",
+                core0_dir,
+                sample,
+                [],
+                [spec_of[n] for n in names],
+                plan,
+                seed,
+                first=True,
+                overrides={"steps": plan.kd_compare_steps},
+            )
+            run.kd_compare[f"top{k}"] = metrics["eval"]
+        full, top = run.kd_compare[f"top{VOCAB_SIZE}"], run.kd_compare[f"top{plan.topk}"]
+        run.kd_compare["gap_topk_vs_full"] = sum(full.values()) / len(full) - sum(top.values()) / len(top)
+        run.wall_s["kd_compare"] = time.monotonic() - t
+
+    run.streams = {
+        "specialists": {n: {p for p, _ in specialists[n].tasks} for n in names},
+        "learnings": {n: {lr.prompt for lr in specialists[n].learnings} for n in names},
+        "replay": replayed,
+        "multitask": multitask.prompts,
+        "kd_compare": kd_prompts,
+    }
+    return run
