@@ -48,7 +48,8 @@ def kind_of(skill: object) -> Kind:
 
 def hash_split(skill_name: str, prompt: str) -> Split:
     """The split of a prompt by a stable hash of the skill's name and the exact prompt."""
-    digest = hashlib.sha256(f"{skill_name}\x00{prompt}".encode()).digest()
+    # surrogatepass: a prompt decoded from JSON may hold a lone surrogate; it still gets a split, never an error.
+    digest = hashlib.sha256(f"{skill_name}\x00{prompt}".encode("utf-8", "surrogatepass")).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     if position < TEST_FRACTION:
         return "test"

@@ -49,14 +49,16 @@ BASE_SKILLS = (
     "agents.skills.text:Double",
 )
 # The default fleet: three generalize skills the tiny core learns in a few hundred steps, and one recall skill,
-# reported apart. Four skills keep three seeds of every arm near 30 minutes on a 2-core CPU.
+# reported apart.
 DEFAULT_SKILLS = ("capital", "zorbish", "swap", "next")
 PhaseFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class FleetBenchPlan:
-    """What the benchmark runs, per seed; the defaults are sized for 3 seeds in 30 minutes on a 2-core CPU."""
+    """What the benchmark runs, per seed. At 120 distill steps a round the core had not learned `zorbish` (0.02
+    after round 1, against 0.98 at 400), so the defaults keep 400; a seed then takes about 25 minutes on a 2-core
+    CPU (docs/researcher-guide.md)."""
 
     skills: list[str]
     rounds: int = 3

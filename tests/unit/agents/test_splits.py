@@ -42,6 +42,11 @@ def test_the_hash_split_is_stable_and_keeps_about_a_tenth_for_test_and_for_valid
     assert any(hash_split("a", p) != hash_split("b", p) for p in prompts[:50])
 
 
+def test_any_prompt_text_gets_a_split() -> None:
+    for prompt in ("", "\ud800 lone surrogate", "zorbish: \x00", "é" * 10_000):
+        assert hash_split("zorbish", prompt) in SPLITS
+
+
 @pytest.mark.parametrize("name", GENERALIZE)
 def test_every_split_of_a_builtin_skill_draws_only_its_own_prompts(name: str) -> None:
     skill = BUILTIN_SKILLS[name]
