@@ -136,6 +136,8 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     if shared:
         raise ValueError(f"the base is pretrained on skills the bench evaluates: {', '.join(shared)}")
     split_into_rounds(names, plan.rounds)  # refuses an impossible plan before any training
+    # Drawing the held-out prompts first refuses, before any training, a generalize skill too small to split.
+    held_out = {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)}
     fresh_workdir(workdir)
 
     t = time.monotonic()
@@ -151,7 +153,6 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     save_core(core0, core0_dir)
     base_s = time.monotonic() - t
 
-    held_out = {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)}
     runs: list[SeedRun] = []
     for i, seed in enumerate(plan.seed_list()):
         phase(f"seed {seed} ({i + 1}/{plan.seeds})")

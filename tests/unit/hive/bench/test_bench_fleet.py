@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from hive.bench.fleet import FleetBenchPlan, forgetting, fresh_workdir, multitask_steps, split_into_rounds, summarise
+from hive.bench.fleet import (
+    FleetBenchPlan,
+    forgetting,
+    fresh_workdir,
+    multitask_steps,
+    run_fleet_bench,
+    split_into_rounds,
+    summarise,
+)
 from hive.bench.fleet_seed import SeedRun
 from hive.bench.fleet_stats import comparison, mean_sd
 from hive.bench.html_report import goal_rows, render_html
@@ -147,3 +155,16 @@ def test_the_headline_is_the_seed_mean_on_generalize_skills_with_recall_apart() 
     assert report["split"] == {"g": "generalize", "r": "recall"}
     assert set(report["ablations"]) == {"core_kd_only", "core_ce_only"}
     assert report["rounds"][0]["eval_sd"]["g"] == pytest.approx(0.04)
+
+
+def test_a_plan_the_bench_cannot_run_fairly_is_refused_before_any_training(tmp_path: Path, monkeypatch) -> None:
+    workdir = tmp_path / "fleet"
+    with pytest.raises(ValueError, match="pretrained on skills the bench evaluates: reverse"):
+        run_fleet_bench(FleetBenchPlan(skills=["agents.skills.text:Reverse", "capital"], rounds=1), workdir, print)
+    (tmp_path / "tiny_space.py").write_text(
+        "class Coin:\n    name = 'coin'\n    def sample(self, rng):\n        return 'flip', rng.choice(['h', 't'])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="'coin' drew 2000 tasks without one in its 'test' split"):
+        run_fleet_bench(FleetBenchPlan(skills=["tiny_space:Coin", "capital"], rounds=1), workdir, print)
+    assert not workdir.exists()  # nothing was trained, nothing written
