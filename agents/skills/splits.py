@@ -73,6 +73,15 @@ def split_of(skill: object, prompt: str) -> Split:
     return split
 
 
+def held_out_split(skill: object, prompt: str) -> Split | None:
+    """The held-out split (``validation`` or ``test``) that ``prompt`` is in, or None when it may be learned: a
+    train prompt, or any prompt of a recall skill (whose table is taught and tested alike)."""
+    if kind_of(skill) == "recall":
+        return None
+    split = split_of(skill, prompt)
+    return None if split == "train" else split
+
+
 def sample_task(skill: object, rng: random.Random, split: Split) -> tuple[str, str]:
     """One task of the skill from ``split``. A recall skill's table serves every split."""
     if kind_of(skill) == "recall":

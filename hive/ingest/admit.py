@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from agents.skills.splits import kind_of, split_of
+from agents.skills.splits import held_out_split
 from hive.ingest import auth
 from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, Rejection, SenderPolicy
 from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter
@@ -54,11 +54,8 @@ def check_held_out(learning: Learning, skills: Mapping[str, object]) -> Rejectio
     Agents draw their tasks from the train split; this catches an agent (an SDK one, say) that worked a held-out
     prompt anyway. A recall skill's table is both what is taught and what is tested, so it passes.
     """
-    skill = skills[learning.skill]
-    if kind_of(skill) == "recall":
-        return None
-    split = split_of(skill, learning.prompt)
-    if split == "train":
+    split = held_out_split(skills[learning.skill], learning.prompt)
+    if split is None:
         return None
     return Rejection(
         HELD_OUT_PROMPT, f"the prompt is in skill {learning.skill!r}'s {split} split: only train prompts are learned"

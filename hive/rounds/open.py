@@ -7,7 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from agents.skills import skill_catalog
+from agents.skills import load_skill, skill_catalog
+from agents.skills.splits import held_out_split
 from distill.manifest import (
     AdapterParams,
     DistillParams,
@@ -62,7 +63,8 @@ def open_round(
     """Takes every learning stored since the last round into a new round, with its manifest.
 
     Learnings no round can use are quarantined first, never failing the round: a skill the hive cannot
-    load (``unknown_skill``) or a stored JSON that no longer parses (``unreadable``). Raises
+    load (``unknown_skill``), a stored JSON that no longer parses (``unreadable``), or a prompt that evaluation
+    holds out (``held_out_prompt``: stored before ingest refused those). Raises
     NoNewLearnings when none is left; learnings quarantined before are left out of the round and its replay.
 
     ``experiment`` must already exist with its artifact location under HIVE_HOME: a job that had
@@ -92,9 +94,24 @@ def open_round(
         for seq, learning in rows
         if learning.skill not in catalog
     ]
-    taken = [(seq, learning) for seq, learning in rows if learning.skill in catalog]
+    known = [(seq, learning) for seq, learning in rows if learning.skill in catalog]
+    skills = {name: load_skill(catalog[name]) for name in {learning.skill for _, learning in known}}
+    # Ingest refuses these since held-out splits exist; a store from before them may still hold some.
+    held_out = {
+        seq: Quarantined(
+            str(learning.id),
+            seq,
+            learning.agent_id,
+            learning.skill,
+            "held_out_prompt",
+            f"the prompt is in skill {learning.skill!r}'s {split} split, which evaluation holds out",
+        )
+        for seq, learning in known
+        if (split := held_out_split(skills[learning.skill], learning.prompt)) is not None
+    }
+    taken = [(seq, learning) for seq, learning in known if seq not in held_out]
     round_id = book.next_id() if taken else None
-    quarantined = quarantine(store, [*unreadable, *unknown], round_id)
+    quarantined = quarantine(store, [*unreadable, *unknown, *held_out.values()], round_id)
     if not taken:
         held = f" ({quarantined} quarantined now)" if quarantined else ""
         raise NoNewLearnings(f"no new learnings after seq {after}{held}")

@@ -48,7 +48,8 @@ class Quarantined:
     """A stored learning that no later round may take in (nor replay), and why.
 
     Reasons: ``unknown_skill`` (a skill the hive cannot load), ``unreadable`` (its stored JSON no longer
-    parses as a Learning), or the short reason the distill job gave in its ``out/unusable.jsonl``.
+    parses as a Learning), ``held_out_prompt`` (a prompt evaluation holds out, stored before ingest refused
+    those), or the short reason the distill job gave in its ``out/unusable.jsonl``.
     """
 
     learning_id: str

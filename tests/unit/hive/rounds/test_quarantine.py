@@ -169,3 +169,36 @@ def test_what_the_distill_job_could_not_use_is_quarantined_and_the_next_round_ru
     manifest = load_manifest(book.path(following.id) / "manifest.json")
     assert [lr.id for lr in read_learnings(manifest.learnings)] == [items[0].id, items[3].id]
     assert runner.backlog().new_learnings == 2
+
+
+def _zorbish_prompt(split: str) -> str:
+    import random
+
+    from agents.skills import BUILTIN_SKILLS
+    from agents.skills.splits import sample_task
+
+    return sample_task(BUILTIN_SKILLS["zorbish"], random.Random(split), split)[0]  # type: ignore[arg-type]
+
+
+def test_a_stored_learning_on_a_held_out_prompt_is_quarantined_not_distilled(hive) -> None:
+    """A store from before ingest refused held-out prompts: the round leaves them out, so the gate's test
+    prompts are never taught."""
+    settings, store, book, base = hive
+    held = make_learning("a1", "zorbish", prompt=_zorbish_prompt("test"))
+    val = make_learning("a1", "zorbish", prompt=_zorbish_prompt("validation"))
+    kept = make_learning("a1", "zorbish", prompt=_zorbish_prompt("train"))
+    store.append([held, val, kept, make_learning(n=0)], {})
+    record = open_round(settings, store, book, base, "hive-rounds")
+    assert (record.learnings, record.quarantined) == (2, 2)
+    manifest = load_manifest(book.path(record.id) / "manifest.json")
+    assert sorted(str(lr.id) for lr in read_learnings(manifest.learnings)) == sorted(
+        str(x.id) for x in (kept, store_first_add(store))
+    )
+    reasons = {q.learning_id: (q.reason, q.detail) for q in store.quarantined()}
+    assert reasons[str(held.id)][0] == reasons[str(val.id)][0] == "held_out_prompt"
+    assert "test split" in reasons[str(held.id)][1] and "validation split" in reasons[str(val.id)][1]
+
+
+def store_first_add(store):
+    rows, _ = store.read_checked(after_seq=0, upto_seq=store.max_seq())
+    return next(learning for _, learning in rows if learning.skill == "add")
