@@ -11,7 +11,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,11 @@ class FleetBenchPlan:
     # 0 is the random-init regime: a labelled extra, never the headline (see the researcher guide).
     base_steps: int = 600
     ablations: bool = True
+    # --tune: the first seed picks the core's replay size and continual lr on validation prompts from this grid;
+    # every seed then uses them. Without it they are the hive's settings.
+    tune: bool = False
+    replay_grid: tuple[int, ...] = (1024, 4096)
+    continual_lr_grid: tuple[float, ...] = (3e-4, 1e-3)
 
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
@@ -154,9 +159,14 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     base_s = time.monotonic() - t
 
     runs: list[SeedRun] = []
+    tuning: dict[str, Any] = {}
     for i, seed in enumerate(plan.seed_list()):
         phase(f"seed {seed} ({i + 1}/{plan.seeds})")
-        runs.append(run_seed(plan, seed, skills, core0, core0_dir, workdir / f"seed{seed}", phase))
+        tune = plan.tune and i == 0
+        runs.append(run_seed(plan, seed, skills, core0, core0_dir, workdir / f"seed{seed}", phase, tune))
+        if tune:
+            tuning = runs[-1].tuning
+            plan = replace(plan, distill=plan.distill.model_copy(update=tuning["chosen"]))
 
     contamination = [
         count_contamination(skills, held_out, run.streams | {"base": {n: base_prompts for n in names}}) for run in runs
@@ -170,6 +180,10 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
         "recipe": describe_recipe(base_recipe) if plan.base_steps > 0 else None,
         "wall_s": round(base_s, 1),
         "eval_on_bench_skills": base_eval,
+    }
+    report["tuning"] = tuning or {
+        "chosen": None,
+        "note": "not tuned in this run (--tune): replay_size and continual_lr are the hive's settings, in plan.distill",
     }
     report["wall_s"]["base"] = round(base_s, 1)
     report["wall_s"]["total"] = round(time.monotonic() - started, 1)

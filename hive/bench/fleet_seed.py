@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ class SeedRun:
     streams: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     merge_params: dict[str, dict[str, float]] = field(default_factory=dict)
     kd_compare: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -97,8 +98,10 @@ def _rounds(
     core0_dir: Path,
     workdir: Path,
     phase: PhaseFn,
+    label: str | None = None,
 ) -> tuple[Path, list[dict[str, Any]], dict[str, set[str]], Counter[str], list[dict[str, Any]]]:
-    """The continual rounds of one variant: skills arrive group by group, earlier learnings replayed.
+    """The continual rounds of one variant: skills arrive group by group, earlier learnings replayed. ``label``
+    names its directory and progress lines (default: the variant).
 
     Returns the final core, the rounds, the replayed prompts per skill, the rows per skill (new and replay) that
     the jobs trained on, and each round's distill settings as the manifest gave them.
@@ -113,13 +116,13 @@ def _rounds(
     taught: list[str] = []
     for r, group in enumerate(groups):
         taught += group
-        phase(f"  {variant} round {r + 1}/{len(groups)}: distilling {', '.join(group)}")
+        phase(f"  {label or variant} round {r + 1}/{len(groups)}: distilling {', '.join(group)}")
         learnings = [lr for n in group for lr in learnings_of[n]]
         replay = sample_replay(earlier, plan.distill.replay_size, seed=f"{seed}:round{r + 1}")
         for learning in replay:
             replayed[learning.skill].add(learning.prompt)
         base_dir, metrics = _distill(
-            workdir / variant / f"round{r + 1}",
+            workdir / (label or variant) / f"round{r + 1}",
             base_dir,
             learnings,
             replay,
@@ -159,6 +162,38 @@ def _core_budget(plan: FleetBenchPlan, rows: Counter[str], settings: list[dict[s
     }
 
 
+def _tune_on_validation(
+    plan: FleetBenchPlan,
+    seed: int,
+    skills: list[object],
+    groups: list[list[str]],
+    learnings_of: dict[str, list[Learning]],
+    spec_of: dict[str, str],
+    core0_dir: Path,
+    workdir: Path,
+    phase: PhaseFn,
+) -> dict[str, Any]:
+    """Runs the core's rounds at every (replay_size, continual_lr) of the plan's grid and picks the pair with the
+    best mean accuracy on validation prompts, never on test ones. Ties go to the earlier pair of the grid."""
+    from hive.bench.fleet_arms import VALIDATION_SEED
+
+    sweep = []
+    for replay_size in plan.replay_grid:
+        for continual_lr in plan.continual_lr_grid:
+            point = {"replay_size": replay_size, "continual_lr": continual_lr}
+            trial = replace(plan, distill=plan.distill.model_copy(update=point))
+            label = f"tune_replay{replay_size}_lr{continual_lr:g}"
+            final_dir, *_ = _rounds(
+                "core", trial, seed, groups, learnings_of, spec_of, core0_dir, workdir, phase, label
+            )
+            scores = evaluate_skills(
+                load_core(final_dir), skills, plan.val_tasks, seed=VALIDATION_SEED, split="validation"
+            )
+            sweep.append(point | {"validation": scores, "mean": sum(scores.values()) / len(scores)})
+    best = max(sweep, key=lambda p: p["mean"])  # max keeps the first of equal means
+    return {"seed": seed, "chosen": {k: best[k] for k in ("replay_size", "continual_lr")}, "sweep": sweep}
+
+
 def run_seed(
     plan: FleetBenchPlan,
     seed: int,
@@ -167,8 +202,10 @@ def run_seed(
     core0_dir: Path,
     workdir: Path,
     phase: PhaseFn,
+    tune: bool = False,
 ) -> SeedRun:
-    """Every arm of the bench for one seed, from the shared core v0."""
+    """Every arm of the bench for one seed, from the shared core v0. With ``tune``, the core's ``replay_size`` and
+    ``continual_lr`` are first chosen on validation prompts (``SeedRun.tuning``) and used by every variant."""
     from hive.bench.fleet import MERGES, forgetting, multitask_steps, split_into_rounds
 
     run = SeedRun(seed)
@@ -201,6 +238,11 @@ def run_seed(
     }
 
     learnings_of = {n: specialists[n].learnings for n in names}
+    if tune:
+        t = time.monotonic()
+        run.tuning = _tune_on_validation(plan, seed, skills, groups, learnings_of, spec_of, core0_dir, workdir, phase)
+        plan = replace(plan, distill=plan.distill.model_copy(update=run.tuning["chosen"]))
+        run.wall_s["tuning"] = time.monotonic() - t
     variants = list(VARIANTS) if plan.ablations else ["core"]
     core_rows: dict[str, int] = {}
     replayed: dict[str, set[str]] = {}

@@ -111,6 +111,9 @@ def fleet(
     ablations: bool = typer.Option(
         True, help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0)."
     ),
+    tune: bool = typer.Option(
+        False, help="First pick the core's replay size and continual lr on validation prompts (4 more core runs)."
+    ),
 ) -> None:
     """The distilled core against its specialists, weight merging and multitask training, on held-out tasks."""
     # Imported here so that `hive --help` stays fast: the bench loads torch, transformers and mlflow.
@@ -130,6 +133,7 @@ def fleet(
         seeds=seeds,
         base_steps=base_steps,
         ablations=ablations,
+        tune=tune,
     )
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:

@@ -1,0 +1,56 @@
+"""--tune picks the core's replay size and continual lr on validation prompts only, and records the sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hive.bench import fleet_seed
+from hive.bench.fleet import FleetBenchPlan
+from hive.bench.fleet_arms import VALIDATION_SEED
+
+
+def test_the_sweep_reads_validation_only_and_keeps_the_best_pair(monkeypatch, tmp_path: Path) -> None:
+    trained: list[tuple[str, int, float]] = []
+    evaluated: list[dict[str, Any]] = []
+    # Validation accuracy the fake rounds "reach" per pair: (4096, 1e-3) is best; (1024, 1e-3) ties (4096, 3e-4).
+    quality = {(1024, 3e-4): 0.2, (1024, 1e-3): 0.5, (4096, 3e-4): 0.5, (4096, 1e-3): 0.9}
+
+    def fake_rounds(variant, plan, seed, groups, learnings_of, spec_of, core0_dir, workdir, phase, label=None):
+        trained.append((label, plan.distill.replay_size, plan.distill.continual_lr))
+        return (plan.distill.replay_size, plan.distill.continual_lr), [], {}, {}, []
+
+    def fake_evaluate(model, skills, n, seed=None, split="test", **_):
+        evaluated.append({"n": n, "seed": seed, "split": split})
+        return {"s": quality[model]}
+
+    monkeypatch.setattr(fleet_seed, "_rounds", fake_rounds)
+    monkeypatch.setattr(fleet_seed, "load_core", lambda pair: pair)
+    monkeypatch.setattr(fleet_seed, "evaluate_skills", fake_evaluate)
+    plan = FleetBenchPlan(skills=["s"], val_tasks=50)
+    tuning = fleet_seed._tune_on_validation(plan, 0, [object()], [["s"]], {}, {}, tmp_path, tmp_path, print)
+
+    assert tuning["chosen"] == {"replay_size": 4096, "continual_lr": 1e-3}
+    assert [(p["replay_size"], p["continual_lr"], p["mean"]) for p in tuning["sweep"]] == [
+        (1024, 3e-4, 0.2),
+        (1024, 1e-3, 0.5),
+        (4096, 3e-4, 0.5),
+        (4096, 1e-3, 0.9),
+    ]
+    assert [t[0] for t in trained] == [
+        "tune_replay1024_lr0.0003",
+        "tune_replay1024_lr0.001",
+        "tune_replay4096_lr0.0003",
+        "tune_replay4096_lr0.001",
+    ]
+    # Never a test prompt: every score the choice read came from the validation split and its own seed.
+    assert evaluated and all(e == {"n": 50, "seed": VALIDATION_SEED, "split": "validation"} for e in evaluated)
+
+
+def test_equal_validation_scores_keep_the_earlier_pair(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(fleet_seed, "_rounds", lambda *a, **k: (None, [], {}, {}, []))
+    monkeypatch.setattr(fleet_seed, "load_core", lambda d: d)
+    monkeypatch.setattr(fleet_seed, "evaluate_skills", lambda *a, **k: {"s": 0.5})
+    plan = FleetBenchPlan(skills=["s"], replay_grid=(512, 2048), continual_lr_grid=(1e-3,))
+    chosen = fleet_seed._tune_on_validation(plan, 0, [object()], [["s"]], {}, {}, tmp_path, tmp_path, print)["chosen"]
+    assert chosen == {"replay_size": 512, "continual_lr": 1e-3}
