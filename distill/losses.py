@@ -32,8 +32,12 @@ def topk_forward_kl(
     teacher_ids: torch.Tensor,
     teacher_logprobs: torch.Tensor,
     temperature: float = 1.0,
+    residual: bool = True,
 ) -> torch.Tensor:
     """Forward KL(teacher || student) over the teacher's top-k plus one bucket for the rest of the mass.
+
+    With ``residual=False`` there is no bucket: both sides are renormalised over the teacher's top-k ids alone,
+    so the student is taught only how to rank those k tokens, not how much mass to leave outside them.
 
     Args:
         student_logits: (N, V) student logits at the N positions that have a teacher signal.
@@ -45,7 +49,7 @@ def topk_forward_kl(
 
     Returns:
         A scalar: the mean over the N positions. It is >= 0, zero when the student matches the teacher,
-        and equal to ``full_kl`` when k equals the vocabulary size.
+        and equal to ``full_kl`` when k equals the vocabulary size (with or without the bucket).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -57,12 +61,17 @@ def topk_forward_kl(
     valid = torch.isfinite(teacher_lp)
     student_top = student_lp.gather(-1, teacher_ids.clamp(min=0)).masked_fill(~valid, float("-inf"))
 
-    teacher_res = -torch.expm1(torch.logsumexp(teacher_lp, dim=-1, keepdim=True).clamp(max=0.0))
-    teacher_log_res = torch.where(
-        teacher_res > RESIDUAL_FLOOR, torch.log(teacher_res.clamp(min=RESIDUAL_FLOOR)), float("-inf")
-    )
-    log_q_t = _bucketed(teacher_lp, teacher_log_res, temperature)
-    log_q_s = _bucketed(student_top, _log_residual(student_top), temperature)
+    if residual:
+        teacher_res = -torch.expm1(torch.logsumexp(teacher_lp, dim=-1, keepdim=True).clamp(max=0.0))
+        teacher_log_res = torch.where(
+            teacher_res > RESIDUAL_FLOOR, torch.log(teacher_res.clamp(min=RESIDUAL_FLOOR)), float("-inf")
+        )
+        log_q_t = _bucketed(teacher_lp, teacher_log_res, temperature)
+        log_q_s = _bucketed(student_top, _log_residual(student_top), temperature)
+    else:
+        # Padding (-inf) stays at probability 0 on both sides; a row has at least its top-1 id.
+        log_q_t = torch.log_softmax(teacher_lp / temperature, dim=-1)
+        log_q_s = torch.log_softmax(student_top / temperature, dim=-1)
 
     q_t = log_q_t.exp()
     # Buckets the teacher gives no mass (padding, an empty residual) add nothing; where() avoids 0 * -inf.
@@ -106,10 +115,12 @@ def distill_loss(
     kd_weight: float = 1.0,
     ce_weight: float = 1.0,
     retention_weight: float = 0.0,
+    kd_residual: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The round's loss: KD to the teachers + cross-entropy on verified answers + retention on replay.
 
-    ``temperature`` applies to the KD part only; retention compares untempered distributions.
+    ``temperature`` applies to the KD part only; retention compares untempered distributions. ``kd_residual``
+    selects ``topk_forward_kl``'s bucket for the mass outside the top-k (the default) or renormalisation.
 
     Args:
         kd_logits: (N, V) student logits at positions with a teacher signal; with teacher_ids and
@@ -128,7 +139,7 @@ def distill_loss(
     if kd_logits is not None and kd_logits.size(0) > 0 and kd_weight != 0:
         if teacher_ids is None or teacher_logprobs is None:
             raise ValueError("kd_logits needs teacher_ids and teacher_logprobs")
-        kd = topk_forward_kl(kd_logits, teacher_ids, teacher_logprobs, temperature)
+        kd = topk_forward_kl(kd_logits, teacher_ids, teacher_logprobs, temperature, kd_residual)
         parts["kd"] = float(kd.detach())
         terms.append(kd_weight * kd)
     if ce_logits is not None and ce_logits.size(0) > 0 and ce_weight != 0:

@@ -39,6 +39,9 @@ class DistillParams(BaseModel):
     lr: float = Field(default=3e-3, gt=0)
     warmup_steps: int = Field(default=20, ge=0)
     temperature: float = Field(default=1.0, gt=0)
+    # True: top-k KD keeps one bucket for the teacher's mass outside its k ids; False: both sides renormalised
+    # over the k ids (hive bench fleet's KD comparison measures both).
+    kd_residual: bool = True
     kd_weight: float = Field(default=1.0, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
     # KL to the previous core on replay batches; it applies only when a round has earlier learnings to replay.

@@ -48,6 +48,7 @@ def train_step(engine, previous, data: Data, params: DistillParams, step: int, m
     total, parts = distill_loss(
         **inputs,
         temperature=params.temperature,
+        kd_residual=params.kd_residual,
         kd_weight=params.kd_weight,
         ce_weight=params.ce_weight,
         retention_weight=params.retention_weight,

@@ -22,7 +22,7 @@ from agents.skills import load_skills
 from agents.skills.splits import kind_of
 from hive.bench.contamination import count_contamination, held_out_prompts
 from hive.bench.fleet_arms import pretrain_base
-from hive.bench.fleet_seed import SeedRun, run_seed
+from hive.bench.fleet_seed import SeedRun, parse_kd_arm, run_seed
 from hive.bench.fleet_stats import comparison, mean_sd, per_skill_mean_sd, ratios, summary
 from hive.bench.machine import machine_info
 from hive.bench.recipe import arm_config, describe_recipe
@@ -73,6 +73,9 @@ class FleetBenchPlan:
     val_tasks: int = 50
     kd_compare_per_skill: int = 800
     kd_compare_steps: int = 800
+    # KD comparison arms beside top-k and full-vocabulary KD (hive.bench.fleet_seed.parse_kd_arm): top32,
+    # top16-renorm, top16-t2, ...
+    kd_variants: tuple[str, ...] = ()
     seed: int = 0
     seeds: int = 3
     base_skills: list[str] = field(default_factory=lambda: list(BASE_SKILLS))
@@ -141,6 +144,8 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     if shared:
         raise ValueError(f"the base is pretrained on skills the bench evaluates: {', '.join(shared)}")
     split_into_rounds(names, plan.rounds)  # refuses an impossible plan before any training
+    for variant in plan.kd_variants:
+        parse_kd_arm(variant)
     # Drawing the held-out prompts first refuses, before any training, a generalize skill too small to split.
     held_out = {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)}
     fresh_workdir(workdir)
@@ -248,7 +253,14 @@ def summarise(
     if all(run.kd_compare for run in runs):
         gaps = [run.kd_compare["gap_topk_vs_full"] for run in runs]
         gap, gap_sd = mean_sd(gaps)
-        kd = {"gap_topk_vs_full": gap, "gap_sd": gap_sd, "per_seed": [run.kd_compare for run in runs]}
+        arms = runs[0].kd_compare["gaps"]
+        kd = {
+            "gap_topk_vs_full": gap,
+            "gap_sd": gap_sd,
+            # Per arm: full-vocabulary KD minus the arm, seed mean and sd (0 or below: as good as full).
+            "gaps": {arm: summary([run.kd_compare["gaps"][arm] for run in runs]) for arm in arms},
+            "per_seed": [run.kd_compare for run in runs],
+        }
     wall: dict[str, float] = {}
     for run in runs:
         for key, value in run.wall_s.items():

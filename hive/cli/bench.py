@@ -111,6 +111,12 @@ def fleet(
     ablations: bool = typer.Option(
         True, help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0)."
     ),
+    kd_variants: list[str] = typer.Option(
+        [],
+        "--kd-variant",
+        help="A further KD comparison arm (repeatable): top32, top64, top16-renorm (no residual bucket), top16-t2 "
+        "(temperature 2), or combined, e.g. top32-renorm-t2.",
+    ),
     tune: bool = typer.Option(
         False, help="First pick the core's replay size and continual lr on validation prompts (4 more core runs)."
     ),
@@ -134,6 +140,7 @@ def fleet(
         base_steps=base_steps,
         ablations=ablations,
         tune=tune,
+        kd_variants=tuple(kd_variants),
     )
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:

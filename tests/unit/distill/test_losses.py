@@ -159,3 +159,47 @@ def test_bad_temperature_is_refused() -> None:
         topk_forward_kl(logits, ids, logprobs, temperature=0.0)
     with pytest.raises(ValueError, match="temperature"):
         full_kl(logits, logits, temperature=-1.0)
+
+
+def test_renormalised_topk_is_the_kl_of_the_two_distributions_restricted_to_the_k_ids() -> None:
+    student, teacher = _logits(seed=7), _logits(seed=8)
+    ids, logprobs = _topk(teacher, 8)
+    for temperature in (0.5, 1.0, 2.0):
+        p = torch.log_softmax(logprobs.double() / temperature, dim=-1)
+        q = torch.log_softmax(torch.log_softmax(student.double(), -1).gather(-1, ids) / temperature, dim=-1)
+        expected = (p.exp() * (p - q)).sum(-1).mean() * temperature**2
+        got = topk_forward_kl(student, ids, logprobs, temperature, residual=False)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-7)
+    # Without the bucket, a student that ranks the k ids like the teacher but puts its mass elsewhere scores 0.
+    elsewhere = torch.full_like(student, 20.0)
+    elsewhere.scatter_(-1, ids, logprobs)
+    assert topk_forward_kl(elsewhere, ids, logprobs, residual=False).item() == pytest.approx(0.0, abs=1e-6)
+    assert topk_forward_kl(elsewhere, ids, logprobs, residual=True).item() > 1.0
+
+
+def test_renormalised_padding_holds_no_mass_and_k_equal_to_v_is_full_kl() -> None:
+    student, teacher = _logits(seed=9), _logits(seed=10)
+    ids, logprobs = _topk(teacher, 4)
+    padded_ids = torch.cat([ids, torch.zeros_like(ids)], dim=1)
+    padded_lps = torch.cat([logprobs, torch.full_like(logprobs, float("-inf"))], dim=1)
+    torch.testing.assert_close(
+        topk_forward_kl(student, padded_ids, padded_lps, residual=False),
+        topk_forward_kl(student, ids, logprobs, residual=False),
+    )
+    all_ids, all_lps = _topk(teacher, V)
+    torch.testing.assert_close(
+        topk_forward_kl(student, all_ids, all_lps, 2.0, residual=False),
+        full_kl(student, teacher, 2.0),
+        rtol=1e-5,
+        atol=0.0,
+    )
+
+
+def test_distill_loss_passes_the_kd_mode_through() -> None:
+    student, teacher = _logits(seed=11), _logits(seed=12)
+    ids, logprobs = _topk(teacher, 8)
+    kw = dict(kd_logits=student, teacher_ids=ids, teacher_logprobs=logprobs, ce_weight=0.0)
+    bucketed, _ = distill_loss(**kw)
+    renormalised, _ = distill_loss(**kw, kd_residual=False)
+    torch.testing.assert_close(renormalised, topk_forward_kl(student, ids, logprobs, residual=False))
+    assert bucketed.item() != pytest.approx(renormalised.item())

@@ -168,3 +168,20 @@ def test_a_plan_the_bench_cannot_run_fairly_is_refused_before_any_training(tmp_p
     with pytest.raises(ValueError, match="'coin' drew 2000 tasks without one in its 'test' split"):
         run_fleet_bench(FleetBenchPlan(skills=["tiny_space:Coin", "capital"], rounds=1), workdir, print)
     assert not workdir.exists()  # nothing was trained, nothing written
+
+
+def test_kd_comparison_arms_parse_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    from hive.bench.fleet_seed import KdArm, parse_kd_arm
+
+    assert parse_kd_arm("top32") == KdArm(32)
+    arm = parse_kd_arm("top16-renorm-t2")
+    assert arm == KdArm(16, True, 2.0) and arm.name == "top16-renorm-t2"
+    assert arm.overrides() == {"kd_residual": False, "temperature": 2.0}
+    assert KdArm(16).overrides() == {"kd_residual": True, "temperature": 1.0}
+    for bad in ("top0", "top16-t0", "top999", "k16", "top16-renorm-renorm", "top16 "):
+        with pytest.raises(ValueError, match="KD arm"):
+            parse_kd_arm(bad)
+    workdir = tmp_path / "fleet"
+    with pytest.raises(ValueError, match="KD arm 'top-5'"):
+        run_fleet_bench(FleetBenchPlan(skills=["capital"], rounds=1, kd_variants=("top-5",)), workdir, print)
+    assert not workdir.exists()
