@@ -111,6 +111,7 @@ def fleet(
     ablations: bool = typer.Option(
         True, help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0)."
     ),
+    kd_compare_steps: int = typer.Option(800, min=1, help="Distill steps of each KD comparison round."),
     kd_variants: list[str] = typer.Option(
         [],
         "--kd-variant",
@@ -136,6 +137,7 @@ def fleet(
         specialist_steps=specialist_steps,
         distill=DistillSettings(steps=distill_steps),
         kd_compare_per_skill=kd_compare,
+        kd_compare_steps=kd_compare_steps,
         seeds=seeds,
         base_steps=base_steps,
         ablations=ablations,
