@@ -61,3 +61,24 @@ def save_word_tokenizer(directory: Path, words: int, special: dict[str, int] | N
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="w0")
     tokenizer.add_tokens([f"added{i}" for i in range(added)])
     tokenizer.save_pretrained(directory)
+
+
+class FakeEngine:
+    """What ``distill.step.train_step`` and ``save_student`` use of a DeepSpeed engine (ZeRO-2), over a plain
+    module: the forward call, backward, and a ``step()`` that only counts."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.steps = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: Any) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        self.steps += 1
+
+    def zero_optimization_stage(self) -> int:
+        return 2

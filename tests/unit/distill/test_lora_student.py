@@ -19,6 +19,7 @@ from distill.manifest import DistillParams, Manifest
 from distill.step import train_step
 from distill.student import AdapterOff, is_lora, load_previous_core, load_student, trainable_parameters
 
+from factories import FakeEngine
 from tiny_hf import make_hf_core
 
 
@@ -144,38 +145,19 @@ def test_retention_of_a_lora_student_pulls_towards_its_own_base_with_the_adapter
     assert torch.allclose(_logits(student, base), _logits(student, base))  # and the adapter is on again
 
 
-class Engine:
-    """What train_step and save_student use of a DeepSpeed engine (ZeRO-2), over a plain module."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def step(self) -> None:
-        pass
-
-    def zero_optimization_stage(self) -> int:
-        return 2
-
-
 def test_a_lora_step_has_zero_retention_until_the_adapter_moves_and_gives_gradients_to_the_adapter_only(
     base: Path,
 ) -> None:
     student = _lora_student(base)
     data, params = _data(base), DistillParams(tuning="lora", retention_weight=1.0)
     previous = load_previous_core(_manifest(base, tuning="lora"), data, student)
-    parts, _ = train_step(Engine(student), previous, data, params, step=0, micro=1)
+    parts, _ = train_step(FakeEngine(student), previous, data, params, step=0, micro=1)
     assert parts["ce"] > 0
     assert parts["retention"] == pytest.approx(0.0, abs=1e-6)
     grads = {name for name, p in student.named_parameters() if p.grad is not None}
     assert grads == {name for name, p in student.named_parameters() if p.requires_grad}
     _move_adapter(student)
-    parts, _ = train_step(Engine(student), previous, data, params, step=0, micro=1)
+    parts, _ = train_step(FakeEngine(student), previous, data, params, step=0, micro=1)
     assert parts["retention"] > 1e-4
 
 
@@ -185,7 +167,7 @@ def test_a_lora_student_is_saved_merged_as_a_complete_core(tmp_path: Path, base:
     student.eval()
     expected = _logits(student, base)  # the base plus the adapter, as trained
     out = tmp_path / "core"
-    sha = save_student(Engine(student), out, rank=0, base_core=base)
+    sha = save_student(FakeEngine(student), out, rank=0, base_core=base)
     assert sha is not None
     assert not {ADAPTER_WEIGHTS, ADAPTER_CONFIG} & {p.name for p in out.iterdir()}
     assert {WEIGHTS_FILE, "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
@@ -195,7 +177,7 @@ def test_a_lora_student_is_saved_merged_as_a_complete_core(tmp_path: Path, base:
     assert torch.allclose(_logits(released, base), expected, atol=1e-5)
     assert set(released.state_dict()) == set(load_core(base).state_dict())
     assert is_lora(student)  # the engine's model was not merged in place
-    assert save_student(Engine(student), tmp_path / "other", rank=1, base_core=base) is None
+    assert save_student(FakeEngine(student), tmp_path / "other", rank=1, base_core=base) is None
     assert not (tmp_path / "other").exists()
 
 
@@ -237,7 +219,7 @@ def test_a_core_with_tied_embeddings_is_merged_into_a_core_that_still_ties_them(
     _move_adapter(student)
     student.eval()
     expected = _logits(student, tied)
-    save_student(Engine(student), tmp_path / "core", rank=0, base_core=tied)
+    save_student(FakeEngine(student), tmp_path / "core", rank=0, base_core=tied)
     released = load_core(tmp_path / "core")
     assert released.get_output_embeddings().weight is released.get_input_embeddings().weight
     assert torch.allclose(_logits(released, tied), expected, atol=1e-5)

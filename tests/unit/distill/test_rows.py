@@ -7,7 +7,6 @@ import math
 from collections import Counter
 
 import pytest
-import torch
 
 from agents.model import CoreSize, build_core
 from agents.tokenizer import ByteTokenizer
@@ -18,19 +17,7 @@ from distill.manifest import DistillParams
 from distill.rows import rows_per_skill
 from distill.step import train_step
 
-
-class Engine:
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def step(self) -> None:
-        pass
+from factories import FakeEngine
 
 
 def _example(prompt: str, answer: str, agent: str, skill: str) -> Example:
@@ -77,7 +64,7 @@ def test_the_rows_counted_are_the_rows_each_rank_trained_on(monkeypatch, ranks: 
         on_rank.replay_sampler = copy.copy(data.replay_sampler)
         on_rank.replay_sampler.rank = rank
         for step in range(steps):
-            train_step(Engine(core), None, on_rank, DistillParams(), step, micro)
+            train_step(FakeEngine(core), None, on_rank, DistillParams(), step, micro)
 
     counted = rows_per_skill(data, steps, micro, ranks)
     assert counted == {

@@ -15,22 +15,7 @@ from distill.dataset import BalancedSampler, Example, LoadReport
 from distill.manifest import DistillParams
 from distill.step import train_step
 
-
-class Engine:
-    """The two calls train_step makes of a DeepSpeed engine, on a plain module; step() only counts."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
-        self.steps = 0
-
-    def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def step(self) -> None:
-        self.steps += 1
+from factories import FakeEngine
 
 
 def _teacher(answer: str) -> tuple[list[list[int]], list[list[float]]]:
@@ -52,7 +37,7 @@ def core():
 
 
 def test_without_replay_only_the_new_signal_teaches(core) -> None:
-    parts, _ = train_step(Engine(core), None, _data([]), DistillParams(), step=0, micro=2)
+    parts, _ = train_step(FakeEngine(core), None, _data([]), DistillParams(), step=0, micro=2)
     assert parts["kd"] > 0
     assert parts["ce"] == 0.0 and parts["retention"] == 0.0
 
@@ -62,7 +47,7 @@ def test_replay_rows_get_cross_entropy_and_an_aligned_retention(core) -> None:
         Example("add 1 2", "3", "old-agent", "add", verified=True),
         Example("mul 2 3", "6", "old-agent", "mul", *_teacher("6"), verified=True),
     ]
-    engine = Engine(core)
+    engine = FakeEngine(core)
     previous = copy.deepcopy(core)  # the student has not moved yet, so retention must be zero if rows line up
     parts, tokens = train_step(engine, previous, _data(replay), DistillParams(retention_weight=1.0), step=0, micro=2)
     assert parts["ce"] > 0  # only the replay rows are verified
@@ -79,5 +64,7 @@ def test_retention_grows_once_the_student_moves(core) -> None:
     with torch.no_grad():
         for p in core.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    parts, _ = train_step(Engine(core), previous, _data(replay), DistillParams(retention_weight=1.0), step=0, micro=2)
+    parts, _ = train_step(
+        FakeEngine(core), previous, _data(replay), DistillParams(retention_weight=1.0), step=0, micro=2
+    )
     assert parts["retention"] > 1e-4
