@@ -86,7 +86,8 @@ def train_multitask(
     rows: Counter[str] = Counter()
     prompts: dict[str, set[str]] = {n: set() for n in names}
     for _ in range(steps):
-        picks = [(names[i % len(names)], rng.choice(tasks_by_skill[names[i % len(names)]])) for i in range(batch_size)]
+        which = [names[i % len(names)] for i in range(batch_size)]
+        picks = [(name, rng.choice(tasks_by_skill[name])) for name in which]
         for name, (prompt, _) in picks:
             rows[name] += 1
             prompts[name].add(prompt)

@@ -271,7 +271,7 @@ def run_seed(
     run.wall_s["specialists"] = time.monotonic() - t
     run.budget["specialist"] = {
         "steps": plan.specialist_steps,
-        "rows_per_skill": {n: sum(1 for _ in specialists[n].tasks) for n in names},
+        "rows_per_skill": {n: len(specialists[n].tasks) for n in names},
         **describe_recipe(specialist_recipe),
     }
 

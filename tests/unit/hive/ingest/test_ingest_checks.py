@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from agents.skills import BUILTIN_SKILLS
-from agents.skills.splits import hash_split
+from agents.skills.splits import sample_task
 from hive.config import HiveSettings, IngestSettings
 from hive.ingest.admit import DESCRIPTIONS, HELD_OUT_PROMPT, REASONS, UNKNOWN_SKILL, check_held_out, check_skill
 from hive.ingest.auth import REVOKED, SIGNATURE, UNKNOWN_AGENT, UNSIGNED, SenderPolicy, keyring
@@ -94,11 +95,7 @@ def test_unknown_skills_are_refused() -> None:
 
 
 def _zorbish_prompt(split: str) -> str:
-    rng = __import__("random").Random(0)
-    while True:
-        prompt, _ = BUILTIN_SKILLS["zorbish"].sample(rng)
-        if hash_split("zorbish", prompt) == split:
-            return prompt
+    return sample_task(BUILTIN_SKILLS["zorbish"], random.Random(split), split)[0]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("split", ["test", "validation"])
