@@ -56,22 +56,26 @@ PhaseFn = Callable[[str], None]
 
 @dataclass(frozen=True)
 class FleetBenchPlan:
-    """What the benchmark runs, per seed. At 120 distill steps a round the core had not learned `zorbish` (0.02
-    after round 1, against 0.98 at 400), so the defaults keep 400; a seed then takes about 25 minutes on a 2-core
-    CPU (docs/researcher-guide.md)."""
+    """What the benchmark runs, per seed (the defaults' cost on a 2-core CPU: docs/researcher-guide.md).
+
+    ``batch_size`` is every arm's rows per step: the specialists', the core's (``distill.batch_size`` is replaced by
+    it; replay rows come on top, as in a deployment), the multitask arm's and the base's.
+    """
 
     skills: list[str]
     rounds: int = 3
-    specialist_steps: int = 400
+    specialist_steps: int = 200
     batch_size: int = 32
     publish_per_step: int = 8
     lr: float = 3e-3
     topk: int = 16
     # Rounds use the hive's own distill settings, so the bench measures what a deployment runs.
-    distill: DistillSettings = field(default_factory=lambda: DistillSettings(steps=400))
+    distill: DistillSettings = field(default_factory=lambda: DistillSettings(steps=200))
     eval_tasks: int = 100
     val_tasks: int = 50
-    kd_compare_per_skill: int = 800
+    # Learnings per skill in the top-k vs full-vocabulary KD comparison; 0 (the default) skips it: it is a question
+    # of its own, measured by its own run (docs/researcher-guide.md).
+    kd_compare_per_skill: int = 0
     kd_compare_steps: int = 800
     # KD comparison arms beside top-k and full-vocabulary KD (hive.bench.fleet_seed.parse_kd_arm): top32,
     # top16-renorm, top16-t2, ...
@@ -87,6 +91,12 @@ class FleetBenchPlan:
     tune: bool = False
     replay_grid: tuple[int, ...] = (1024, 4096)
     continual_lr_grid: tuple[float, ...] = (3e-4, 1e-3)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_size % self.distill.nproc:
+            raise ValueError(f"--batch-size {self.batch_size} must split evenly over {self.distill.nproc} distill ranks")
+        # One batch for every arm: the core's rounds train on the same rows per step as the specialists.
+        object.__setattr__(self, "distill", self.distill.model_copy(update={"batch_size": self.batch_size}))
 
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]

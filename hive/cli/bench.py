@@ -99,10 +99,13 @@ def fleet(
         "Default: capital, zorbish, swap, next.",
     ),
     rounds: int = typer.Option(3, min=1, help="Rounds over which the skills arrive (continual setting)."),
-    specialist_steps: int = typer.Option(400, min=1, help="On-the-job learning steps per specialist."),
-    distill_steps: int = typer.Option(400, min=1, help="Distillation steps per round."),
+    specialist_steps: int = typer.Option(200, min=1, help="On-the-job learning steps per specialist."),
+    distill_steps: int = typer.Option(200, min=1, help="Distillation steps per round."),
+    batch_size: int = typer.Option(
+        32, min=1, help="Rows per step of every arm: specialists, the core's rounds (replay rows on top), multitask."
+    ),
     kd_compare: int = typer.Option(
-        800, min=0, help="Learnings per skill in the top-k vs full-KD comparison; 0 skips it."
+        0, min=0, help="Learnings per skill in the top-k vs full-KD comparison (e.g. 800); 0 skips it."
     ),
     seeds: int = typer.Option(3, min=1, help="Seeds: every figure is the mean and sample sd over them."),
     base_steps: int = typer.Option(
@@ -131,21 +134,22 @@ def fleet(
     from hive.config import DistillSettings, HiveSettings
 
     settings = HiveSettings()
-    plan = FleetBenchPlan(
-        skills=skills or list(DEFAULT_SKILLS),
-        rounds=rounds,
-        specialist_steps=specialist_steps,
-        distill=DistillSettings(steps=distill_steps),
-        kd_compare_per_skill=kd_compare,
-        kd_compare_steps=kd_compare_steps,
-        seeds=seeds,
-        base_steps=base_steps,
-        ablations=ablations,
-        tune=tune,
-        kd_variants=tuple(kd_variants),
-    )
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:
+        plan = FleetBenchPlan(
+            skills=skills or list(DEFAULT_SKILLS),
+            rounds=rounds,
+            specialist_steps=specialist_steps,
+            batch_size=batch_size,
+            distill=DistillSettings(steps=distill_steps),
+            kd_compare_per_skill=kd_compare,
+            kd_compare_steps=kd_compare_steps,
+            seeds=seeds,
+            base_steps=base_steps,
+            ablations=ablations,
+            tune=tune,
+            kd_variants=tuple(kd_variants),
+        )
         report = run_fleet_bench(plan, settings.home / "bench" / "fleet", say)
     except (SkillLoadError, ValueError) as err:
         typer.echo(f"invalid benchmark: {err}", err=True)

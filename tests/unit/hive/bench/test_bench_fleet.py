@@ -185,3 +185,12 @@ def test_kd_comparison_arms_parse_and_bad_ones_are_refused(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="KD arm 'top-5'"):
         run_fleet_bench(FleetBenchPlan(skills=["capital"], rounds=1, kd_variants=("top-5",)), workdir, print)
     assert not workdir.exists()
+
+
+def test_every_arm_trains_on_the_plans_batch_and_an_uneven_one_is_refused() -> None:
+    from hive.config import DistillSettings
+
+    plan = FleetBenchPlan(skills=["capital"], batch_size=24, distill=DistillSettings(steps=5, batch_size=64))
+    assert plan.distill.batch_size == 24 and plan.distill.steps == 5
+    with pytest.raises(ValueError, match="--batch-size 33 must split evenly over 2 distill ranks"):
+        FleetBenchPlan(skills=["capital"], batch_size=33)
