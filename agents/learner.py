@@ -85,7 +85,7 @@ class Specialist:
             lr = self.lr
         self.model.train()
         self._params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=0.0)
+        self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=0.0)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     def use_optimizer(

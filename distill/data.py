@@ -11,9 +11,8 @@ from agents.codec import BYTE_CODEC, Codec, load_codec
 from distill.dataset import BalancedSampler, Example, LoadReport, build_examples
 from distill.lineage import learning_ids_text, round_lineage
 from distill.manifest import Manifest, read_learnings
-from distill.teachers import AdapterTeachers
+from distill.teachers import AdapterTeachers, newest_claim_checks
 from streams import durable
-from streams.events import Learning
 
 # Replay draws use their own stream, so adding replay data never changes which learnings a step sees.
 REPLAY_SEED_OFFSET = 1_000_003
@@ -44,7 +43,10 @@ def load_data(manifest: Manifest, rank: int) -> Data:
     lineage = round_lineage(learnings, manifest.lineage)  # fails before training on a file that is not the range
     codec = load_codec(manifest.base_core)
     teachers = AdapterTeachers(params.topk, manifest.base_core, manifest.adapters.roots, manifest.adapters.max_bytes)
-    examples, report = build_examples(learnings, codec, teachers=teachers)
+    replay_learnings = read_learnings(manifest.replay) if manifest.replay is not None else []
+    # "latest": the round's learnings and its replay both follow each agent's newest claim check among them.
+    latest = newest_claim_checks(replay_learnings + learnings) if params.teacher == "latest" else None
+    examples, report = build_examples(learnings, codec, teachers=teachers, latest=latest)
     if rank == 0:
         manifest.out_dir.mkdir(parents=True, exist_ok=True)
         write_unusable(manifest.out_dir / UNUSABLE, report)
@@ -54,14 +56,15 @@ def load_data(manifest: Manifest, rank: int) -> Data:
         raise ValueError(f"{manifest.learnings} holds no learning with a teacher signal or a verified answer")
     sampler = BalancedSampler([e.agent_id for e in examples], seed=params.seed, rank=rank)
     replay: list[Example] = []
-    replay_learnings: list[Learning] = []
     replay_sampler = None
     if manifest.replay is not None:
         # Replay learnings keep teaching as they did in their own round: KD where they ship a signal, CE
         # where their answer is verified, so earlier skills stay trained, not only held in place. With
-        # retention on, those with neither still serve the KL to the previous core. Their adapters are not
-        # followed: an agent's specialist has usually moved on since, and would fail its old claim check.
-        replay_learnings = read_learnings(manifest.replay)
+        # retention on, those with neither still serve the KL to the previous core. Their own adapters are not
+        # followed: an agent's specialist has usually moved on since, and would fail its old claim check; under
+        # "latest" they are re-scored by the agent's newest one.
+        if latest:
+            replay_learnings = teachers.latest(replay_learnings, latest).learnings
         replay, _ = build_examples(replay_learnings, codec, require_signal=params.retention_weight == 0)
         if replay:
             # Drawn per skill, not per agent: the hive sampled the replay set balanced per skill.

@@ -14,7 +14,7 @@ from agents.codec import BYTE_CODEC, Codec
 from agents.model import Batch, make_batch
 from distill.manifest import read_learnings
 from distill.teachers import AdapterTeachers, Dropped
-from streams.events import Learning
+from streams.events import ClaimCheck, Learning
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,12 @@ def build_examples(
     codec: Codec,
     require_signal: bool = True,
     teachers: AdapterTeachers | None = None,
+    latest: dict[str, ClaimCheck] | None = None,
 ) -> tuple[list[Example], LoadReport]:
     """Turns learnings into examples in ``codec``'s ids (the base core's); with ``teachers``, a learning that
     ships no signal but names its adapter gets one computed from that adapter (or is dropped when the adapter
-    fails its sha256).
+    fails its sha256). With ``latest`` (agent id -> its newest claim check, ``distill.teachers.newest_claim_checks``)
+    too, every learning of those agents is first re-scored by that claim check (``AdapterTeachers.latest``).
 
     The report counts every reason met, including teacher signals dropped from examples that were kept.
     """
@@ -120,6 +122,10 @@ def build_examples(
                 f"the teachers' core {teachers.base_core} tokenizes as {teachers.codec.fingerprint}, "
                 f"the examples as {codec.fingerprint}: signals would not line up with the labels"
             )
+        if latest is not None:
+            relabelled = teachers.latest(items, latest)
+            items = relabelled.learnings
+            report.teacher_skipped.update(relabelled.reasons)
         filled = teachers.fill(items)
         items = filled.learnings
         report.skipped.update(filled.reasons)

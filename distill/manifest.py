@@ -51,6 +51,11 @@ class DistillParams(BaseModel):
     replay_size: int = Field(default=4096, ge=0)
     # Top-k of the teacher signal the job computes from an agent's adapter when a learning ships none.
     topk: int = Field(default=16, ge=1)
+    # Whose signals the KD term follows. "streamed": each learning's own, made by the agent when it learned it,
+    # often while it was still weak at the skill. "latest": every learning of an agent is re-scored by the
+    # specialist its newest claim check names (the agent as it is now); an agent whose newest claim check gives no
+    # teacher keeps its streamed signals. Measured in hive bench fleet (docs/benchmarks.md).
+    teacher: Literal["streamed", "latest"] = "streamed"
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
     timeout_s: int = Field(default=900, ge=1)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.claim_check import MAX_BYTES_FACTOR, SHA_MISMATCH, ClaimCheckError, load_adapter
 from agents.codec import BYTE_CODEC, Codec, load_codec
 from agents.model import WEIGHTS_FILE, load_core, topk_signal
-from streams.events import MAX_TOPK, Learning, TeacherSignal
+from streams.events import MAX_TOPK, ClaimCheck, Learning, TeacherSignal
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -146,6 +147,30 @@ class AdapterTeachers:
         result.learnings = [learning for learning in kept if learning is not None]
         return result
 
+    def latest(self, learnings: list[Learning], newest: dict[str, ClaimCheck] | None = None) -> Filled:
+        """Re-scores every learning of an agent with that agent's newest claim check, replacing any signal it
+        shipped. ``newest`` (``newest_claim_checks``) is taken from ``learnings`` unless given: the job takes it
+        from the round's learnings and its replay together, so that both follow the agent as it is now.
+
+        An agent whose newest claim check gives no teacher keeps every learning as it came (its reason is counted
+        as ``latest_<reason>``, per learning); so does a learning too long for the core. Nothing is dropped here.
+        """
+        newest = newest_claim_checks(learnings) if newest is None else newest
+        result = Filled(list(learnings))
+        for agent_id, check in newest.items():
+            indices = [i for i, lr in enumerate(learnings) if lr.agent_id == agent_id and self._fits(lr)]
+            if not indices:
+                continue
+            teacher = self._teacher(check.uri, check.sha256)
+            if isinstance(teacher, ClaimCheckError):
+                result.reasons[f"latest_{teacher.reason}"] += len(indices)
+                continue
+            for start in range(0, len(indices), SIGNAL_BATCH):
+                chunk = indices[start : start + SIGNAL_BATCH]
+                for index, signal in zip(chunk, self._signals(teacher, [learnings[i] for i in chunk]), strict=True):
+                    result.learnings[index] = learnings[index].model_copy(update={"teacher": signal})
+        return result
+
     def _fits(self, learning: Learning) -> bool:
         answer = learning.learned_answer()
         codec = self.codec
@@ -168,3 +193,16 @@ class AdapterTeachers:
             )
             for lr, (ids, lps) in zip(learnings, rows, strict=True)
         ]
+
+
+def newest_claim_checks(learnings: list[Learning]) -> dict[str, ClaimCheck]:
+    """Per agent, the claim check of its newest learning that names one: the latest ``created_at``, the later
+    in the list breaking ties."""
+    newest: dict[str, tuple[datetime, int, ClaimCheck]] = {}
+    for index, learning in enumerate(learnings):
+        if learning.adapter is None:
+            continue
+        key = (learning.created_at, index)
+        if learning.agent_id not in newest or key > newest[learning.agent_id][:2]:
+            newest[learning.agent_id] = (learning.created_at, index, learning.adapter)
+    return {agent_id: check for agent_id, (_, _, check) in newest.items()}

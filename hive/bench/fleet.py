@@ -16,17 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.evaluation import evaluate_skills
+from agents.codec import load_codec
 from agents.model import build_core, load_core, save_core
 from agents.skills import load_skills
 from agents.skills.splits import kind_of
 from hive.bench.contamination import count_contamination, held_out_prompts
-from hive.bench.fleet_arms import pretrain_base
+from hive.bench.fleet_arms import CoreStart, pretrain_base
 from hive.bench.fleet_seed import SeedRun, parse_kd_arm, run_seed
 from hive.bench.fleet_stats import comparison, mean_sd, per_skill_mean_sd, ratios, summary
 from hive.bench.machine import machine_info
 from hive.bench.recipe import arm_config, describe_recipe
 from hive.config import DistillSettings
+from hive.cores.pretrained import TINY, core_source
 
 METHODS = (
     "base",
@@ -86,20 +87,52 @@ class FleetBenchPlan:
     # 0 is the random-init regime: a labelled extra, never the headline (see the researcher guide).
     base_steps: int = 600
     ablations: bool = True
+    # Core v0: "tiny" (built, then pretrained on the base skills) or a pretrained model as HIVE_MODEL__PATH names
+    # one (``smollm2-135m``, a directory), whose specialists, multitask arm and rounds tune LoRA adapters.
+    model: str = TINY
     # --tune: the first seed picks the core's replay size and continual lr on validation prompts from this grid;
     # every seed then uses them. Without it they are the hive's settings.
     tune: bool = False
     replay_grid: tuple[int, ...] = (1024, 4096)
     continual_lr_grid: tuple[float, ...] = (3e-4, 1e-3)
 
+    @classmethod
+    def for_model(cls, model: str, distill: dict[str, Any] | None = None, **given: Any) -> FleetBenchPlan:
+        """The plan for ``model``: the tiny core's defaults, or a pretrained model's (``PRETRAINED``), with every
+        field in ``given`` and every distill setting in ``distill`` replacing its default."""
+        if model == TINY:
+            return cls(model=model, distill=DistillSettings(**({"steps": 200} | (distill or {}))), **given)
+        fields = PRETRAINED | {"base_skills": []} | given
+        return cls(model=model, distill=DistillSettings(**(PRETRAINED_DISTILL | (distill or {}))), **fields)
+
     def __post_init__(self) -> None:
+        if self.model != TINY:
+            if self.base_steps:
+                raise ValueError(f"--base-steps: {self.model} is pretrained already; it is the shared start")
+            if self.kd_compare_per_skill:
+                raise ValueError(f"--kd-compare runs on tiny only: full-vocabulary signals of {self.model} are huge")
         if self.batch_size < 1 or self.batch_size % self.distill.nproc:
-            raise ValueError(f"--batch-size {self.batch_size} must split evenly over {self.distill.nproc} distill ranks")
+            ranks = self.distill.nproc
+            raise ValueError(f"--batch-size {self.batch_size} must split evenly over {ranks} distill ranks")
         # One batch for every arm: the core's rounds train on the same rows per step as the specialists.
         object.__setattr__(self, "distill", self.distill.model_copy(update={"batch_size": self.batch_size}))
 
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
+
+
+# A pretrained core's plan (FleetBenchPlan.for_model): LoRA learns in tens of steps what the tiny core needs hundreds
+# for, and each step costs about 100 times more (docs/benchmarks.md, SmolLM2-135M demo: 60 agent and 90 distill
+# steps). The pretrained model is the shared start, so nothing is pretrained first; there is no KD comparison.
+PRETRAINED: dict[str, Any] = {
+    "specialist_steps": 60,
+    "batch_size": 8,
+    "lr": 2e-3,
+    "eval_tasks": 50,
+    "val_tasks": 25,
+    "base_steps": 0,
+}
+PRETRAINED_DISTILL: dict[str, Any] = {"steps": 60, "lr": 2e-3, "continual_lr": 1e-3, "warmup_steps": 5}
 
 
 def split_into_rounds(names: list[str], rounds: int) -> list[list[str]]:
@@ -139,10 +172,14 @@ def multitask_steps(core_rows: dict[str, int], skills: int, batch_size: int) -> 
     return max(1, math.ceil(max(core_rows.values()) / per_step))
 
 
-def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict[str, Any]:
+def run_fleet_bench(
+    plan: FleetBenchPlan, workdir: Path, phase: PhaseFn, model_cache: Path | None = None
+) -> dict[str, Any]:
     """Runs every arm for every seed on the same core v0 and held-out tasks, and returns the report.
 
     ``workdir`` is the bench's own: it is emptied first, so that no round resumes another run's checkpoint.
+    A pretrained ``plan.model`` is found as ``HIVE_MODEL__PATH`` is, built-in ones in ``model_cache``
+    (ModelSourceError or CoreDirError before anything is trained).
     """
     started = time.monotonic()
     if plan.seeds < 1:
@@ -158,19 +195,24 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
         parse_kd_arm(variant)
     # Drawing the held-out prompts first refuses, before any training, a generalize skill too small to split.
     held_out = {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)}
+    source = None if plan.model == TINY else core_source(plan.model, model_cache or Path("."))
     fresh_workdir(workdir)
 
     t = time.monotonic()
-    core0 = build_core(seed=plan.seed)
     base_prompts: set[str] = set()
     base_recipe = arm_config(plan.distill, plan.base_steps or 1, plan.distill.lr, plan.distill.batch_size)
-    if plan.base_steps > 0:
-        phase(f"pretraining the shared base on {', '.join(s.name for s in base_skills)} ({plan.base_steps} steps)")  # type: ignore[attr-defined]
-        core0, base_prompts = pretrain_base(
-            core0, base_skills, plan.base_steps, plan.distill.batch_size, plan.seed, base_recipe
-        )
-    core0_dir = workdir / "core_v0"
-    save_core(core0, core0_dir)
+    if source is not None:
+        phase(f"core v0: {plan.model} from {source}")
+        start = CoreStart(load_core(source), source, load_codec(source))
+    else:
+        core0 = build_core(seed=plan.seed)
+        if plan.base_steps > 0:
+            phase(f"pretraining the shared base on {', '.join(s.name for s in base_skills)} ({plan.base_steps} steps)")  # type: ignore[attr-defined]
+            core0, base_prompts = pretrain_base(
+                core0, base_skills, plan.base_steps, plan.distill.batch_size, plan.seed, base_recipe
+            )
+        save_core(core0, workdir / "core_v0")
+        start = CoreStart(core0, workdir / "core_v0")
     base_s = time.monotonic() - t
 
     runs: list[SeedRun] = []
@@ -178,7 +220,7 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
     for i, seed in enumerate(plan.seed_list()):
         phase(f"seed {seed} ({i + 1}/{plan.seeds})")
         tune = plan.tune and i == 0
-        runs.append(run_seed(plan, seed, skills, core0, core0_dir, workdir / f"seed{seed}", phase, tune))
+        runs.append(run_seed(plan, seed, skills, start, workdir / f"seed{seed}", phase, tune))
         if tune:
             tuning = runs[-1].tuning
             plan = replace(plan, distill=plan.distill.model_copy(update=tuning["chosen"]))
@@ -187,7 +229,7 @@ def run_fleet_bench(plan: FleetBenchPlan, workdir: Path, phase: PhaseFn) -> dict
         count_contamination(skills, held_out, run.streams | {"base": {n: base_prompts for n in names}}) for run in runs
     ]
     report = summarise(plan, names, [kind_of(s) for s in skills], runs, contamination)
-    base_eval = evaluate_skills(load_core(core0_dir), skills, plan.eval_tasks)
+    base_eval = start.evaluate(load_core(start.directory), skills, plan.eval_tasks)
     report["base_pretraining"] = {
         "skills": [s.name for s in base_skills],  # type: ignore[attr-defined]
         "steps": plan.base_steps,
@@ -239,7 +281,7 @@ def summarise(
                 out[label] = summary([sum(r.values()) / len(r) for r in per_seed])
                 out[f"{label}_min"] = summary([min(r.values()) for r in per_seed])
         means = {m: [_mean_accuracy(run.accuracy[m], group) for run in runs] for m in methods}
-        best = [max(MERGES, key=lambda m, i=i: means[m][i]) for i in range(len(runs))]
+        best = [max(MERGES, key=lambda m: means[m][i]) for i in range(len(runs))]
         out["best_merge_per_seed"] = best
         out["core_minus_best_merge"] = comparison([means["core"][i] - means[b][i] for i, b in enumerate(best)])
         core, multitask = means["core"], means["multitask"]
@@ -277,7 +319,7 @@ def summarise(
             wall[key] = round(wall.get(key, 0.0) + value, 1)
     return {
         "skills": names,
-        "model": "tiny",
+        "model": plan.model,
         "seeds": plan.seed_list(),
         "split": kind_of_skill,
         "methods": methods,

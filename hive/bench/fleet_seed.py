@@ -10,22 +10,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.evaluation import evaluate_skills
 from agents.model import load_core
 from agents.tokenizer import VOCAB_SIZE
 from distill.manifest import write_learnings
-from hive.bench.fleet_arms import merge_arm, train_multitask, train_specialist
+from hive.bench.fleet_arms import CoreStart, merge_arm, publish_specialist, train_multitask, train_specialist
 from hive.bench.recipe import arm_config, describe_recipe
 from hive.bench.synthetic import core_signals
 from hive.rounds.open import sample_replay, write_manifest
 from streams.events import Learning, TeacherSignal
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
     from hive.bench.fleet import FleetBenchPlan
 
 PhaseFn = Callable[[str], None]
+# Under a seed's directory: each final specialist, as its agent would save it (its learnings' claim checks).
+SPECIALISTS = "specialists"
 # The core and its two ablations: the same rounds, data and replay; only the loss weights differ.
 VARIANTS: dict[str, dict[str, float]] = {
     "core": {},
@@ -97,8 +96,10 @@ def _distill(
     seed: int,
     first: bool,
     overrides: dict[str, Any],
+    specialists_dir: Path,
 ) -> tuple[Path, dict[str, Any]]:
-    """One round of the real distill job, under the DeepSpeed launcher."""
+    """One round of the real distill job, under the DeepSpeed launcher; it may follow the claim checks of the
+    specialists saved under ``specialists_dir``."""
     from distill.launch import launch_job
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,15 @@ def _distill(
         write_learnings(replay_path, replay)
     distill = plan.distill.for_round(first) | {"seed": seed} | overrides
     manifest = write_manifest(
-        directory, directory.name, base_dir, replay_path, skill_specs, distill, eval_={"tasks": plan.eval_tasks}
+        directory,
+        directory.name,
+        base_dir,
+        replay_path,
+        skill_specs,
+        distill,
+        eval_={"tasks": plan.eval_tasks},
+        # The specialists' claim checks, followed under teacher="latest" (publish_specialist).
+        adapters={"roots": [specialists_dir]},
     )
     return directory / "out" / "core", launch_job(manifest)
 
@@ -169,6 +178,7 @@ def _rounds(
             seed,
             first=r == 0,
             overrides=VARIANTS[variant],
+            specialists_dir=workdir / SPECIALISTS,
         )
         for skill, counts in metrics["rows_per_skill"].items():
             rows[skill] += counts["new"] + counts["replay"]
@@ -207,7 +217,7 @@ def _tune_on_validation(
     groups: list[list[str]],
     learnings_of: dict[str, list[Learning]],
     spec_of: dict[str, str],
-    core0_dir: Path,
+    start: CoreStart,
     workdir: Path,
     phase: PhaseFn,
 ) -> dict[str, Any]:
@@ -222,13 +232,13 @@ def _tune_on_validation(
             trial = replace(plan, distill=plan.distill.model_copy(update=point))
             label = f"tune_replay{replay_size}_lr{continual_lr:g}"
             final_dir, *_ = _rounds(
-                "core", trial, seed, groups, learnings_of, spec_of, core0_dir, workdir, phase, label
+                "core", trial, seed, groups, learnings_of, spec_of, start.directory, workdir, phase, label
             )
-            scores = evaluate_skills(
+            scores = start.evaluate(
                 load_core(final_dir), skills, plan.val_tasks, seed=VALIDATION_SEED, split="validation"
             )
             sweep.append(point | {"validation": scores, "mean": sum(scores.values()) / len(scores)})
-    best = max(sweep, key=lambda p: p["mean"])  # max keeps the first of equal means
+    best = max(sweep, key=lambda p: float(p["mean"]))  # type: ignore[arg-type]  # max keeps the first of equal means
     return {"seed": seed, "chosen": {k: best[k] for k in ("replay_size", "continual_lr")}, "sweep": sweep}
 
 
@@ -236,14 +246,14 @@ def run_seed(
     plan: FleetBenchPlan,
     seed: int,
     skills: list[object],
-    core0: PreTrainedModel,
-    core0_dir: Path,
+    start: CoreStart,
     workdir: Path,
     phase: PhaseFn,
     tune: bool = False,
 ) -> SeedRun:
-    """Every arm of the bench for one seed, from the shared core v0. With ``tune``, the core's ``replay_size`` and
-    ``continual_lr`` are first chosen on validation prompts (``SeedRun.tuning``) and used by every variant."""
+    """Every arm of the bench for one seed, from the shared core v0 (``start``). With ``tune``, the core's
+    ``replay_size`` and ``continual_lr`` are first chosen on validation prompts (``SeedRun.tuning``) and used by
+    every variant."""
     from hive.bench.fleet import MERGES, forgetting, multitask_steps, split_into_rounds
 
     run = SeedRun(seed)
@@ -257,7 +267,7 @@ def run_seed(
     for i, skill in enumerate(skills):
         phase(f"  specialist {i + 1}/{len(skills)}: learning {names[i]} on the job ({plan.specialist_steps} steps)")
         specialists[names[i]] = train_specialist(
-            core0,
+            start.model,
             skill,
             f"agent-{names[i]}",
             plan.specialist_steps,
@@ -267,7 +277,10 @@ def run_seed(
             plan.topk,
             seed,
             specialist_recipe,
+            start.codec,
         )
+    for name, trained in specialists.items():
+        publish_specialist(trained, workdir / SPECIALISTS / name)
     run.wall_s["specialists"] = time.monotonic() - t
     run.budget["specialist"] = {
         "steps": plan.specialist_steps,
@@ -278,7 +291,7 @@ def run_seed(
     learnings_of = {n: specialists[n].learnings for n in names}
     if tune:
         t = time.monotonic()
-        run.tuning = _tune_on_validation(plan, seed, skills, groups, learnings_of, spec_of, core0_dir, workdir, phase)
+        run.tuning = _tune_on_validation(plan, seed, skills, groups, learnings_of, spec_of, start, workdir, phase)
         plan = replace(plan, distill=plan.distill.model_copy(update=run.tuning["chosen"]))
         run.wall_s["tuning"] = time.monotonic() - t
     variants = list(VARIANTS) if plan.ablations else ["core"]
@@ -287,9 +300,9 @@ def run_seed(
     for variant in variants:
         t = time.monotonic()
         final_dir, rounds, replay_prompts, rows, settings = _rounds(
-            variant, plan, seed, groups, learnings_of, spec_of, core0_dir, workdir, phase
+            variant, plan, seed, groups, learnings_of, spec_of, start.directory, workdir, phase
         )
-        run.accuracy[variant] = evaluate_skills(load_core(final_dir), skills, plan.eval_tasks)
+        run.accuracy[variant] = start.evaluate(load_core(final_dir), skills, plan.eval_tasks)
         run.budget[variant] = _core_budget(plan, rows, settings)
         if variant == "core":
             run.rounds = rounds
@@ -300,16 +313,17 @@ def run_seed(
         run.wall_s[variant] = time.monotonic() - t
 
     phase("  evaluating base and specialists on held-out tasks")
-    run.accuracy["base"] = evaluate_skills(core0, skills, plan.eval_tasks)
+    run.accuracy["base"] = start.evaluate(start.model, skills, plan.eval_tasks)
     run.accuracy["specialist"] = {
-        n: evaluate_skills(specialists[n].model, [s], plan.eval_tasks)[n] for n, s in zip(names, skills, strict=True)
+        n: start.evaluate(specialists[n].model, [s], plan.eval_tasks)[n] for n, s in zip(names, skills, strict=True)
     }
 
     t = time.monotonic()
+    weights = [specialists[n].weights() for n in names]  # a LoRA specialist's adapter merged into its core
     for method in MERGES:
         phase(f"  merging baseline: {method}")
-        model, params = merge_arm(method, core0, [specialists[n].model for n in names], skills, plan.val_tasks)
-        run.accuracy[method] = evaluate_skills(model, skills, plan.eval_tasks)
+        model, params = merge_arm(method, start.model, weights, skills, plan.val_tasks, start.codec)
+        run.accuracy[method] = start.evaluate(model, skills, plan.eval_tasks)
         run.merge_params[method] = params
     run.wall_s["merges"] = time.monotonic() - t
 
@@ -318,9 +332,15 @@ def run_seed(
     phase(f"  multitask: {steps} steps, at least the core's rows of every skill")
     multitask_recipe = arm_config(plan.distill, steps, plan.distill.lr, plan.distill.batch_size)
     multitask = train_multitask(
-        core0, {n: specialists[n].tasks for n in names}, steps, plan.distill.batch_size, seed, multitask_recipe
+        start.model,
+        {n: specialists[n].tasks for n in names},
+        steps,
+        plan.distill.batch_size,
+        seed,
+        multitask_recipe,
+        start.codec,
     )
-    run.accuracy["multitask"] = evaluate_skills(multitask.model, skills, plan.eval_tasks)
+    run.accuracy["multitask"] = start.evaluate(multitask.model, skills, plan.eval_tasks)
     run.budget["multitask"] = {
         "steps": steps,
         "rows_per_skill": dict(multitask.rows),
@@ -341,7 +361,7 @@ def run_seed(
                 kd_prompts[n].update(lr.prompt for lr in pool)
             _, metrics = _distill(
                 workdir / f"kd_{arm.name}",
-                core0_dir,
+                start.directory,
                 sample,
                 [],
                 [spec_of[n] for n in names],
@@ -349,6 +369,7 @@ def run_seed(
                 seed,
                 first=True,
                 overrides={"steps": plan.kd_compare_steps} | arm.overrides(),
+                specialists_dir=workdir / SPECIALISTS,
             )
             run.kd_compare[arm.name] = metrics["eval"]
         full = _mean(run.kd_compare[KdArm(VOCAB_SIZE).name])

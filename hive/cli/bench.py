@@ -27,6 +27,13 @@ class DistillTuning(StrEnum):
     lora = "lora"
 
 
+class DistillTeacher(StrEnum):
+    """Whose signals the core's KD follows (``DistillParams.teacher``)."""
+
+    streamed = "streamed"
+    latest = "latest"
+
+
 app = typer.Typer(help="Measure the hive's throughput; each command writes a JSON report.", no_args_is_help=True)
 
 
@@ -99,17 +106,32 @@ def fleet(
         "Default: capital, zorbish, swap, next.",
     ),
     rounds: int = typer.Option(3, min=1, help="Rounds over which the skills arrive (continual setting)."),
-    specialist_steps: int = typer.Option(200, min=1, help="On-the-job learning steps per specialist."),
-    distill_steps: int = typer.Option(200, min=1, help="Distillation steps per round."),
-    batch_size: int = typer.Option(
-        32, min=1, help="Rows per step of every arm: specialists, the core's rounds (replay rows on top), multitask."
+    model: str = typer.Option(
+        "tiny",
+        help="Core v0: tiny (pretrained here on base skills first) or a pretrained model as HIVE_MODEL__PATH names "
+        "one (smollm2-135m, a directory); on a pretrained model every arm tunes LoRA.",
+    ),
+    specialist_steps: int | None = typer.Option(
+        None, min=1, help="On-the-job learning steps per specialist [default: tiny 200, pretrained 60]."
+    ),
+    distill_steps: int | None = typer.Option(
+        None, min=1, help="Distillation steps per round [default: tiny 200, pretrained 60]."
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        min=1,
+        help="Rows per step of every arm: specialists, the core's rounds (replay rows on top), multitask "
+        "[default: tiny 32, pretrained 8].",
     ),
     kd_compare: int = typer.Option(
         0, min=0, help="Learnings per skill in the top-k vs full-KD comparison (e.g. 800); 0 skips it."
     ),
     seeds: int = typer.Option(3, min=1, help="Seeds: every figure is the mean and sample sd over them."),
-    base_steps: int = typer.Option(
-        600, min=0, help="Steps pretraining the shared base on skills no arm is evaluated on; 0: random init."
+    base_steps: int | None = typer.Option(
+        None,
+        min=0,
+        help="Steps pretraining the tiny base on skills no arm is evaluated on; 0: random init [default: tiny 600; "
+        "a pretrained model is its own base].",
     ),
     ablations: bool = typer.Option(
         True, help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0)."
@@ -124,33 +146,47 @@ def fleet(
     tune: bool = typer.Option(
         False, help="First pick the core's replay size and continual lr on validation prompts (4 more core runs)."
     ),
+    teacher: DistillTeacher = typer.Option(
+        DistillTeacher.streamed,
+        help="Whose signals the core's KD follows: streamed (each learning's own, made while the agent learned) "
+        "or latest (every learning re-scored by its agent's final specialist); HIVE_DISTILL__TEACHER.",
+    ),
 ) -> None:
     """The distilled core against its specialists, weight merging and multitask training, on held-out tasks."""
     # Imported here so that `hive --help` stays fast: the bench loads torch, transformers and mlflow.
+    from agents.core_files import CoreDirError
     from agents.skills import SkillLoadError
     from hive.bench.fleet import DEFAULT_SKILLS, FleetBenchPlan, run_fleet_bench
     from hive.bench.html_report import goal_rows, render_html
     from hive.bench.tracking import log_bench_run
-    from hive.config import DistillSettings, HiveSettings
+    from hive.config import HiveSettings
+    from hive.cores.pretrained import ModelSourceError
 
     settings = HiveSettings()
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:
-        plan = FleetBenchPlan(
+        given = {
+            "specialist_steps": specialist_steps,
+            "batch_size": batch_size,
+            "base_steps": base_steps,
+        }
+        plan = FleetBenchPlan.for_model(
+            model,
+            distill={"teacher": teacher.value} | ({} if distill_steps is None else {"steps": distill_steps}),
             skills=skills or list(DEFAULT_SKILLS),
             rounds=rounds,
-            specialist_steps=specialist_steps,
-            batch_size=batch_size,
-            distill=DistillSettings(steps=distill_steps),
             kd_compare_per_skill=kd_compare,
             kd_compare_steps=kd_compare_steps,
             seeds=seeds,
-            base_steps=base_steps,
             ablations=ablations,
             tune=tune,
             kd_variants=tuple(kd_variants),
+            **{k: v for k, v in given.items() if v is not None},
         )
-        report = run_fleet_bench(plan, settings.home / "bench" / "fleet", say)
+        report = run_fleet_bench(plan, settings.home / "bench" / "fleet", say, settings.model_cache_dir)
+    except (ModelSourceError, CoreDirError) as err:
+        typer.echo(f"invalid --model: {err}", err=True)
+        raise typer.Exit(2) from err
     except (SkillLoadError, ValueError) as err:
         typer.echo(f"invalid benchmark: {err}", err=True)
         raise typer.Exit(2) from err

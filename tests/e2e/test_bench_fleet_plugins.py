@@ -50,7 +50,7 @@ def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
     out = tmp_path / "fleet.json"
     args = ["--skill", "lab_skills:Vowels", "--skill", "lab_skills:Echo", "--skill", "lab_skills:Parity"]
     small = ["--rounds", "2", "--specialist-steps", "5", "--distill-steps", "5", "--kd-compare", "0", "--seeds", "1"]
-    small += ["--base-steps", "5"]
+    small += ["--base-steps", "5", "--teacher", "latest"]
     result = subprocess.run(
         [sys.executable, "-m", "hive", "bench", "fleet", "--json", str(out), *args, *small],
         env=env,
@@ -87,10 +87,11 @@ def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
     assert report["by_kind"]["generalize"]["core_minus_multitask"]["win"] is None
 
     # The budget is what each arm ran: the core's rows are the distill jobs' own count, two rounds of 5 steps of
-    # 64 rows, the second with as many replay rows; multitask got at least as many rows of every skill.
+    # 32 rows (the specialists' batch), the second with as many replay rows; multitask got at least as many rows of
+    # every skill.
     budget = report["budget"]
     assert budget["core"]["steps"] == 10
-    assert sum(budget["core"]["rows_per_skill"].values()) == 5 * 64 * 3
+    assert sum(budget["core"]["rows_per_skill"].values()) == 5 * 32 * 3
     assert all(budget["multitask"]["rows_per_skill"][s] >= n for s, n in budget["core"]["rows_per_skill"].items())
     assert budget["specialist"]["rows_per_skill"] == {"vowels": 160, "echo": 160, "parity": 160}
     for arm in ("specialist", "core", "multitask"):
@@ -102,6 +103,13 @@ def test_bench_fleet_runs_on_three_plugin_skills(tmp_path: Path) -> None:
         for variant in ("core", "core_kd_only", "core_ce_only")
     }
     assert [(w["kd_weight"], w["ce_weight"]) for w in weights.values()] == [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)]
+    # --teacher latest: every round re-scored the learnings with the final specialists their claim checks name.
+    assert {w["teacher"] for w in weights.values()} == {"latest"}
+    first = json.loads((fleet / "core" / "round1" / "learnings.jsonl").read_text().splitlines()[0])
+    assert first["adapter"]["uri"].startswith((fleet / "specialists").resolve().as_uri())
+    for variant in ("core", "core_kd_only"):
+        metrics = json.loads((fleet / variant / "round2" / "out" / "metrics.json").read_text())
+        assert metrics["teacher_skipped"] == {}, variant
     assert budget["core_kd_only"]["loss"]["ce_weight"] == 0.0 and budget["core_ce_only"]["loss"]["kd_weight"] == 0.0
     assert report["base_pretraining"]["steps"] == 5
     for method, scores in report["accuracy"].items():

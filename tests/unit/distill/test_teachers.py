@@ -20,7 +20,7 @@ from agents.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraSpec
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, load_core, save_core, topk_signal
 from agents.tokenizer import ByteTokenizer
 from distill.dataset import build_examples
-from distill.teachers import AdapterTeachers
+from distill.teachers import AdapterTeachers, newest_claim_checks
 from streams.events import ClaimCheck, Learning, TeacherSignal
 
 from factories import make_learning
@@ -141,6 +141,49 @@ def test_a_shipped_signal_is_kept_and_each_uri_is_loaded_once(
     assert filled[0].teacher == shipped
     assert all(lr.teacher is not None and lr.teacher.k == K for lr in filled[1:])
     assert teachers.loaded == [directory.as_uri()]
+
+
+def test_latest_rescores_every_learning_of_an_agent_with_its_newest_claim_check(
+    tmp_path: Path, base: Path, root: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    directory = root / "agent-latest" / "specialist"
+    old_sha = save_core(build_core(SIZE, seed=5), directory)
+    old = ClaimCheck(uri=directory.as_uri(), sha256=old_sha)
+    new_sha = save_core(build_core(SIZE, seed=6), directory)  # the agent saved over its old specialist
+    new = ClaimCheck(uri=directory.as_uri(), sha256=new_sha)
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    shipped = TeacherSignal(k=1, over="correction", token_ids=[[98], [2]], logprobs=[[-0.1], [-0.2]])
+    learnings = [
+        # The newest learning comes first in the file: created_at decides, not the order.
+        _learning("cap new", "b", new, created_at=t0 + timedelta(seconds=2)),
+        _learning("cap old", "b", old, created_at=t0, teacher=shipped),
+        _learning("cap none", "cd", None, created_at=t0 + timedelta(seconds=1)),
+        make_learning("agent-b", "capital", prompt="cap b", correction="x", reward=0.0, teacher=shipped),
+    ]
+    result = _teachers(base, root).latest(learnings)
+    assert not result.reasons and not result.dropped
+    newest = load_core(directory)
+    for learning in result.learnings[:3]:
+        ((ids, _),) = topk_signal(newest, [learning.prompt], [learning.learned_answer()], K, TOK)
+        assert learning.teacher is not None and learning.teacher.token_ids == ids
+    assert result.learnings[3] == learnings[3]  # agent-b names no adapter: its streamed signal stays
+
+    # Through build_examples: the old claim check, which no longer matches, drops nothing under "latest".
+    newest = newest_claim_checks(learnings)
+    assert newest == {"agent-a": new}
+    _, report = build_examples(learnings, TOK, teachers=_teachers(base, root), latest=newest)
+    assert report.kept == 4 and not report.dropped and not report.skipped
+
+
+def test_latest_keeps_an_agents_streamed_signals_when_its_newest_claim_check_fails(base: Path, root: Path) -> None:
+    shipped = TeacherSignal(k=1, over="correction", token_ids=[[98], [2]], logprobs=[[-0.1], [-0.2]])
+    gone = ClaimCheck(uri=(root / "gone-agent").as_uri(), sha256="0" * 64)
+    learnings = [_learning("cap a", "b", gone, teacher=shipped), _learning("cap c", "b", gone, teacher=shipped)]
+    result = _teachers(base, root).latest(learnings)
+    assert result.learnings == learnings
+    assert result.reasons == Counter({"latest_adapter_missing": 2})
 
 
 def test_adapter_path_takes_only_local_files() -> None:
@@ -378,3 +421,29 @@ def test_a_bad_lora_config_drops_only_the_signal(
     examples, report = build_examples([learning], load_codec(hf_base), teachers=AdapterTeachers(K, hf_base, [root]))
     assert [(e.prompt, e.teacher_ids) for e in examples] == [("cap zorvia", None)]
     assert report.teacher_skipped == Counter({"adapter_bad_config": 1})
+
+
+def test_the_jobs_teacher_setting_selects_latest(tmp_path: Path, base: Path, root: Path) -> None:
+    from distill.data import load_data
+    from distill.manifest import Manifest, write_learnings
+
+    directory = root / "agent-job" / "specialist"
+    sha = save_core(build_core(SIZE, seed=7), directory)
+    shipped = TeacherSignal(k=1, over="correction", token_ids=[[98], [2]], logprobs=[[-0.1], [-0.2]])
+    learning = _learning("cap q", "b", ClaimCheck(uri=directory.as_uri(), sha256=sha), teacher=shipped)
+    write_learnings(tmp_path / "learnings.jsonl", [learning])
+    # An earlier round's learning of the same agent, replayed: under "latest" it follows the newest claim check.
+    write_learnings(tmp_path / "replay.jsonl", [_learning("cap q", "b", None, teacher=shipped)])
+    given = {"round_id": "r1", "base_core": base, "out_dir": tmp_path / "out", "skills": ["capital"]}
+    given |= {"learnings": tmp_path / "learnings.jsonl", "replay": tmp_path / "replay.jsonl"}
+    given |= {"adapters": {"roots": [root]}}
+    streamed_data = load_data(Manifest.model_validate(given), rank=0)
+    streamed = streamed_data.examples[0]
+    assert streamed_data.replay[0].teacher_ids is not None and streamed_data.replay[0].teacher_ids[0][0] == 98
+    given_latest = given | {"distill": {"teacher": "latest", "topk": K}}
+    latest_data = load_data(Manifest.model_validate(given_latest), rank=0)
+    latest = latest_data.examples[0]
+    assert streamed.teacher_ids is not None and streamed.teacher_ids[0][0] == 98
+    ((ids, _),) = topk_signal(load_core(directory), ["cap q"], ["b"], K, TOK)
+    assert latest.teacher_ids is not None and [list(map(int, row)) for row in latest.teacher_ids] == ids
+    assert latest_data.replay[0].teacher_ids == latest.teacher_ids

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hive.bench import fleet_seed
+from hive.bench import fleet_arms, fleet_seed
 from hive.bench.fleet import FleetBenchPlan
-from hive.bench.fleet_arms import VALIDATION_SEED
+from hive.bench.fleet_arms import VALIDATION_SEED, CoreStart
 
 
 def test_the_sweep_reads_validation_only_and_keeps_the_best_pair(monkeypatch, tmp_path: Path) -> None:
@@ -20,15 +20,16 @@ def test_the_sweep_reads_validation_only_and_keeps_the_best_pair(monkeypatch, tm
         trained.append((label, plan.distill.replay_size, plan.distill.continual_lr))
         return (plan.distill.replay_size, plan.distill.continual_lr), [], {}, {}, []
 
-    def fake_evaluate(model, skills, n, seed=None, split="test", **_):
+    def fake_evaluate(model, skills, n, seed=None, split="test", codec=None, **_):
         evaluated.append({"n": n, "seed": seed, "split": split})
         return {"s": quality[model]}
 
     monkeypatch.setattr(fleet_seed, "_rounds", fake_rounds)
     monkeypatch.setattr(fleet_seed, "load_core", lambda pair: pair)
-    monkeypatch.setattr(fleet_seed, "evaluate_skills", fake_evaluate)
+    monkeypatch.setattr(fleet_arms, "evaluate_skills", fake_evaluate)
     plan = FleetBenchPlan(skills=["s"], val_tasks=50)
-    tuning = fleet_seed._tune_on_validation(plan, 0, [object()], [["s"]], {}, {}, tmp_path, tmp_path, print)
+    start = CoreStart(None, tmp_path)  # type: ignore[arg-type]
+    tuning = fleet_seed._tune_on_validation(plan, 0, [object()], [["s"]], {}, {}, start, tmp_path, print)
 
     assert tuning["chosen"] == {"replay_size": 4096, "continual_lr": 1e-3}
     assert [(p["replay_size"], p["continual_lr"], p["mean"]) for p in tuning["sweep"]] == [
@@ -50,7 +51,8 @@ def test_the_sweep_reads_validation_only_and_keeps_the_best_pair(monkeypatch, tm
 def test_equal_validation_scores_keep_the_earlier_pair(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(fleet_seed, "_rounds", lambda *a, **k: (None, [], {}, {}, []))
     monkeypatch.setattr(fleet_seed, "load_core", lambda d: d)
-    monkeypatch.setattr(fleet_seed, "evaluate_skills", lambda *a, **k: {"s": 0.5})
+    monkeypatch.setattr(fleet_arms, "evaluate_skills", lambda *a, **k: {"s": 0.5})
     plan = FleetBenchPlan(skills=["s"], replay_grid=(512, 2048), continual_lr_grid=(1e-3,))
-    chosen = fleet_seed._tune_on_validation(plan, 0, [object()], [["s"]], {}, {}, tmp_path, tmp_path, print)["chosen"]
+    start = CoreStart(None, tmp_path)  # type: ignore[arg-type]
+    chosen = fleet_seed._tune_on_validation(plan, 0, [object()], [["s"]], {}, {}, start, tmp_path, print)["chosen"]
     assert chosen == {"replay_size": 512, "continual_lr": 1e-3}
