@@ -115,7 +115,7 @@ def fleet(
         None, min=1, help="On-the-job learning steps per specialist [default: tiny 200, pretrained 60]."
     ),
     distill_steps: int | None = typer.Option(
-        None, min=1, help="Distillation steps per round [default: tiny 200, pretrained 60]."
+        None, min=1, help="Distillation steps per round [default: tiny 200, pretrained 120]."
     ),
     batch_size: int | None = typer.Option(
         None,
@@ -133,8 +133,10 @@ def fleet(
         help="Steps pretraining the tiny base on skills no arm is evaluated on; 0: random init [default: tiny 600; "
         "a pretrained model is its own base].",
     ),
-    ablations: bool = typer.Option(
-        True, help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0)."
+    ablations: bool | None = typer.Option(
+        None,
+        help="Also run the core with KD only (ce_weight=0) and CE only (kd_weight=0) [default: on for tiny, off "
+        "for a pretrained model].",
     ),
     kd_compare_steps: int = typer.Option(800, min=1, help="Distill steps of each KD comparison round."),
     kd_variants: list[str] = typer.Option(
@@ -169,6 +171,7 @@ def fleet(
             "specialist_steps": specialist_steps,
             "batch_size": batch_size,
             "base_steps": base_steps,
+            "ablations": ablations,
         }
         plan = FleetBenchPlan.for_model(
             model,
@@ -178,7 +181,6 @@ def fleet(
             kd_compare_per_skill=kd_compare,
             kd_compare_steps=kd_compare_steps,
             seeds=seeds,
-            ablations=ablations,
             tune=tune,
             kd_variants=tuple(kd_variants),
             **{k: v for k, v in given.items() if v is not None},

@@ -26,7 +26,8 @@ def start(tmp_path_factory: pytest.TempPathFactory) -> CoreStart:
 def test_a_pretrained_plan_has_its_own_defaults_and_takes_overrides() -> None:
     plan = FleetBenchPlan.for_model("smollm2-135m", skills=["capital"])
     assert (plan.specialist_steps, plan.batch_size, plan.base_steps, plan.base_skills) == (60, 8, 0, [])
-    assert (plan.distill.steps, plan.distill.batch_size, plan.distill.lr, plan.eval_tasks) == (60, 8, 2e-3, 50)
+    assert (plan.distill.steps, plan.distill.batch_size, plan.distill.lr, plan.eval_tasks) == (120, 8, 2e-3, 50)
+    assert plan.distill.continual_lr == plan.distill.lr and not plan.ablations
     given = FleetBenchPlan.for_model(
         "smollm2-135m", distill={"steps": 5, "teacher": "latest"}, skills=["c"], batch_size=4
     )
