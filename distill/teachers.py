@@ -140,10 +140,7 @@ class AdapterTeachers:
         for key, indices in pending.items():
             model = self._cache[key]
             assert not isinstance(model, Exception)
-            for start in range(0, len(indices), SIGNAL_BATCH):
-                chunk = indices[start : start + SIGNAL_BATCH]
-                for index, signal in zip(chunk, self._signals(model, [learnings[i] for i in chunk]), strict=True):
-                    kept[index] = learnings[index].model_copy(update={"teacher": signal})
+            self._rescore(model, learnings, indices, kept)
         result.learnings = [learning for learning in kept if learning is not None]
         return result
 
@@ -165,11 +162,17 @@ class AdapterTeachers:
             if isinstance(teacher, ClaimCheckError):
                 result.reasons[f"latest_{teacher.reason}"] += len(indices)
                 continue
-            for start in range(0, len(indices), SIGNAL_BATCH):
-                chunk = indices[start : start + SIGNAL_BATCH]
-                for index, signal in zip(chunk, self._signals(teacher, [learnings[i] for i in chunk]), strict=True):
-                    result.learnings[index] = learnings[index].model_copy(update={"teacher": signal})
+            self._rescore(teacher, learnings, indices, result.learnings)  # type: ignore[arg-type]
         return result
+
+    def _rescore(
+        self, model: PreTrainedModel, learnings: list[Learning], indices: list[int], out: list[Learning | None]
+    ) -> None:
+        """Puts into ``out[i]`` learning ``i`` with ``model``'s signal, for each of ``indices``, in batches."""
+        for start in range(0, len(indices), SIGNAL_BATCH):
+            chunk = indices[start : start + SIGNAL_BATCH]
+            for index, signal in zip(chunk, self._signals(model, [learnings[i] for i in chunk]), strict=True):
+                out[index] = learnings[index].model_copy(update={"teacher": signal})
 
     def _fits(self, learning: Learning) -> bool:
         answer = learning.learned_answer()
