@@ -53,6 +53,8 @@ BASE_SKILLS = (
 # reported apart.
 DEFAULT_SKILLS = ("capital", "zorbish", "swap", "next")
 PhaseFn = Callable[[str], None]
+# Distill steps per round of the tiny core's plan (its DistillSettings default, and for_model's).
+TINY_DISTILL_STEPS = 200
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class FleetBenchPlan:
     lr: float = 3e-3
     topk: int = 16
     # Rounds use the hive's own distill settings, so the bench measures what a deployment runs.
-    distill: DistillSettings = field(default_factory=lambda: DistillSettings(steps=200))
+    distill: DistillSettings = field(default_factory=lambda: DistillSettings(steps=TINY_DISTILL_STEPS))
     eval_tasks: int = 100
     val_tasks: int = 50
     # Learnings per skill in the top-k vs full-vocabulary KD comparison; 0 (the default) skips it: it is a question
@@ -101,7 +103,8 @@ class FleetBenchPlan:
         """The plan for ``model``: the tiny core's defaults, or a pretrained model's (``PRETRAINED``), with every
         field in ``given`` and every distill setting in ``distill`` replacing its default."""
         if model == TINY:
-            return cls(model=model, distill=DistillSettings(**({"steps": 200} | (distill or {}))), **given)
+            tiny = DistillSettings(**({"steps": TINY_DISTILL_STEPS} | (distill or {})))
+            return cls(model=model, distill=tiny, **given)
         fields = PRETRAINED | {"base_skills": []} | given
         return cls(model=model, distill=DistillSettings(**(PRETRAINED_DISTILL | (distill or {}))), **fields)
 
