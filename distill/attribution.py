@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from agents.codec import Codec
-from agents.model import answer_logits
+from agents.model import position_logits
 from distill.dataset import Example, collate
 from distill.losses import topk_forward_kl
 
@@ -23,7 +23,7 @@ def _loss_sums(model, examples: list[Example], temperature: float, codec: Codec)
     for start in range(0, len(examples), PER_AGENT_BATCH):
         tb = collate(examples[start : start + PER_AGENT_BATCH], codec)
         with torch.no_grad():
-            logits = answer_logits(model, tb.batch)[tb.positions]  # (P, V)
+            logits = position_logits(model, tb.batch, tb.positions)  # (P, V)
         kd = tb.has_teacher
         if bool(kd.any()):
             n = int(kd.sum())

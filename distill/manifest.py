@@ -177,6 +177,11 @@ class Manifest(BaseModel):
         return self.out_dir.parent / "distill.log"
 
 
+# Rank 0 of a job that trains several manifests prints this, then the manifest's path, when that round starts; the
+# launcher sends the output that follows to that round's distill.log.
+MANIFEST_MARKER = "distill: manifest "
+
+
 def resolve_ds_config(name: str) -> Path:
     path = Path(name)
     if path.is_file():

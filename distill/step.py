@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from agents.model import Batch, answer_logits
+from agents.model import Batch, position_logits
 from distill.data import Data
 from distill.dataset import Example, collate
 from distill.losses import distill_loss
@@ -27,7 +27,7 @@ def train_step(engine, previous, data: Data, params: DistillParams, step: int, m
     if data.replay_sampler is not None:
         replay = [data.replay[i] for i in data.replay_sampler.batch(step, micro)]
     tb = collate(examples + replay, data.codec)
-    logits = answer_logits(engine, tb.batch)[tb.positions]  # (P, V)
+    logits = position_logits(engine, tb.batch, tb.positions)  # (P, V)
     kd, ce = tb.has_teacher, tb.verified
     inputs: dict[str, Any] = {
         "kd_logits": logits[kd],
@@ -43,7 +43,7 @@ def train_step(engine, previous, data: Data, params: DistillParams, step: int, m
         inputs["replay_logits"] = logits[int(tb.positions[: len(examples)].sum()) :]
         # The previous core is a frozen reference: eval() and no_grad, as for any teacher.
         with torch.no_grad():
-            inputs["previous_logits"] = answer_logits(previous, replay_batch)[tb.positions[rows]]
+            inputs["previous_logits"] = position_logits(previous, replay_batch, tb.positions[rows])
     tokens = tb.tokens
     total, parts = distill_loss(
         **inputs,

@@ -21,6 +21,7 @@ from streams.events import Learning, TeacherSignal
 
 if TYPE_CHECKING:
     from hive.bench.fleet import FleetBenchPlan
+    from hive.config import DistillSettings
 
 PhaseFn = Callable[[str], None]
 # Under a seed's directory: each final specialist, as its agent would save it (its learnings' claim checks).
@@ -86,30 +87,25 @@ class SeedRun:
     wall_s: dict[str, float] = field(default_factory=dict)
 
 
-def _distill(
+def _write_round(
     directory: Path,
     base_dir: Path,
     learnings: list[Learning],
     replay: list[Learning],
     skill_specs: list[str],
+    distill: dict[str, Any],
     plan: FleetBenchPlan,
-    seed: int,
-    first: bool,
-    overrides: dict[str, Any],
     specialists_dir: Path,
-) -> tuple[Path, dict[str, Any]]:
-    """One round of the real distill job, under the DeepSpeed launcher; it may follow the claim checks of the
-    specialists saved under ``specialists_dir``."""
-    from distill.launch import launch_job
-
+) -> Path:
+    """One round of the real distill job, written as the hive writes it; returns its manifest. The job may follow
+    the claim checks of the specialists saved under ``specialists_dir`` (``teacher="latest"``)."""
     directory.mkdir(parents=True, exist_ok=True)
     write_learnings(directory / "learnings.jsonl", learnings)
     replay_path = None
     if replay:
         replay_path = directory / "replay.jsonl"
         write_learnings(replay_path, replay)
-    distill = plan.distill.for_round(first) | {"seed": seed} | overrides
-    manifest = write_manifest(
+    return write_manifest(
         directory,
         directory.name,
         base_dir,
@@ -117,10 +113,8 @@ def _distill(
         skill_specs,
         distill,
         eval_={"tasks": plan.eval_tasks},
-        # The specialists' claim checks, followed under teacher="latest" (publish_specialist).
         adapters={"roots": [specialists_dir]},
     )
-    return directory / "out" / "core", launch_job(manifest)
 
 
 def _with_signal(learnings: list[Learning], teacher, k: int) -> list[Learning]:
@@ -135,68 +129,90 @@ def _with_signal(learnings: list[Learning], teacher, k: int) -> list[Learning]:
     return out
 
 
-def _rounds(
-    variant: str,
-    plan: FleetBenchPlan,
-    seed: int,
-    groups: list[list[str]],
-    learnings_of: dict[str, list[Learning]],
-    spec_of: dict[str, str],
-    core0_dir: Path,
-    workdir: Path,
-    phase: PhaseFn,
-    label: str | None = None,
-) -> tuple[Path, list[dict[str, Any]], dict[str, set[str]], Counter[str], list[dict[str, Any]]]:
-    """The continual rounds of one variant: skills arrive group by group, earlier learnings replayed. ``label``
-    names its directory and progress lines (default: the variant).
+@dataclass(frozen=True)
+class Curriculum:
+    """What every trajectory of the core's rounds in one seed shares: skills arrive group by group, from core v0,
+    with the specialists' learnings; earlier learnings are replayed."""
 
-    Returns the final core, the rounds, the replayed prompts per skill, the rows per skill (new and replay) that
-    the jobs trained on, and each round's distill settings as the manifest gave them.
-    """
-    names = [n for group in groups for n in group]
-    base_dir = core0_dir
+    seed: int
+    groups: list[list[str]]
+    learnings_of: dict[str, list[Learning]]
+    spec_of: dict[str, str]
+    core0_dir: Path
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One trajectory of the core's rounds: the directory it is written under, its distill settings and the loss
+    weights it overrides (an ablation's)."""
+
+    label: str
+    distill: DistillSettings
+    overrides: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RoundsRun:
+    """What a trajectory's rounds left: its final core, each round's report, the replayed prompts per skill, the
+    rows per skill (new and replay) its jobs trained on, and each round's distill settings as the manifest gave
+    them."""
+
+    final_dir: Path
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    replayed: dict[str, set[str]] = field(default_factory=dict)
+    rows: Counter[str] = field(default_factory=Counter)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rounds(
+    trajectories: list[Trajectory], plan: FleetBenchPlan, course: Curriculum, phase: PhaseFn
+) -> dict[str, RoundsRun]:
+    """The continual rounds of every trajectory, side by side: round r of all of them is one launch of the distill
+    job (``launch_jobs``), which trains them in turn in the same ranks. Returns each trajectory's run by label."""
+    from distill.launch import launch_jobs
+
+    names = [n for group in course.groups for n in group]
+    runs = {t.label: RoundsRun(course.core0_dir, replayed={n: set() for n in names}) for t in trajectories}
     earlier: list[Learning] = []
-    replayed: dict[str, set[str]] = {n: set() for n in names}
-    rows: Counter[str] = Counter()
-    rounds: list[dict[str, Any]] = []
-    settings: list[dict[str, Any]] = []
     taught: list[str] = []
-    for r, group in enumerate(groups):
+    for r, group in enumerate(course.groups):
         taught += group
-        phase(f"  {label or variant} round {r + 1}/{len(groups)}: distilling {', '.join(group)}")
-        learnings = [lr for n in group for lr in learnings_of[n]]
-        replay = sample_replay(earlier, plan.distill.replay_size, seed=f"{seed}:round{r + 1}")
-        for learning in replay:
-            replayed[learning.skill].add(learning.prompt)
-        base_dir, metrics = _distill(
-            workdir / (label or variant) / f"round{r + 1}",
-            base_dir,
-            learnings,
-            replay,
-            [spec_of[n] for n in taught],
-            plan,
-            seed,
-            first=r == 0,
-            overrides=VARIANTS[variant],
-            specialists_dir=workdir / SPECIALISTS,
-        )
-        for skill, counts in metrics["rows_per_skill"].items():
-            rows[skill] += counts["new"] + counts["replay"]
-        settings.append(plan.distill.for_round(r == 0) | VARIANTS[variant])
-        rounds.append(
-            {
-                "round": r + 1,
-                "new_skills": group,
-                "learnings": len(learnings),
-                "replay": len(replay),
-                "eval": metrics["eval"],
-                "final_loss": metrics.get("final_loss"),
-                "rows_per_skill": metrics["rows_per_skill"],
-                "wall_s": metrics.get("wall_s"),
-            }
-        )
+        labels = ", ".join(t.label for t in trajectories)
+        phase(f"  round {r + 1}/{len(course.groups)}: distilling {', '.join(group)} ({labels})")
+        learnings = [lr for n in group for lr in course.learnings_of[n]]
+        replays, manifests = [], []
+        for t in trajectories:
+            replay = sample_replay(earlier, t.distill.replay_size, seed=f"{course.seed}:round{r + 1}")
+            distill = t.distill.for_round(r == 0) | {"seed": course.seed} | t.overrides
+            directory = course.workdir / t.label / f"round{r + 1}"
+            specs = [course.spec_of[n] for n in taught]
+            specialists = course.workdir / SPECIALISTS
+            base = runs[t.label].final_dir
+            manifests.append(_write_round(directory, base, learnings, replay, specs, distill, plan, specialists))
+            replays.append(replay)
+        for t, replay, manifest, metrics in zip(trajectories, replays, manifests, launch_jobs(manifests), strict=True):
+            run = runs[t.label]
+            run.final_dir = manifest.parent / "out" / "core"
+            for learning in replay:
+                run.replayed[learning.skill].add(learning.prompt)
+            for skill, counts in metrics["rows_per_skill"].items():
+                run.rows[skill] += counts["new"] + counts["replay"]
+            run.settings.append(t.distill.for_round(r == 0) | t.overrides)
+            run.rounds.append(
+                {
+                    "round": r + 1,
+                    "new_skills": group,
+                    "learnings": len(learnings),
+                    "replay": len(replay),
+                    "eval": metrics["eval"],
+                    "final_loss": metrics.get("final_loss"),
+                    "rows_per_skill": metrics["rows_per_skill"],
+                    "wall_s": metrics.get("wall_s"),
+                }
+            )
         earlier.extend(learnings)
-    return base_dir, rounds, replayed, rows, settings
+    return runs
 
 
 def _core_budget(plan: FleetBenchPlan, rows: Counter[str], settings: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,35 +227,31 @@ def _core_budget(plan: FleetBenchPlan, rows: Counter[str], settings: list[dict[s
 
 
 def _tune_on_validation(
-    plan: FleetBenchPlan,
-    seed: int,
-    skills: list[object],
-    groups: list[list[str]],
-    learnings_of: dict[str, list[Learning]],
-    spec_of: dict[str, str],
-    start: CoreStart,
-    workdir: Path,
-    phase: PhaseFn,
+    plan: FleetBenchPlan, course: Curriculum, skills: list[object], start: CoreStart, phase: PhaseFn
 ) -> dict[str, Any]:
-    """Runs the core's rounds at every (replay_size, continual_lr) of the plan's grid and picks the pair with the
-    best mean accuracy on validation prompts, never on test ones. Ties go to the earlier pair of the grid."""
+    """Runs the core's rounds at every (replay_size, continual_lr) of the plan's grid, side by side, and picks the
+    pair with the best mean accuracy on validation prompts, never on test ones. Ties go to the earlier pair of the
+    grid."""
     from hive.bench.fleet_arms import VALIDATION_SEED
 
+    points = [
+        {"replay_size": replay_size, "continual_lr": continual_lr}
+        for replay_size in plan.replay_grid
+        for continual_lr in plan.continual_lr_grid
+    ]
+    trials = [
+        Trajectory(f"tune_replay{p['replay_size']}_lr{p['continual_lr']:g}", plan.distill.model_copy(update=p))
+        for p in points
+    ]
+    runs = _rounds(trials, plan, course, phase)
     sweep = []
-    for replay_size in plan.replay_grid:
-        for continual_lr in plan.continual_lr_grid:
-            point = {"replay_size": replay_size, "continual_lr": continual_lr}
-            trial = replace(plan, distill=plan.distill.model_copy(update=point))
-            label = f"tune_replay{replay_size}_lr{continual_lr:g}"
-            final_dir, *_ = _rounds(
-                "core", trial, seed, groups, learnings_of, spec_of, start.directory, workdir, phase, label
-            )
-            scores = start.evaluate(
-                load_core(final_dir), skills, plan.val_tasks, seed=VALIDATION_SEED, split="validation"
-            )
-            sweep.append(point | {"validation": scores, "mean": sum(scores.values()) / len(scores)})
+    for point, trial in zip(points, trials, strict=True):
+        scores = start.evaluate(
+            load_core(runs[trial.label].final_dir), skills, plan.val_tasks, seed=VALIDATION_SEED, split="validation"
+        )
+        sweep.append(point | {"validation": scores, "mean": sum(scores.values()) / len(scores)})
     best = max(sweep, key=lambda p: float(p["mean"]))  # type: ignore[arg-type]  # max keeps the first of equal means
-    return {"seed": seed, "chosen": {k: best[k] for k in ("replay_size", "continual_lr")}, "sweep": sweep}
+    return {"seed": course.seed, "chosen": {k: best[k] for k in ("replay_size", "continual_lr")}, "sweep": sweep}
 
 
 def run_seed(
@@ -254,6 +266,7 @@ def run_seed(
     """Every arm of the bench for one seed, from the shared core v0 (``start``). With ``tune``, the core's
     ``replay_size`` and ``continual_lr`` are first chosen on validation prompts (``SeedRun.tuning``) and used by
     every variant."""
+    from distill.launch import launch_jobs
     from hive.bench.fleet import MERGES, forgetting, multitask_steps, split_into_rounds
 
     run = SeedRun(seed)
@@ -289,28 +302,26 @@ def run_seed(
     }
 
     learnings_of = {n: specialists[n].learnings for n in names}
+    course = Curriculum(seed, groups, learnings_of, spec_of, start.directory, workdir)
     if tune:
         t = time.monotonic()
-        run.tuning = _tune_on_validation(plan, seed, skills, groups, learnings_of, spec_of, start, workdir, phase)
+        run.tuning = _tune_on_validation(plan, course, skills, start, phase)
         plan = replace(plan, distill=plan.distill.model_copy(update=run.tuning["chosen"]))
         run.wall_s["tuning"] = time.monotonic() - t
     variants = list(VARIANTS) if plan.ablations else ["core"]
-    core_rows: dict[str, int] = {}
-    replayed: dict[str, set[str]] = {}
+    t = time.monotonic()
+    trajectories = _rounds([Trajectory(v, plan.distill, VARIANTS[v]) for v in variants], plan, course, phase)
     for variant in variants:
-        t = time.monotonic()
-        final_dir, rounds, replay_prompts, rows, settings = _rounds(
-            variant, plan, seed, groups, learnings_of, spec_of, start.directory, workdir, phase
-        )
-        run.accuracy[variant] = start.evaluate(load_core(final_dir), skills, plan.eval_tasks)
-        run.budget[variant] = _core_budget(plan, rows, settings)
-        if variant == "core":
-            run.rounds = rounds
-            curves = [r["eval"] for r in rounds]
-            taught_in = {n: r for r, group in enumerate(groups) for n in group}
-            run.forgetting = forgetting(curves, taught_in)
-            core_rows, replayed = dict(rows), replay_prompts
-        run.wall_s[variant] = time.monotonic() - t
+        trajectory = trajectories[variant]
+        run.accuracy[variant] = start.evaluate(load_core(trajectory.final_dir), skills, plan.eval_tasks)
+        run.budget[variant] = _core_budget(plan, trajectory.rows, trajectory.settings)
+    core = trajectories["core"]
+    run.rounds = core.rounds
+    taught_in = {n: r for r, group in enumerate(groups) for n in group}
+    run.forgetting = forgetting([r["eval"] for r in core.rounds], taught_in)
+    core_rows, replayed = dict(core.rows), core.replayed
+    # The core and its ablations train side by side, one launch per round: their time is one figure.
+    run.wall_s["rounds"] = time.monotonic() - t
 
     phase("  evaluating base and specialists on held-out tasks")
     run.accuracy["base"] = start.evaluate(start.model, skills, plan.eval_tasks)
@@ -352,25 +363,25 @@ def run_seed(
     if plan.kd_compare_per_skill > 0:
         t = time.monotonic()
         arms = [KdArm(plan.topk), KdArm(VOCAB_SIZE), *(parse_kd_arm(v) for v in plan.kd_variants)]
-        for arm in dict.fromkeys(arms):
-            phase(f"  KD comparison: one round over every skill, {arm.name}, signals from the final specialists")
+        arms = list(dict.fromkeys(arms))
+        phase(
+            f"  KD comparison: one round over every skill per arm ({', '.join(a.name for a in arms)}), signals from "
+            "the final specialists"
+        )
+        manifests = []
+        for arm in arms:
             sample = []
             for n in names:
                 pool = specialists[n].learnings[-plan.kd_compare_per_skill :]
                 sample += _with_signal(pool, specialists[n].model, arm.k)
                 kd_prompts[n].update(lr.prompt for lr in pool)
-            _, metrics = _distill(
-                workdir / f"kd_{arm.name}",
-                start.directory,
-                sample,
-                [],
-                [spec_of[n] for n in names],
-                plan,
-                seed,
-                first=True,
-                overrides={"steps": plan.kd_compare_steps} | arm.overrides(),
-                specialists_dir=workdir / SPECIALISTS,
+            distill = plan.distill.for_round(True) | {"seed": seed, "steps": plan.kd_compare_steps} | arm.overrides()
+            specs = [spec_of[n] for n in names]
+            directory = workdir / f"kd_{arm.name}"
+            manifests.append(
+                _write_round(directory, start.directory, sample, [], specs, distill, plan, workdir / SPECIALISTS)
             )
+        for arm, metrics in zip(arms, launch_jobs(manifests), strict=True):
             run.kd_compare[arm.name] = metrics["eval"]
         full = _mean(run.kd_compare[KdArm(VOCAB_SIZE).name])
         # Full-vocabulary KD minus each arm's, mean accuracy: the default top-k's is the headline.

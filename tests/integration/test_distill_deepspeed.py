@@ -29,10 +29,11 @@ from distill.launch import (
     build_command,
     launch_env,
     launch_job,
+    launch_jobs,
     parse_progress,
     remove_shm_buffers,
 )
-from distill.manifest import resolve_ds_config, write_learnings
+from distill.manifest import MANIFEST_MARKER, resolve_ds_config, write_learnings
 from streams.broker import free_port
 from streams.events import ClaimCheck, Learning, TeacherSignal
 
@@ -152,6 +153,48 @@ def test_round_trains_saves_and_evaluates(first_round: tuple[Path, dict, list]) 
     assert first_attempt.count("progress step=") == len(progress)
 
 
+def _copy_manifest(source: Path, directory: Path, round_id: str) -> Path:
+    """The same round, written to its own directory and tracked under its own name."""
+    manifest = json.loads(source.read_text())
+    manifest["round_id"] = round_id
+    manifest["out_dir"] = str(directory / "out")
+    manifest["mlflow"]["run_name"] = round_id
+    directory.mkdir(parents=True)
+    path = directory / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def test_one_launch_trains_several_rounds_each_from_a_clean_slate(
+    tmp_path: Path, first_round: tuple[Path, dict, list]
+) -> None:
+    """Two copies of the first round in one launch, one after the other in the same ranks: each loss equals the
+    round run alone, so no optimizer, engine, generator or thread setting leaks from one round into the next."""
+    root, alone, _ = first_round
+    paths = [_copy_manifest(root / "manifest.json", tmp_path / name, name) for name in ("r-a", "r-b")]
+    progress: list[tuple[int, int, float]] = []
+    results = launch_jobs(paths, on_progress=lambda *p: progress.append(p))
+
+    assert [m["round_id"] for m in results] == ["r-a", "r-b"]
+    for path, metrics in zip(paths, results, strict=True):
+        assert metrics["losses"] == pytest.approx(alone["losses"], rel=1e-6)
+        assert metrics["eval"] == alone["eval"]
+        assert metrics["sha256"] == file_sha256(path.parent / "out" / "core" / WEIGHTS_FILE)
+        # Each round's output went to its own log: its marker, then its own ten progress lines.
+        log = (path.parent / "distill.log").read_text()
+        assert f"{MANIFEST_MARKER}{path}" in log
+        assert log.count("progress step=") == STEPS // 10
+    assert len(progress) == 2 * STEPS // 10
+
+
+def test_one_launch_refuses_rounds_that_need_different_ranks(tmp_path: Path) -> None:
+    one = _manifest(tmp_path / "one")
+    two = _manifest(tmp_path / "two", nproc=1)
+    with pytest.raises(ValueError, match="one launch runs one of each"):
+        launch_jobs([one, two])
+    assert not (tmp_path / "one" / "round" / "distill.log").exists()  # refused before anything ran
+
+
 def test_round_is_tracked_in_mlflow(first_round: tuple[Path, dict, list]) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -203,7 +246,7 @@ def test_a_killed_round_resumes_from_its_last_checkpoint(tmp_path: Path, first_r
     manifest = _manifest(tmp_path, checkpoint_every=10)
     ckpt = tmp_path / "round" / "out" / "ckpt"
     port = free_port()
-    command = build_command(manifest, 2, port, resolve_ds_config("zero2_cpu.yaml"))
+    command = build_command([manifest], 2, port, resolve_ds_config("zero2_cpu.yaml"))
     env = launch_env()
     proc = subprocess.Popen(
         command,
