@@ -20,7 +20,14 @@ def test_the_sweep_reads_validation_only_and_keeps_the_best_pair(monkeypatch, tm
     calls: list[int] = []
     evaluated: list[dict[str, Any]] = []
     # Validation accuracy the fake rounds "reach" per pair: (4096, 1e-3) is best; (1024, 1e-3) ties (4096, 3e-4).
-    quality = {(1024, 3e-4): 0.2, (1024, 1e-3): 0.5, (4096, 3e-4): 0.5, (4096, 1e-3): 0.9}
+    quality = {
+        (1024, 3e-4): 0.2,
+        (1024, 1e-3): 0.5,
+        (1024, 3e-3): 0.4,
+        (4096, 3e-4): 0.5,
+        (4096, 1e-3): 0.9,
+        (4096, 3e-3): 0.3,
+    }
 
     def fake_rounds(trajectories, plan, course, phase):
         calls.append(len(trajectories))
@@ -43,15 +50,19 @@ def test_the_sweep_reads_validation_only_and_keeps_the_best_pair(monkeypatch, tm
     assert [(p["replay_size"], p["continual_lr"], p["mean"]) for p in tuning["sweep"]] == [
         (1024, 3e-4, 0.2),
         (1024, 1e-3, 0.5),
+        (1024, 3e-3, 0.4),
         (4096, 3e-4, 0.5),
         (4096, 1e-3, 0.9),
+        (4096, 3e-3, 0.3),
     ]
-    assert calls == [4]  # every pair of the grid trains side by side: one launch per round
+    assert calls == [6]  # every pair of the grid trains side by side: one launch per round
     assert trained == [
         ("tune_replay1024_lr0.0003", 1024, 3e-4),
         ("tune_replay1024_lr0.001", 1024, 1e-3),
+        ("tune_replay1024_lr0.003", 1024, 3e-3),
         ("tune_replay4096_lr0.0003", 4096, 3e-4),
         ("tune_replay4096_lr0.001", 4096, 1e-3),
+        ("tune_replay4096_lr0.003", 4096, 3e-3),
     ]
     # Never a test prompt: every score the choice read came from the validation split and its own seed.
     assert evaluated and all(e == {"n": 50, "seed": VALIDATION_SEED, "split": "validation"} for e in evaluated)
