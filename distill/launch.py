@@ -183,6 +183,9 @@ def launch_jobs(
                 f"round {manifest.round_id} asks for nproc {manifest.distill.nproc} and {manifest.distill.ds_config}, "
                 f"round {manifests[0].round_id} for {first.nproc} and {first.ds_config}: one launch runs one of each"
             )
+    out_dirs = [m.out_dir.resolve() for m in manifests]
+    if len(set(out_dirs)) < len(out_dirs):
+        raise ValueError("two rounds of one launch write the same out_dir: each would overwrite the other's core")
     nproc = nproc or first.nproc
     timeout = timeout_s or sum(m.distill.timeout_s for m in manifests)
     names = ", ".join(m.round_id for m in manifests)
