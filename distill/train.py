@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             # The other ranks wait here while rank 0 evaluates; then the next round starts from a clean slate.
             torch.distributed.barrier()
             job.engine.destroy()
+            # Dropped before the next round loads its own student: a pretrained core twice over need not fit.
+            del job, trained
     return 0
 
 

@@ -107,7 +107,8 @@ def _write_round(
         write_learnings(replay_path, replay)
     return write_manifest(
         directory,
-        directory.name,
+        # Named by its trajectory too ("core_kd_only-round2"): rounds that share a launch are told apart in its errors.
+        f"{directory.parent.name}-{directory.name}",
         base_dir,
         replay_path,
         skill_specs,
