@@ -191,11 +191,11 @@ def position_logits(model: PreTrainedModel, batch: Batch, positions: torch.Tenso
     groups = length_groups(lengths)
     if len(groups) == 1:
         return answer_logits(model, batch)[positions]
-    flat = torch.full(positions.shape, -1, dtype=torch.long)
-    flat[positions] = torch.arange(int(positions.sum()))
+    flat = torch.full(positions.shape, -1, dtype=torch.long, device=positions.device)
+    flat[positions] = torch.arange(int(positions.sum()), device=positions.device)
     parts, order = [], []
     for rows in groups:
-        index = torch.tensor(rows, dtype=torch.long)
+        index = torch.tensor(rows, dtype=torch.long, device=positions.device)
         width = max(lengths[i] for i in rows)
         part = Batch(batch.input_ids[index, :width], batch.attention_mask[index, :width], batch.labels[index, :width])
         at = positions[index, : width - 1]
