@@ -9,7 +9,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.lora import LLAMA_LINEAR, MAX_LORA_R, LoraSpec, Tuning
+from agents.release_trust import PinnedKeys
 from streams.events import AgentId
+from streams.release_signing import parse_public_keys
 from streams.signing import parse_keys, read_key_file
 
 
@@ -61,11 +63,23 @@ class AgentSettings(BaseSettings):
     # requires signatures (its default) refuses everything from an agent without one.
     signing_key: SecretStr | None = None
     signing_key_file: Path | None = None
+    # The hive's Ed25519 public key(s) this agent pins: only releases signed with one of them are run. Inline
+    # (PEM, or 64 hex digits of the raw key; several during a rotation), or else the file, which by default is
+    # where a hive with the same HIVE_HOME writes its key (read again when it changes).
+    hive_public_key: str | None = None
+    hive_public_key_file: Path = Field(
+        default_factory=lambda: Path(os.environ.get("HIVE_HOME", ".hive")) / "release-key" / "release.pub"
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> AgentSettings:
         if self.signing_key is not None and self.signing_key_file is not None:
             raise ValueError("set signing_key or signing_key_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _hive_key_is_valid(self) -> AgentSettings:
+        self.pinned_keys()  # a malformed inline key fails at startup, not at the first release
         return self
 
     @model_validator(mode="after")
@@ -92,3 +106,9 @@ class AgentSettings(BaseSettings):
             return read_key_file(self.signing_key_file)[0]
         except ValueError as exc:
             raise ValueError(f"signing key file {self.signing_key_file} is invalid: {exc}") from exc
+
+    def pinned_keys(self) -> PinnedKeys:
+        """The hive keys this agent trusts. Raises ReleaseKeyError (a ValueError) for a malformed inline key."""
+        if self.hive_public_key is not None:
+            return PinnedKeys(inline=parse_public_keys(self.hive_public_key))
+        return PinnedKeys(path=self.hive_public_key_file)

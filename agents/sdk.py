@@ -15,6 +15,7 @@ from agents.core_updates import CoreVerificationError, CoreWatcher, load_release
 from agents.learner import Specialist, make_learning, verified_answer
 from agents.producer import agent_producer
 from agents.publisher import Publisher
+from agents.release_trust import ReleaseTrust
 from agents.spool import SPOOL_FILE, Spool
 from streams.codec import encode
 from streams.config import KafkaSettings
@@ -46,6 +47,10 @@ class HiveAgent:
     Nothing published is lost: a learning is on disk (the spool, under the agent's home) before
     ``publish`` returns, and leaves it only once the broker has acked it. ``AgentRuntime`` (the
     ``hive agent run`` process) is built on this class. Not thread-safe: call it from one thread.
+
+    Only releases signed with a hive key the agent pins (``hive_public_key`` or ``hive_public_key_file``),
+    and numbered above every release it admitted before, are ever run; the others are refused and counted in
+    ``counters()`` and heartbeats (``agents.release_trust``).
     """
 
     def __init__(self, settings: AgentSettings, kafka: KafkaSettings, skill: str | None = None) -> None:
@@ -54,7 +59,8 @@ class HiveAgent:
         ``skill`` is the skill name written into learnings (default ``settings.skill``). Raises
         ``SpoolLocked`` when another process runs an agent with the same id and home, ``ValueError``
         for an unusable signing key (malformed, or shorter than 16 bytes), and ``OSError`` for an unreadable
-        key file. Without a key the agent runs, but a hive that requires signatures (the default) refuses
+        key file, and ``ValueError`` for a ``release-sequence`` file in the agent's home that holds no number.
+        Without a key the agent runs, but a hive that requires signatures (the default) refuses
         its learnings and heartbeats; a warning says so.
         """
         if not kafka.bootstrap:
@@ -80,6 +86,7 @@ class HiveAgent:
         self.refused: set[tuple[int, str]] = set()
         self._core_counts = {"core_swaps": 0, "cores_refused": 0}
         self._callbacks: list[Callable[[CoreRelease], None]] = []
+        trust = ReleaseTrust(settings.pinned_keys(), self.home)  # a corrupt sequence file fails before the spool
         self.spool = Spool(self.home / SPOOL_FILE, settings.spool_max)
         self.publisher = Publisher(
             self.spool,
@@ -90,7 +97,7 @@ class HiveAgent:
             send_timeout_s=settings.send_timeout_s,
             retry_backoff_max_s=settings.retry_backoff_max_s,
         )
-        self.watcher = CoreWatcher(kafka, settings.agent_id)
+        self.watcher = CoreWatcher(kafka, settings.agent_id, trust)
         self._closed = False
         self.publisher.start()
         self.watcher.start()
@@ -254,8 +261,9 @@ class HiveAgent:
         self.publisher.beat(encode(beat))
 
     def counters(self) -> dict[str, int]:
-        """Publishing counts (``spooled``, ``published``, ``send_errors``, ``spool_full_waits``, ...) and core ones."""
-        return {**self.publisher.counters(), **self._core_counts}
+        """Publishing counts (``spooled``, ``published``, ``send_errors``, ``spool_full_waits``, ...), core ones, and
+        releases refused by reason (``releases_unsigned``, ``releases_bad_signature``, ``releases_replayed``, ...)."""
+        return {**self.publisher.counters(), **self._core_counts, **self.watcher.counts()}
 
     def flush(self, timeout_s: float) -> bool:
         """Waits until every published learning is acked; False when ``timeout_s`` passed first."""

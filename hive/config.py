@@ -147,6 +147,9 @@ class HiveSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     # Where `hive model prepare` keeps converted built-in models (HIVE_MODEL_CACHE); unset, the user's cache.
     model_cache: Path | None = None
+    # The Ed25519 private key (PKCS#8 PEM) every core release is signed with (HIVE_RELEASE_KEY_FILE). Unset, the
+    # hive makes one under HIVE_HOME/keys on its first release; set, the file must exist.
+    release_key_file: Path | None = None
 
     @property
     def mlflow_db(self) -> Path:
@@ -176,6 +179,15 @@ class HiveSettings(BaseSettings):
             return self.model_cache.expanduser()
         xdg = os.environ.get("XDG_CACHE_HOME")
         return (Path(xdg) if xdg else Path.home() / ".cache") / "hive-mind" / "models"
+
+    @property
+    def release_key_path(self) -> Path:
+        return self.release_key_file if self.release_key_file is not None else self.home / "release-key" / "release.pem"
+
+    @property
+    def release_public_key_path(self) -> Path:
+        """Where the hive writes its release public key, which agents sharing ``HIVE_HOME`` pin by default."""
+        return self.home / "release-key" / "release.pub"
 
     @property
     def cores_dir(self) -> Path:

@@ -157,11 +157,13 @@ class AgentFleet:
     def __init__(self, settings: HiveSettings, plan: DemoPlan, log_dir: Path, key_dir: Path) -> None:
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs = []
-        # Each agent gets its own key file below; a key from the caller's environment would clash with it.
-        clashing = ("HIVE_AGENT_SIGNING_KEY", "HIVE_AGENT_SIGNING_KEY_FILE")
+        # Each agent gets its own key file below, and pins this hive's release key; keys from the caller's
+        # environment would clash with them.
+        clashing = ("HIVE_AGENT_SIGNING_KEY", "HIVE_AGENT_SIGNING_KEY_FILE", "HIVE_AGENT_HIVE_PUBLIC_KEY")
         env = {k: v for k, v in os.environ.items() if k not in clashing}
         env["HIVE_KAFKA_BOOTSTRAP"] = settings.kafka.bootstrap
         env["HIVE_AGENT_HOME"] = str((settings.home / "agents").resolve())
+        env["HIVE_AGENT_HIVE_PUBLIC_KEY_FILE"] = str(settings.release_public_key_path.resolve())
         # Three agents share two cores: one thread each keeps them from fighting.
         env["OMP_NUM_THREADS"] = "1"
         for agent_id, skill in zip(plan.agent_ids, plan.skills, strict=True):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -96,7 +97,11 @@ class EmbeddedBroker:
             os.close(fd)
             self._log_path = Path(name)
         url = f"tcp://{HOST}:{self._port}"
+        # Each start holds nothing of the last one, so each is a new cluster, with its own id: a client that
+        # reconnects to a fresh broker on the same port can tell it from the old one (streams.follow).
+        cluster_id = f"hive-{uuid.uuid4().hex[:12]}"
         cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", STORAGE]
+        cmd += ["--cluster-id", cluster_id]
         with open(self._log_path, "ab") as logf:
             self._proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.info("started embedded broker pid=%s on %s (log %s)", self._proc.pid, url, self._log_path)

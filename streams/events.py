@@ -210,7 +210,9 @@ class CoreRelease(Event):
     """A core for the fleet to run: every agent, or only the agents named in ``targets`` (a canary).
 
     An agent runs the newest release on ``hive.core`` (in topic order) whose ``targets`` is None or
-    names it; a later release of a lower version is a rollback, and agents follow it.
+    names it; a later release of a lower version is a rollback, and agents follow it. The hive signs each
+    release with its Ed25519 key (``streams.release_signing``) and numbers it: ``sequence`` only goes up,
+    so that an agent refuses an old release sent again. A rollback is a new release, with a new number.
     """
 
     version: Version
@@ -223,3 +225,5 @@ class CoreRelease(Event):
     # Added in 1.x: None is the whole fleet; a list is a canary release for those agents only. A reader that
     # predates the field ignores it and treats a canary as a fleet release.
     targets: list[AgentId] | None = None
+    # Added in 1.x: the hive's count of its releases, canaries included, signed with the rest.
+    sequence: Annotated[int, Field(ge=1, le=MAX_INT64)] | None = None

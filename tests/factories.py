@@ -82,3 +82,34 @@ class FakeEngine:
 
     def zero_optimization_stage(self) -> int:
         return 2
+
+
+class ReleaseSigner:
+    """A hive's release key for tests that publish core releases by hand: it numbers and signs each release in
+    turn, as the hive does. Agents pin ``public_key`` (``AgentSettings.hive_public_key``)."""
+
+    def __init__(self) -> None:
+        from streams.release_signing import generate_private_key
+
+        self.key = generate_private_key()
+        self.sequence = 0
+
+    @property
+    def public_key(self) -> str:
+        from streams.release_signing import public_key_pem
+
+        return public_key_pem(self.key.public_key()).decode("ascii")
+
+    def sign(self, release: Any) -> Any:
+        """``release`` (a CoreRelease) with the next sequence number, signed."""
+        from streams.release_signing import sign_release
+
+        self.sequence += 1
+        return sign_release(release.model_copy(update={"sequence": self.sequence}), self.key)
+
+    def pinned(self) -> Any:
+        """The agents.release_trust.PinnedKeys of an agent that pins this key."""
+        from agents.release_trust import PinnedKeys
+        from streams.release_signing import parse_public_keys
+
+        return PinnedKeys(inline=parse_public_keys(self.public_key))

@@ -1,4 +1,5 @@
-"""``hive core list|promote|release|rollback``: which registered core the fleet runs, and canaries."""
+"""``hive core list|promote|release|rollback|key``: which registered core the fleet runs, canaries, and the key
+releases are signed with."""
 
 from __future__ import annotations
 
@@ -98,6 +99,34 @@ def rollback(as_json: bool = JsonOption, dry_run: bool = DryRunOption) -> None:
     from hive.cores.release import rollback as do_rollback
 
     _run_release(lambda s, r, p: do_rollback(s, r, p, dry_run=dry_run), dry_run, as_json)
+
+
+@app.command("key")
+def key(
+    fingerprint_only: bool = typer.Option(False, "--fingerprint", help="Print only the key's fingerprint."),
+) -> None:
+    """Print the hive's release public key (PEM), the key agents pin; make the key first if none exists yet.
+
+    The fingerprint (sha256 of the raw key, 16 hex digits) goes to stderr, or alone to stdout with
+    --fingerprint. Needs no broker.
+    """
+    from hive.cores.release_key import release_key
+    from streams.release_signing import ReleaseKeyError, fingerprint, public_key_pem
+
+    settings = settings_or_exit()
+    try:
+        public = release_key(settings).public_key()
+    except ReleaseKeyError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    except OSError as err:
+        typer.echo(f"cannot write the release key under {settings.home}: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    if fingerprint_only:
+        typer.echo(fingerprint(public))
+        return
+    typer.echo(public_key_pem(public).decode("ascii"), nl=False)
+    typer.echo(f"fingerprint {fingerprint(public)}; written to {settings.release_public_key_path}", err=True)
 
 
 def _release_core(

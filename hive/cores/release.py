@@ -11,13 +11,24 @@ from pydantic import TypeAdapter, ValidationError
 
 from hive.cores.files import existing_core
 from hive.cores.registry import CHAMPION, CoreRegistry, verify_core
-from hive.cores.release_history import append_history, champion_stack, close_entry, history_path, read_history
+from hive.cores.release_history import (
+    append_history,
+    champion_stack,
+    close_entry,
+    history_path,
+    last_sequence,
+    read_history,
+    release_lock,
+)
+from hive.cores.release_key import release_key
 from streams import topics
 from streams.codec import encode
 from streams.events import AgentId, CoreRelease
 from streams.kafka import send_and_wait
+from streams.release_signing import ReleaseKeyError, sign_release
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from kafka import KafkaProducer
 
     from hive.config import HiveSettings
@@ -230,6 +241,36 @@ def _execute(
         return plan
     if producer is None:
         raise ValueError("a release that is not a dry run needs a producer")
+    # Before the lock and the history: a hive without a usable key publishes nothing, and says why.
+    try:
+        signing_key = release_key(settings)
+    except ReleaseKeyError as err:
+        raise ReleaseError(f"core v{plan.version} was not released: {err}") from err
+    with release_lock(settings):
+        plan.published = _publish(settings, producer, plan, gate, signing_key)
+    if plan.targets is None:
+        if plan.previous_after is None:
+            registry.delete_alias(PREVIOUS)
+        elif plan.previous_after != plan.previous_before:
+            registry.set_alias(PREVIOUS, plan.previous_after)
+        if plan.champion_after is not None and plan.champion_after != plan.champion_before:
+            registry.set_alias(CHAMPION, plan.champion_after)
+        # A fleet release supersedes any canary: every agent now runs it.
+        registry.delete_alias(CANARY)
+    else:
+        registry.set_alias(CANARY, plan.version)
+    log.info("%s", plan.describe())
+    return plan
+
+
+def _publish(
+    settings: HiveSettings,
+    producer: KafkaProducer,
+    plan: ReleasePlan,
+    gate: dict[str, float] | None,
+    signing_key: Ed25519PrivateKey,
+) -> dict[str, Any]:
+    """Numbers, signs, records and sends the plan's release; returns where it landed. Call under the release lock."""
     version, targets = plan.version, plan.targets
     release = CoreRelease(
         version=version,
@@ -238,7 +279,9 @@ def _execute(
         round_id=plan.round_id,
         gate=gate or {},
         targets=targets,
+        sequence=last_sequence(settings) + 1,
     )
+    release = sign_release(release, signing_key)
     key = FLEET_KEY if targets is None else CANARY_KEY
     entry = {
         "id": uuid.uuid4().hex,
@@ -249,6 +292,7 @@ def _execute(
         "previous_champion": plan.champion_before,
         "round_id": plan.round_id,
         "sha256": plan.sha256,
+        "sequence": release.sequence,
         "offset": None,
     }
     # Written before the release goes out: a hive that dies while publishing leaves a history that names
@@ -266,22 +310,4 @@ def _execute(
         close_entry(settings, entry, {"action": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
     close_entry(settings, entry, {"action": "published", "offset": metadata.offset})
-    plan.published = {
-        "topic": topics.CORE,
-        "partition": metadata.partition,
-        "offset": metadata.offset,
-        "key": key.decode(),
-    }
-    if targets is None:
-        if plan.previous_after is None:
-            registry.delete_alias(PREVIOUS)
-        elif plan.previous_after != plan.previous_before:
-            registry.set_alias(PREVIOUS, plan.previous_after)
-        if plan.champion_after is not None and plan.champion_after != plan.champion_before:
-            registry.set_alias(CHAMPION, plan.champion_after)
-        # A fleet release supersedes any canary: every agent now runs it.
-        registry.delete_alias(CANARY)
-    else:
-        registry.set_alias(CANARY, version)
-    log.info("%s", plan.describe())
-    return plan
+    return {"topic": topics.CORE, "partition": metadata.partition, "offset": metadata.offset, "key": key.decode()}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "releases.jsonl"
+LOCK_FILE = "releases.lock"
 ACTIONS: tuple[str, ...] = ("round", "promote", "rollback", "canary")
 # The lines that close a release entry: it went out (with its offset), or it never did.
 OUTCOMES: tuple[str, ...] = ("published", "failed")
@@ -55,6 +59,33 @@ def read_history(settings: HiveSettings) -> list[dict[str, Any]]:
         else:
             log.warning("%s line %d is not a release entry; skipped", path, number)
     return entries
+
+
+def last_sequence(settings: HiveSettings) -> int:
+    """The highest release sequence number on record (0 for none), failed releases included: a release whose
+    send failed may still have reached the broker, so its number is never given to another one."""
+    path = history_path(settings)
+    if not path.is_file():
+        return 0
+    lines = durable.read_json_lines(path)
+    return max((e["sequence"] for _, e in lines if isinstance(e, dict) and type(e.get("sequence")) is int), default=0)
+
+
+@contextmanager
+def release_lock(settings: HiveSettings) -> Iterator[None]:
+    """Holds this hive's release lock: one release at a time, from taking its number to publishing it.
+
+    ``hive serve`` and a ``hive core promote`` may release at once; without the lock the later number could
+    reach the broker first, and agents would refuse the earlier one as a replay.
+    """
+    path = settings.home / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def append_history(settings: HiveSettings, entry: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ from streams.config import KafkaSettings
 from streams.events import CoreRelease, Learning
 from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_consumer, make_producer, send_and_wait
 
+from factories import ReleaseSigner
+
 
 def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
@@ -27,9 +29,10 @@ def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _release(producer, version: int, directory: Path, sha256: str) -> None:
-    release = CoreRelease(version=version, model_uri=directory.resolve().as_uri(), sha256=sha256)
+def _release(producer, hive: ReleaseSigner, version: int, directory: Path, sha256: str) -> CoreRelease:
+    release = hive.sign(CoreRelease(version=version, model_uri=directory.resolve().as_uri(), sha256=sha256))
     send_and_wait(producer, topics.CORE, b"core", encode(release))
+    return release
 
 
 def test_agent_learns_publishes_and_swaps_only_verified_cores(
@@ -38,8 +41,9 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(
     kafka = KafkaSettings(bootstrap=fresh_broker)
     create_topics(kafka, DEFAULT_PARTITIONS)
     producer = make_producer(kafka)
+    hive = ReleaseSigner()
     v0 = tmp_path / "cores" / "v0"
-    _release(producer, 0, v0, save_core(build_core(seed=0), v0))
+    first = _release(producer, hive, 0, v0, save_core(build_core(seed=0), v0))
 
     settings = AgentSettings(
         agent_id="agent-t",
@@ -52,6 +56,7 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(
         eval_tasks=5,
         heartbeat_s=0.5,
         signing_key_file=agent_keys.agent_env("agent-t")["HIVE_AGENT_SIGNING_KEY_FILE"],
+        hive_public_key=hive.public_key,
     )
     runtime = AgentRuntime(settings, kafka)
     stop = threading.Event()
@@ -73,14 +78,38 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(
         # A release whose weights do not match its sha256 is refused; the agent keeps serving v0.
         v1 = tmp_path / "cores" / "v1"
         save_core(build_core(seed=1), v1)
-        _release(producer, 1, v1, "0" * 64)
+        _release(producer, hive, 1, v1, "0" * 64)
         _until(lambda: runtime.counters["cores_refused"] == 1, 30, "the tampered core to be refused")
         assert runtime.specialist is not None and runtime.specialist.core_version == 0
 
         v2 = tmp_path / "cores" / "v2"
-        _release(producer, 2, v2, save_core(build_core(seed=2), v2))
+        _release(producer, hive, 2, v2, save_core(build_core(seed=2), v2))
         _until(lambda: ("agent-t", 2) in fleet.snapshot().evaluations, 30, "the agent to swap to v2")
         assert fleet.snapshot().latest["agent-t"].core_version == 2
+
+        # Whoever can write to hive.core without the hive's key: each release is refused, counted in heartbeats.
+        v3 = tmp_path / "cores" / "v3"
+        sha3 = save_core(build_core(seed=3), v3)
+        attacker = ReleaseSigner()
+        attacker.sequence = hive.sequence
+        genuine = CoreRelease(version=3, model_uri=v3.resolve().as_uri(), sha256=sha3)
+        hostile = [
+            attacker.sign(genuine),  # forged: another key
+            hive.sign(genuine).model_copy(update={"model_uri": v1.resolve().as_uri(), "sha256": "0" * 64}),  # tampered
+            first,  # replayed: the v0 release again
+            genuine.model_copy(update={"sequence": hive.sequence + 1}),  # unsigned
+        ]
+        for release in hostile:
+            send_and_wait(producer, topics.CORE, b"core", encode(release))
+        refused = {"releases_bad_signature": 2, "releases_replayed": 1, "releases_unsigned": 1}
+        _until(
+            lambda: all(fleet.snapshot().latest["agent-t"].counters.get(k) == n for k, n in refused.items()),
+            30,
+            "heartbeats to count the hostile releases",
+        )
+        assert fleet.snapshot().latest["agent-t"].core_version == 2
+        _release(producer, hive, 3, v3, sha3)  # the hive's next release still goes through
+        _until(lambda: ("agent-t", 3) in fleet.snapshot().evaluations, 30, "the agent to swap to v3")
     finally:
         stop.set()
         thread.join(timeout=30)

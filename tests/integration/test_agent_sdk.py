@@ -21,6 +21,8 @@ from streams.events import CoreRelease, Learning
 from streams.kafka import create_topics, make_consumer, make_producer, send_and_wait
 from streams.signing import verify
 
+from factories import ReleaseSigner
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,12 +47,18 @@ def test_record_learn_publish_arrives_signed_with_the_ids_it_was_given(fresh_bro
     create_topics(kafka)
     v0 = tmp_path / "cores" / "v0"
     producer = make_producer(kafka)
-    release = CoreRelease(version=0, model_uri=v0.resolve().as_uri(), sha256=save_core(build_core(seed=0), v0))
+    hive = ReleaseSigner()
+    v0_sha = save_core(build_core(seed=0), v0)
+    release = hive.sign(CoreRelease(version=0, model_uri=v0.resolve().as_uri(), sha256=v0_sha))
     send_and_wait(producer, topics.CORE, b"core", encode(release))
     producer.close()
 
     settings = AgentSettings(
-        agent_id="sdk-1", skill="reverse", home=tmp_path / "agents", signing_key="hex:" + "00ff" * 16
+        agent_id="sdk-1",
+        skill="reverse",
+        home=tmp_path / "agents",
+        signing_key="hex:" + "00ff" * 16,
+        hive_public_key=hive.public_key,
     )
     with HiveAgent(settings, kafka) as agent:
         with pytest.raises(NoCoreError):

@@ -77,6 +77,7 @@ def test_canary_then_promotion_then_rollback(fresh_broker: str, tmp_path: Path, 
                 heartbeat_s=0.3,
                 drain_timeout_s=1.0,
                 signing_key_file=agent_keys.agent_env(agent_id)["HIVE_AGENT_SIGNING_KEY_FILE"],
+                hive_public_key_file=settings.release_public_key_path,
             ),
             kafka,
         )

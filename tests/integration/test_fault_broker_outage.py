@@ -28,6 +28,8 @@ from streams.config import KafkaSettings
 from streams.events import CoreRelease, Heartbeat
 from streams.kafka import create_topics, make_consumer, make_producer, send_and_wait
 
+from factories import ReleaseSigner
+
 # agent-a's key is given to the hive inline; agent-b's is a file in the test's key directory (agent_keys).
 AGENT_A, AGENT_B = "agent-a", "agent-b"
 KEY = "utf8:outage-test-key-of-agent-a"
@@ -47,7 +49,7 @@ def _until(condition: Callable[[], bool], timeout_s: float, what: Callable[[], s
 class Fleet:
     """Two `hive agent run` processes, each stopped by its pid whatever happens."""
 
-    def __init__(self, root: Path, bootstrap: str, agent_b_key: dict[str, str]) -> None:
+    def __init__(self, root: Path, bootstrap: str, agent_b_key: dict[str, str], hive_public_key: str) -> None:
         self.root = root
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         for agent_id in (AGENT_A, AGENT_B):
@@ -59,6 +61,7 @@ class Fleet:
                 HIVE_AGENT_SEND_TIMEOUT_S="3",
                 HIVE_AGENT_RETRY_BACKOFF_MAX_S="1",
                 HIVE_AGENT_DRAIN_TIMEOUT_S="20",
+                HIVE_AGENT_HIVE_PUBLIC_KEY=hive_public_key,
             )
             if agent_id == AGENT_A:
                 env["HIVE_AGENT_SIGNING_KEY"] = KEY
@@ -159,7 +162,9 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     create_topics(kafka)
     producer = make_producer(kafka)
     v0 = tmp_path / "cores" / "v0"
-    release = CoreRelease(version=0, model_uri=v0.resolve().as_uri(), sha256=save_core(build_core(seed=0), v0))
+    hive_key = ReleaseSigner()
+    v0_sha = save_core(build_core(seed=0), v0)
+    release = hive_key.sign(CoreRelease(version=0, model_uri=v0.resolve().as_uri(), sha256=v0_sha))
     send_and_wait(producer, topics.CORE, b"core", encode(release))
     producer.close()
 
@@ -169,7 +174,7 @@ def test_agents_spool_through_a_broker_outage_and_every_learning_is_stored_once(
     cleanup.append(store.close)
     ingest1 = Ingest(hive, store)
     cleanup.append(ingest1.close)
-    fleet = Fleet(tmp_path, kafka.bootstrap, agent_keys.agent_env(AGENT_B))
+    fleet = Fleet(tmp_path, kafka.bootstrap, agent_keys.agent_env(AGENT_B), hive_key.public_key)
     cleanup.append(fleet.kill)
 
     def created() -> int:

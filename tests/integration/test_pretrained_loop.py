@@ -80,6 +80,7 @@ def test_the_loop_runs_on_smollm2(fresh_broker: str, tmp_path: Path, agent_keys:
                 publish_per_step=BATCH,
                 heartbeat_s=0.5,
                 signing_key_file=agent_keys.agent_env("agent-1")["HIVE_AGENT_SIGNING_KEY_FILE"],
+                hive_public_key_file=settings.release_public_key_path,
             ),
             kafka,
         )

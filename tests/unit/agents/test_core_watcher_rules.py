@@ -1,21 +1,33 @@
-"""Which release an agent runs: the newest in topic order that names no agent or names this one."""
+"""Which release an agent runs: the newest trusted one in topic order that names no agent or names this one."""
 
 from __future__ import annotations
 
+import pytest
+
 from agents.core_updates import CoreWatcher, applies_to
-from streams.codec import encode
+from agents.release_trust import INVALID, UNSIGNED, ReleaseTrust
+from streams.codec import DecodeError, decode, encode
 from streams.config import KafkaSettings
 from streams.events import CoreRelease
 
+from factories import ReleaseSigner
+
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:1")  # never contacted: the follower is not started
+SIGNER = ReleaseSigner()
 
 
 def _release(version: int, targets: list[str] | None = None, sha: str = "a") -> CoreRelease:
-    return CoreRelease(version=version, model_uri=f"file:///cores/v{version}", sha256=sha * 64, targets=targets)
+    """A release as the hive publishes it: each one numbered after the last, and signed."""
+    release = CoreRelease(version=version, model_uri=f"file:///cores/v{version}", sha256=sha * 64, targets=targets)
+    return SIGNER.sign(release)
+
+
+def _watcher(agent_id: str) -> CoreWatcher:
+    return CoreWatcher(KAFKA, agent_id, ReleaseTrust(SIGNER.pinned()))
 
 
 def _watch(agent_id: str, releases: list[CoreRelease]) -> CoreRelease | None:
-    watcher = CoreWatcher(KAFKA, agent_id)
+    watcher = _watcher(agent_id)
     for release in releases:
         watcher._offer(encode(release))  # what the follower hands over, in topic order
     return watcher.latest()
@@ -51,24 +63,27 @@ def test_a_later_lower_version_wins_a_rollback() -> None:
 
 def test_nothing_for_the_agent_and_invalid_records() -> None:
     assert _watch("agent-3", [_release(1, ["agent-1"])]) is None
-    watcher = CoreWatcher(KAFKA, "agent-1")
+    watcher = _watcher("agent-1")
     watcher._offer(b"not json")
     watcher._offer(encode(_release(4)))
     watcher._offer(b'{"schema_version": "1.0", "version": -1}')
-    assert watcher.rejected == 2
+    assert watcher.counts()[INVALID] == 2
     latest = watcher.latest()
     assert latest is not None and latest.version == 4
 
 
-def test_a_release_from_an_older_hive_has_no_targets() -> None:
-    # A 1.0 release has no "targets": it is a fleet release.
+def test_a_release_from_an_older_hive_reads_as_a_fleet_release_but_is_refused_unsigned() -> None:
+    # A 1.0 release has no "targets" (a fleet release), no sequence number and no signature.
     raw = b'{"schema_version": "1.0", "version": 3, "model_uri": "file:///c", "sha256": "' + b"b" * 64 + b'"}'
-    latest = _watch_raw("agent-1", [raw])
-    assert latest is not None and latest.version == 3 and latest.targets is None
+    old = decode(raw, CoreRelease, 1 << 20)
+    assert old.targets is None and old.sequence is None
+    watcher = _watcher("agent-1")
+    watcher._offer(raw)
+    assert watcher.latest() is None and watcher.counts()[UNSIGNED] == 1
 
 
-def _watch_raw(agent_id: str, raws: list[bytes]) -> CoreRelease | None:
-    watcher = CoreWatcher(KAFKA, agent_id)
-    for raw in raws:
-        watcher._offer(raw)
-    return watcher.latest()
+def test_a_sequence_number_below_one_is_not_a_release() -> None:
+    raw = encode(_release(1))
+    assert b'"sequence":' in raw
+    with pytest.raises(DecodeError):
+        decode(raw.replace(b'"sequence":', b'"sequence":-'), CoreRelease, 1 << 20)

@@ -67,3 +67,27 @@ def test_a_model_that_cannot_become_core_v0_is_a_usage_error(tmp_path: Path, com
         result = CliRunner().invoke(app, command, env={**env, "HIVE_MODEL__PATH": path})
         assert result.exit_code == 2, result.output
         assert "invalid HIVE_MODEL__PATH" in result.output and says in result.output
+
+
+def test_core_key_prints_the_public_key_agents_pin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.release_signing import fingerprint, parse_public_keys
+
+    monkeypatch.setenv("HIVE_HOME", str(tmp_path / "hive"))
+    monkeypatch.delenv("HIVE_RELEASE_KEY_FILE", raising=False)
+    result = runner.invoke(app, ["core", "key"])
+    assert result.exit_code == 0, result.output
+    [key] = parse_public_keys(result.stdout)
+    assert (tmp_path / "hive" / "release-key" / "release.pub").read_text() == result.stdout
+    assert (tmp_path / "hive" / "release-key" / "release.pem").stat().st_mode & 0o077 == 0
+    again = runner.invoke(app, ["core", "key", "--fingerprint"])  # the same key: made once
+    assert again.exit_code == 0 and again.stdout.strip() == fingerprint(key)
+    assert fingerprint(key) in result.stderr
+
+
+def test_core_key_refuses_a_configured_key_that_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HIVE_HOME", str(tmp_path / "hive"))
+    monkeypatch.setenv("HIVE_RELEASE_KEY_FILE", str(tmp_path / "secrets" / "release.pem"))
+    result = runner.invoke(app, ["core", "key"])
+    assert result.exit_code == 1
+    assert "release.pem cannot be read" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "hive" / "keys").exists()

@@ -486,3 +486,81 @@ def test_a_crash_after_the_publish_leaves_the_release_in_the_history(
     release_core(settings, registry, FakeProducer(), 1)
     assert _aliases(registry) == {"champion": 1, "previous": 0, "canary": None}
     assert champion_stack(read_history(settings)) == [0, 1]
+
+
+def test_every_release_is_signed_and_numbered_and_rollback_is_a_new_number(
+    hive: tuple[HiveSettings, CoreRegistry],
+) -> None:
+    from streams.release_signing import read_public_keys, verify_release
+
+    settings, registry = hive
+    producer = FakeProducer()
+    release_core(settings, registry, producer, 0)
+    release_core(settings, registry, producer, 1, canary=["agent-1"])
+    release_core(settings, registry, producer, 1)
+    rollback(settings, registry, producer)
+    releases = producer.releases()
+    assert [(r.version, r.sequence) for r in releases] == [(0, 1), (1, 2), (1, 3), (0, 4)]
+    # The key was made once, private to its owner; its public half is where agents sharing HIVE_HOME look.
+    assert settings.release_key_path.stat().st_mode & 0o777 == 0o600
+    keys = read_public_keys(settings.release_public_key_path)
+    assert all(verify_release(r, keys) for r in releases)
+    assert [e["sequence"] for e in read_history(settings)] == [1, 2, 3, 4]
+    # Another process (the CLI) continues the numbering from the history, with the same key.
+    release_core(HiveSettings(home=settings.home), registry, producer, 1)
+    assert producer.releases()[-1].sequence == 5 and verify_release(producer.releases()[-1], keys)
+
+
+def test_a_failed_publish_burns_its_number(hive: tuple[HiveSettings, CoreRegistry]) -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    settings, registry = hive
+    with pytest.raises(KafkaTimeoutError):
+        release_core(settings, registry, FailingProducer(settings, KafkaTimeoutError("no ack")), 0)
+    producer = FakeProducer()
+    release_core(settings, registry, producer, 0)
+    # The broker may have taken the failed one after all: its number 1 is never given to another release.
+    assert [r.sequence for r in producer.releases()] == [2]
+
+
+def test_a_configured_release_key_must_exist_and_be_ed25519(hive: tuple[HiveSettings, CoreRegistry]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    settings, registry = hive
+    missing = HiveSettings(home=settings.home, release_key_file=settings.home / "no-such.pem")
+    producer = FakeProducer()
+    with pytest.raises(ReleaseError, match=r"no-such\.pem cannot be read"):
+        release_core(missing, registry, producer, 0)
+    assert not missing.release_key_path.exists()  # never made up: every agent would refuse a new key
+    wrong = settings.home / "ec.pem"
+    wrong.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with pytest.raises(ReleaseError, match="must be Ed25519"):
+        release_core(HiveSettings(home=settings.home, release_key_file=wrong), registry, producer, 0)
+    garbage = settings.home / "garbage.pem"
+    garbage.write_text("not a key\n")
+    with pytest.raises(ReleaseError, match="not an unencrypted PEM private key"):
+        release_core(HiveSettings(home=settings.home, release_key_file=garbage), registry, producer, 0)
+    # Nothing was published, recorded or changed.
+    assert producer.sent == [] and read_history(settings) == [] and registry.champion_version() is None
+
+
+def test_concurrent_releases_reach_the_broker_in_number_order(hive: tuple[HiveSettings, CoreRegistry]) -> None:
+    import threading
+
+    settings, registry = hive
+    producer = FakeProducer()
+    threads = [
+        threading.Thread(target=release_core, args=(HiveSettings(home=settings.home), registry, producer, v % 3))
+        for v in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Whatever order the six took the lock in, each was numbered and sent under it: agents see 1..6 in order.
+    assert [r.sequence for r in producer.releases()] == [1, 2, 3, 4, 5, 6]
