@@ -41,8 +41,14 @@ class AgentSettings(BaseSettings):
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     lora_targets: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR), min_length=1)
     lora_lr: float = Field(default=2e-3, gt=0)
-    # How many on-the-job learning steps before the agent only serves and waits for a new core.
+    # How many on-the-job learning steps on its first core, before the agent only serves and waits for a new one.
     learn_steps: int = 300
+    # After every core swap the agent rebases (a fresh adapter on the new core, which holds what the fleet learned)
+    # and learns this many steps more: round after round, for as long as it runs. None: learn_steps; 0: it only
+    # serves after its first core.
+    relearn_steps: int | None = Field(default=None, ge=0)
+    # New material: after its k-th core swap the agent works later_skills[k-1] (the last one stays), not `skill`.
+    later_skills: list[str] = Field(default_factory=list)
     # Learnings published per step: a sample of the batch, so the stream stays proportionate.
     publish_per_step: int = 8
     topk: int = 16
@@ -76,6 +82,18 @@ class AgentSettings(BaseSettings):
         if self.signing_key is not None and self.signing_key_file is not None:
             raise ValueError("set signing_key or signing_key_file, not both")
         return self
+
+    def steps_on_core(self, swaps: int) -> int:
+        """On-the-job steps on the core the agent runs after ``swaps`` core swaps."""
+        if swaps == 0:
+            return self.learn_steps
+        return self.learn_steps if self.relearn_steps is None else self.relearn_steps
+
+    def skill_on_core(self, swaps: int) -> str:
+        """The skill the agent works after ``swaps`` core swaps."""
+        if swaps == 0 or not self.later_skills:
+            return self.skill
+        return self.later_skills[min(swaps, len(self.later_skills)) - 1]
 
     @model_validator(mode="after")
     def _hive_key_is_valid(self) -> AgentSettings:

@@ -26,15 +26,21 @@ class AgentRuntime:
 
     It learns for ``learn_steps`` steps, publishing a sample of what it learned each step, then
     serves. Whenever the core released for it changes (an upgrade, a canary or a rollback) it fetches,
-    verifies and swaps to it. Learnings go through the agent's spool, so a broker outage slows nothing
-    until the spool is full.
+    verifies and swaps to it, evaluates the new core and reports it, then rebases: a fresh adapter on the
+    new core (which already holds what the fleet learned, its own learnings included) and ``relearn_steps``
+    more steps on the job, on ``later_skills`` when it meets new material. Learnings go through the agent's
+    spool, so a broker outage slows nothing until the spool is full.
     """
 
     def __init__(self, settings: AgentSettings, kafka: KafkaSettings) -> None:
         self.settings = settings
         self.kafka = kafka
         self.skill = load_skill(settings.skill)
-        self.eval_skills = load_skills(settings.eval_skills or [settings.skill])
+        # Every later skill loads now: a bad name is a settings error at start, not a crash rounds later.
+        load_skills(settings.later_skills)
+        self.eval_skills = load_skills(settings.eval_skills or [settings.skill, *settings.later_skills])
+        # Core swaps so far: which skill the agent works and how long it learns on its core.
+        self.swaps = 0
         self.rng = random.Random(f"{settings.seed}:{settings.agent_id}")
         self.work = {"tasks": 0, "correct": 0, "learn_steps": 0}
         self.evaluation: dict[str, float] = {}
@@ -89,19 +95,32 @@ class AgentRuntime:
                 raise TimeoutError(f"no usable core release on {topics.CORE} within {timeout_s:.0f} s")
             self._heartbeat()
             time.sleep(0.2)
-        self.state = "learning" if self.settings.learn_steps > 0 else "serving"
+        self.state = "learning" if self.settings.steps_on_core(0) > 0 else "serving"
 
     def _maybe_swap(self) -> None:
         release = self.agent.poll_core()
         if release is None:
             return
         self.state = "serving"
+        self.swaps += 1
         assert self.specialist is not None
+        # What the new core knows by itself: the report of the round, before the agent learns on it.
         self.evaluation = evaluate_skills(
             self.specialist.model, self.eval_skills, self.settings.eval_tasks, codec=self.specialist.codec
         )
         log.info("%s swapped to core v%d: %s", self.settings.agent_id, release.version, self.evaluation)
         self._heartbeat(force=True)
+        if self.settings.steps_on_core(self.swaps) > 0:
+            self._rebase()
+
+    def _rebase(self) -> None:
+        """Learns on the job again, on the new core, and on the next skill when the agent meets new material."""
+        skill = self.settings.skill_on_core(self.swaps)
+        if skill != self.settings.skill_on_core(self.swaps - 1):
+            self.skill = load_skill(skill)
+            self.agent.skill = self.skill.name  # type: ignore[attr-defined]
+            log.info("%s now works %s", self.settings.agent_id, self.agent.skill)
+        self.state = "learning"
 
     def _work_and_learn(self) -> None:
         specialist = self.specialist
@@ -119,7 +138,7 @@ class AgentRuntime:
         self.work["correct"] += worked.correct
         self.work["learn_steps"] += 1
         learnings = worked.learnings
-        finished = specialist.steps >= self.settings.learn_steps
+        finished = specialist.steps >= self.settings.steps_on_core(self.swaps)
         if finished:
             # The last batch carries the finished specialist's claim check, so the hive can load what this
             # agent learned (`hive inspect probe --agent`, teacher signals recomputed from the adapter).

@@ -28,6 +28,9 @@ log = logging.getLogger("hive.serve")
 LOCK_FILE = "serve.lock"
 # How often the main thread looks at the background threads' health; rounds have their own interval.
 HEALTH_CHECK_S = 0.5
+# How often the hive checks that hive.core still holds its newest release (Hive.republish).
+REPUBLISH_CHECK_S = 5.0
+REPUBLISH_RETRY_S = 10.0
 
 
 class ServeBusy(RuntimeError):
@@ -135,6 +138,7 @@ def main_loop(hive: Hive, stop: StopSignal, rounds: bool, round_check_s: float, 
     """
     next_round_at = time.monotonic()  # the first look comes at once: an interrupted round resumes at start
     announced = False
+    republish_at = 0.0
     while not stop.event.wait(HEALTH_CHECK_S):
         failure = hive.failure()
         if failure is not None:
@@ -143,6 +147,14 @@ def main_loop(hive: Hive, stop: StopSignal, rounds: bool, round_check_s: float, 
             announced = True
             parts = sorted(tp.partition for tp in hive.ingestor.assignment())
             log.info("ingest joined group %s with partitions %s", "hive-ingest", parts)
+        if time.monotonic() >= republish_at:
+            republish_at = time.monotonic() + REPUBLISH_CHECK_S
+            try:
+                hive.republish()
+            except Exception:
+                # The broker may still be coming back (or the producer still be settling with it): try again soon.
+                log.exception("could not release the champion again on hive.core; next try in %g s", REPUBLISH_RETRY_S)
+                republish_at = time.monotonic() + REPUBLISH_RETRY_S
         if not rounds or time.monotonic() < next_round_at:
             continue
         next_round_at = time.monotonic() + round_check_s

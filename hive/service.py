@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from kafka.errors import KafkaError
 
 from hive.config import HiveSettings
 from hive.cores.files import CoreFiles, champion_core
 from hive.cores.registry import CoreRegistry
 from hive.cores.release import ReleasePlan, release_core, round_release
-from hive.cores.release_history import read_history
+from hive.cores.release_history import last_published, read_history
 from hive.fleet import FleetTracker
 from hive.ingest.ingestor import Ingestor
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
@@ -18,9 +23,29 @@ from hive.rounds.progress import ProgressFn
 from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog, ScheduleDecision
 from hive.store.parquet import ParquetLearningStore
-from streams.kafka import DEFAULT_PARTITIONS, create_topics, make_producer
+from streams import topics
+from streams.codec import DecodeError, decode
+from streams.events import CoreRelease
+from streams.follow import TopicFollower
+from streams.kafka import DEFAULT_PARTITIONS, RenewableProducer, create_topics
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
 
 log = logging.getLogger(__name__)
+
+# How long after a release was recorded a reading of hive.core that lacks it means it was lost, not on its way.
+REPUBLISH_GRACE_S = 30.0
+
+
+def _timestamp(recorded: object) -> float:
+    """A history entry's time (ISO 8601, with its zone) as a POSIX timestamp; +inf when it is not one, so that an
+    unreadable time never triggers a release."""
+    try:
+        moment = datetime.fromisoformat(str(recorded))
+    except ValueError:
+        return math.inf
+    return moment.timestamp() if moment.tzinfo is not None else math.inf
 
 
 class Hive:
@@ -33,11 +58,17 @@ class Hive:
         self.store = ParquetLearningStore(settings.store_dir)
         self.book = RoundBook(settings.rounds_dir)
         self.registry = CoreRegistry.from_settings(settings)
-        self.producer = make_producer(settings.kafka)
+        # Renewed when a release fails: after a broker that lost its state, the old one never sends again.
+        self._producer = RenewableProducer(settings.kafka)
+        self.producer = cast("KafkaProducer", self._producer)
         release = round_release(settings, self.registry, self.producer)
         self.runner = RoundRunner(settings, self.store, self.registry, release)
         self.ingestor = Ingestor(settings, self.store, self.producer)
         self.fleet = FleetTracker.from_settings(settings)  # heartbeats are checked as learnings are
+        # Reads hive.core for the newest release on it: when a broker lost the topic (or the hive's last release
+        # never reached it), agents would wait for the next round; ``republish`` releases the champion again.
+        self._seen_sequence = 0
+        self.core_topic = TopicFollower(settings.kafka, topics.CORE, self._seen_release, on_reset=self._core_reset)
         self._stop = threading.Event()
         self._ingest_error: BaseException | None = None
         self._ingest_thread = threading.Thread(target=self._ingest, name="ingest", daemon=True)
@@ -53,6 +84,45 @@ class Hive:
     def start(self) -> None:
         self._ingest_thread.start()
         self.fleet.start()
+        self.core_topic.start()
+
+    def _seen_release(self, raw: bytes) -> None:
+        try:
+            release = decode(raw, CoreRelease, self.settings.kafka.max_message_bytes)
+        except DecodeError:
+            return  # not the hive's: agents refuse and count it; the hive only looks for its own releases
+        self._seen_sequence = max(self._seen_sequence, release.sequence or 0)
+
+    def _core_reset(self) -> None:
+        self._seen_sequence = 0
+
+    def republish(self) -> ReleasePlan | None:
+        """Releases the champion again (a new, higher sequence number, as ``hive core promote`` of the champion
+        does) when ``hive.core``, read to its end, lacks the hive's newest published release; returns it, or None.
+
+        That happens when a broker lost its data, or the topic was deleted. The release must be older than
+        ``REPUBLISH_GRACE_S`` when the reading reached the end, so that a release still on its way is not sent
+        twice. A canary in progress is called off by it, as by any fleet release. Raises what the release raises
+        (the broker's errors among them); the next call tries again.
+        """
+        caught_up_at = self.core_topic.caught_up_at
+        last = last_published(self.settings)
+        if caught_up_at is None or last is None or self._seen_sequence >= last["sequence"]:
+            return None
+        if caught_up_at < _timestamp(last.get("time")) + REPUBLISH_GRACE_S:
+            return None
+        create_topics(self.settings.kafka, DEFAULT_PARTITIONS)  # a broker that lost its data lost its topics
+        try:
+            plan = self.release(self.champion())
+        except KafkaError:
+            self._producer.renew()
+            raise
+        log.warning(
+            "hive.core lacked release #%d (a broker that lost it?): released core v%d again",
+            last["sequence"],
+            plan.version,
+        )
+        return plan
 
     def failure(self) -> str | None:
         """What stopped a background thread (ingest or the fleet follower) before ``stop()``, or None."""
@@ -70,6 +140,7 @@ class Hive:
         self._stop.set()
         self._ingest_thread.join(timeout=30)
         self.fleet.stop()
+        self.core_topic.stop()
         self.producer.flush(timeout=10)
         self.producer.close(timeout=10)
         self.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from kafka import KafkaConsumer, TopicPartition
@@ -19,6 +20,7 @@ RETRY_BACKOFF_MAX_S = 10.0
 # How long one attempt waits for a broker before it counts as failed: kafka-python's own default (30 s) would
 # keep a stopping follower, and its retry count, waiting.
 BOOTSTRAP_TIMEOUT_MS = 5000
+POSITION_TIMEOUT_MS = 2000
 
 
 class TopicFollower:
@@ -54,6 +56,9 @@ class TopicFollower:
         self.last_error: BaseException | None = None
         self.retries = 0
         self.resets = 0
+        # When (time.time()) the reading last stood at the end of the partition, as a fetch reported it; None
+        # until it did in this reading.
+        self.caught_up_at: float | None = None
         # Where the reading stands: the offset expected next, and the cluster it came from.
         self._next_offset = 0
         self._cluster_id: str | None = None
@@ -84,9 +89,18 @@ class TopicFollower:
             return
 
     def _follow(self) -> None:
-        consumer = make_consumer(self._kafka, topics=None, group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+        # A follower never creates its topic: a metadata request for a missing topic would, with broker defaults.
+        consumer = make_consumer(
+            self._kafka,
+            topics=None,
+            group_id=None,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            allow_auto_create_topics=False,
+        )
         try:
             partition = TopicPartition(self._topic, 0)
+            # Metadata first, so that the cluster id is known before anything is read from this cluster.
+            consumer.partitions_for_topic(self._topic)
             consumer.assign([partition])
             # A reconnect goes on from where the reading stood; a new cluster starts it over.
             self._check_cluster(consumer)
@@ -96,13 +110,21 @@ class TopicFollower:
                 if self._check_cluster(consumer):
                     consumer.seek(partition, 0)
                     continue
-                if batch and batch[0].offset < self._next_offset:
-                    self._reset(f"offset {batch[0].offset} came after {self._next_offset - 1}")
+                # A broker that lost the partition answers "out of range", and the consumer goes back to its
+                # earliest offset: with records or none, the reading went backwards.
+                position = batch[0].offset if batch else consumer.position(partition, timeout_ms=POSITION_TIMEOUT_MS)
+                if position is not None and position < self._next_offset:
+                    self._reset(f"offset {position} came after {self._next_offset - 1}")
                     consumer.seek(partition, 0)
                     continue
                 for record in batch:
                     self._on_value(record.value)
                     self._next_offset = record.offset + 1
+                if not batch:
+                    # Caught up only as of a fetch answered by the broker: an empty poll while it is away is not.
+                    highwater = consumer.highwater(partition)
+                    if highwater is not None and self._next_offset >= highwater:
+                        self.caught_up_at = time.time()
         finally:
             consumer.close()
 
@@ -123,5 +145,6 @@ class TopicFollower:
         log.warning("%s starts over (%s): reading it again from its beginning", self._topic, why)
         self.resets += 1
         self._next_offset = 0
+        self.caught_up_at = None
         if self._on_reset is not None:
             self._on_reset()

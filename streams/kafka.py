@@ -60,6 +60,29 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
+class RenewableProducer:
+    """A ``make_producer`` producer that its owner can make again, in place, for everyone holding this object.
+
+    kafka-python's idempotent producer does not come back from a broker that lost its state: Tansu answers its
+    InitProducerId with an unknown error, which kafka-python treats as fatal, and every later send fails. A
+    long-running owner renews the producer after a failed send. It passes for a KafkaProducer: the calls made on
+    it (``send``, ``flush``, ``close`` and the rest) go to the current one.
+    """
+
+    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
+        self._settings = settings
+        self._overrides = overrides
+        self._producer = make_producer(settings, **overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    def renew(self) -> None:
+        """Closes the current producer (without waiting on what it holds: it failed) and makes a new one."""
+        old, self._producer = self._producer, make_producer(self._settings, **self._overrides)
+        old.close(timeout=0)
+
+
 def make_consumer(
     settings: KafkaSettings,
     topics: list[str] | None = None,

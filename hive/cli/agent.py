@@ -17,7 +17,13 @@ def run(
     agent_id: str = typer.Option(..., "--id", help="The agent's id (letters, digits, . _ -)."),
     skill: str = typer.Option(..., help="The skill it is deployed to: a built-in name or module:attribute."),
     eval_skills: str = typer.Option("", help="Comma-separated skills it evaluates itself on when it reports."),
-    learn_steps: int = typer.Option(300, help="On-the-job learning steps before it only serves."),
+    learn_steps: int = typer.Option(300, min=0, help="On-the-job learning steps on its first core."),
+    relearn_steps: int | None = typer.Option(
+        None, min=0, help="On-the-job steps after each core swap (default: --learn-steps; 0: only serve)."
+    ),
+    later_skills: str = typer.Option(
+        "", help="Comma-separated skills it works after its 1st, 2nd, ... core swap (the last one stays): new material."
+    ),
     batch_size: int = typer.Option(32, help="Tasks worked per learning step."),
     publish_per_step: int = typer.Option(8, help="Learnings published per step."),
     eval_tasks: int = typer.Option(100, help="Held-out tasks per skill in a self-evaluation."),
@@ -25,7 +31,8 @@ def run(
         None, help="Where the agent keeps its cores and specialist [env HIVE_AGENT_HOME]."
     ),
 ) -> None:
-    """Work tasks, learn on the job, publish learnings and heartbeats, and follow released cores.
+    """Work tasks, learn on the job, publish learnings and heartbeats, and follow released cores: after every
+    core swap, learn on the new core again.
 
     Learnings wait in a spool on disk until the broker acks them, so the agent keeps working while the
     broker is down. Stops cleanly on SIGTERM or Ctrl-C, sending what it can first.
@@ -50,6 +57,8 @@ def run(
             skill=skill,
             eval_skills=[s for s in eval_skills.split(",") if s],
             learn_steps=learn_steps,
+            relearn_steps=relearn_steps,
+            later_skills=[s for s in later_skills.split(",") if s],
             batch_size=batch_size,
             publish_per_step=publish_per_step,
             eval_tasks=eval_tasks,

@@ -70,7 +70,10 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def _table(report: dict) -> Table:
     skills = report["skills"]
-    table = Table(title=f"accuracy on held-out tasks: before the round -> after (core v{report['core_version']})")
+    rounds = len(report["rounds"])
+    table = Table(
+        title=f"accuracy on held-out tasks: before round 1 -> after round {rounds} (core v{report['core_version']})"
+    )
     table.add_column("agent")
     table.add_column("core")
     for skill in skills:
@@ -98,11 +101,22 @@ def demo(
         "Default: capital,morse,add on tiny; capital,codes,zorbish on a pretrained model.",
     ),
     learn_steps: int | None = typer.Option(None, min=1, help="On-the-job steps per agent (300; 60 pretrained)."),
-    distill_steps: int | None = typer.Option(None, min=1, help="Distill steps in the round (600; 90 pretrained)."),
+    distill_steps: int | None = typer.Option(None, min=1, help="Distill steps per round (600; 90 pretrained)."),
+    rounds: int = typer.Option(2, min=1, help="Rounds; after each, every agent rebases and learns on the new core."),
+    relearn_steps: int | None = typer.Option(
+        None, min=0, help="On-the-job steps per agent after each swap (150; 30 pretrained)."
+    ),
+    later_skill: str | None = typer.Option(
+        None, help="The new material agent-1 meets after round 1 (default next; 'none' for none)."
+    ),
     reset: bool = typer.Option(False, help="Delete HIVE_HOME first even if the demo did not make it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
-    """Run the whole loop: broker, core v0, agents learning, ingest, a DeepSpeed round, release, report."""
+    """Run the whole loop: broker, core v0, agents learning, ingest, DeepSpeed rounds, releases, report.
+
+    After each round every agent swaps to the new core, reports what it knows, and learns on the job again; from
+    round 2 on, agent-1 learns a skill none of them had (--later-skill), which round 2 spreads to the others.
+    """
     # Imported here: the hive's settings and services pull in torch and Kafka clients.
 
     from agents.core_files import CoreDirError
@@ -121,8 +135,16 @@ def demo(
         "skills": [s for s in agents_skills.split(",") if s] if agents_skills is not None else None,
         "learn_steps": learn_steps,
         "distill_steps": distill_steps,
+        "rounds": rounds,
+        "relearn_steps": relearn_steps,
     }
-    plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    if later_skill is not None:
+        overrides["later_skill"] = None if later_skill.lower() == "none" else later_skill
+    try:
+        plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None or k == "later_skill"})
+    except ValueError as err:
+        typer.echo(f"demo failed: {err}", err=True)
+        raise typer.Exit(2) from err
     try:
         # Core v0 is built from the plan's model: a model not prepared, or one refused, is a setting, said
         # before the broker and the agents start.
@@ -142,6 +164,10 @@ def demo(
         return
     Console().print(_table(report))
     s = report["summary"]
+    later = s.get("later_skill")
+    if later is not None:
+        spread = " -> ".join(f"{x:.2f}" for x in later["others_after_round"])
+        typer.echo(f"{later['skill']}, learned by {later['agent']} after round 1: the others after each round {spread}")
     typer.echo(
         f"cross-skill accuracy: {s['cross_skill_before']:.2f} -> {s['cross_skill_after']:.2f} "
         f"(+{s['cross_skill_gain']:.2f}); round {report['round']['id']}: {report['round']['learnings']} learnings, "

@@ -71,6 +71,12 @@ def last_sequence(settings: HiveSettings) -> int:
     return max((e["sequence"] for _, e in lines if isinstance(e, dict) and type(e.get("sequence")) is int), default=0)
 
 
+def last_published(settings: HiveSettings) -> dict[str, Any] | None:
+    """The newest release entry that went out (its offset known) with a sequence number, or None."""
+    published = [e for e in read_history(settings) if e.get("offset") is not None and type(e.get("sequence")) is int]
+    return published[-1] if published else None
+
+
 @contextmanager
 def release_lock(settings: HiveSettings) -> Iterator[None]:
     """Holds this hive's release lock: one release at a time, from taking its number to publishing it.

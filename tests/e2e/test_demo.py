@@ -37,23 +37,40 @@ def _run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_small_demo_spreads_every_skill_to_every_agent(tmp_path: Path) -> None:
+def test_small_demo_spreads_every_skill_to_every_agent_and_learns_between_rounds(tmp_path: Path) -> None:
     home = tmp_path / ".hive"
-    result = _run_demo(home, "--skills", "capital,add,morse", "--learn-steps", "120", "--distill-steps", "300")
+    args = ("--skills", "capital,add,morse", "--learn-steps", "120", "--relearn-steps", "120", "--distill-steps", "300")
+    result = _run_demo(home, *args)
     assert result.returncode == 0, result.stderr[-3000:]
 
     report = json.loads(result.stdout)
     assert report == json.loads((home / "demo" / "report.json").read_text())
-    assert report["core_version"] == 1
+    assert report["core_version"] == 2
     assert report["model"] == "tiny"
+    skills = {"capital", "add", "morse", "next"}  # agent-1 meets `next` after round 1
+    assert report["skills"] == ["capital", "add", "morse", "next"]
     assert [a["id"] for a in report["agents"]] == ["agent-1", "agent-2", "agent-3"]
     for agent in report["agents"]:
         assert agent["core_version"] == report["core_version"], agent
-        assert set(agent["before"]) == set(agent["after"]) == {"capital", "add", "morse"}
+        assert set(agent["before"]) == set(agent["after"]) == skills
 
-    expected_learnings = 3 * 120 * 8
-    assert report["round"]["learnings"] == expected_learnings
-    assert report["round"]["per_agent"] == {"agent-1": 960, "agent-2": 960, "agent-3": 960}
+    # Two rounds, each over what the agents learned on the core before it: 120 steps of 8 learnings each.
+    rounds = report["rounds"]
+    assert [(r["id"], r["core_version"]) for r in rounds] == [("r0001", 1), ("r0002", 2)]
+    for entry in rounds:
+        assert entry["learnings"] == 3 * 120 * 8
+        assert entry["per_agent"] == {"agent-1": 960, "agent-2": 960, "agent-3": 960}
+        assert all(set(entry["accuracy"][a]) == skills for a in ("agent-1", "agent-2", "agent-3")), entry
+    assert report["round"] == {k: v for k, v in rounds[-1].items() if k != "accuracy"}
+    # Learning between rounds: what agent-1 learned on core v1 reached the others through round 2 only.
+    later = report["summary"]["later_skill"]
+    assert later["skill"] == "next" and later["agent"] == "agent-1"
+    assert later["others_after_round"][0] <= 0.05, later
+    assert later["others_after_round"][1] - later["others_after_round"][0] >= 0.3, later
+    second = (home / "rounds" / "r0002" / "learnings.jsonl").read_text()
+    assert '"skill":"next"' in second.replace(" ", "") and '"skill":"next"' not in (
+        (home / "rounds" / "r0001" / "learnings.jsonl").read_text().replace(" ", "")
+    )
     # Every learning was signed with the agent's own key, made by the demo and readable by its owner only: the
     # hive requires signatures, so an unsigned one would be dead-lettered and missing from the round.
     keys = sorted((home / "keys").iterdir())

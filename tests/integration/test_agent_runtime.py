@@ -29,6 +29,18 @@ def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _published(kafka: KafkaSettings, count: int, timeout_s: float = 30) -> list[Learning]:
+    """The learnings on ``hive.learnings``, once there are ``count`` of them (fewer after ``timeout_s``)."""
+    consumer = make_consumer(kafka, [topics.LEARNINGS], "test-reader")
+    learnings: list[Learning] = []
+    deadline = time.monotonic() + timeout_s
+    while len(learnings) < count and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            learnings.extend(decode(r.value, Learning, kafka.max_message_bytes) for r in records)
+    consumer.close()
+    return learnings
+
+
 def _release(producer, hive: ReleaseSigner, version: int, directory: Path, sha256: str) -> CoreRelease:
     release = hive.sign(CoreRelease(version=version, model_uri=directory.resolve().as_uri(), sha256=sha256))
     send_and_wait(producer, topics.CORE, b"core", encode(release))
@@ -51,6 +63,7 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(
         eval_skills=["add", "capital"],
         home=tmp_path / "agents",
         learn_steps=3,
+        relearn_steps=0,  # serves after a swap: the swaps below are the subject (rebasing has its own test)
         batch_size=4,
         publish_per_step=2,
         eval_tasks=5,
@@ -117,13 +130,7 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(
         producer.close()
     assert not thread.is_alive()
 
-    consumer = make_consumer(kafka, [topics.LEARNINGS], "test-reader")
-    learnings: list[Learning] = []
-    deadline = time.monotonic() + 30
-    while len(learnings) < 6 and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            learnings.extend(decode(r.value, Learning, kafka.max_message_bytes) for r in records)
-    consumer.close()
+    learnings = _published(kafka, 6)
     assert len(learnings) == 6
     assert len({lr.id for lr in learnings}) == 6
     for learning in learnings:
@@ -132,3 +139,70 @@ def test_agent_learns_publishes_and_swaps_only_verified_cores(
         assert len(learning.teacher.token_ids) == len(learning.learned_answer().encode()) + 1
     # The last step's learnings name the finished specialist, so the hive can load what the agent learned.
     assert [lr.adapter for lr in learnings] == [None] * 4 + [adapter] * 2
+
+
+def test_after_a_swap_the_agent_reports_the_new_core_then_learns_on_it_again_on_new_material(
+    fresh_broker: str, tmp_path: Path, agent_keys: Any
+) -> None:
+    kafka = KafkaSettings(bootstrap=fresh_broker)
+    create_topics(kafka, DEFAULT_PARTITIONS)
+    producer = make_producer(kafka)
+    hive = ReleaseSigner()
+    v0, v1 = tmp_path / "cores" / "v0", tmp_path / "cores" / "v1"
+    _release(producer, hive, 0, v0, save_core(build_core(seed=0), v0))
+    settings = AgentSettings(
+        agent_id="agent-r",
+        skill="add",
+        later_skills=["capital"],
+        eval_skills=["add", "capital"],
+        home=tmp_path / "agents",
+        learn_steps=3,
+        relearn_steps=2,
+        batch_size=4,
+        publish_per_step=2,
+        eval_tasks=5,
+        heartbeat_s=0.5,
+        signing_key_file=agent_keys.agent_env("agent-r")["HIVE_AGENT_SIGNING_KEY_FILE"],
+        hive_public_key=hive.public_key,
+    )
+    runtime = AgentRuntime(settings, kafka)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    fleet = FleetTracker(kafka, SenderPolicy.from_settings(agent_keys.ingest()), max_skew_s=300)
+    fleet.start()
+    thread.start()
+    beats: list[tuple[int, str, str]] = []  # (core, state, skill) as the agent's heartbeats changed
+
+    def watch() -> None:
+        beat = fleet.snapshot().latest.get("agent-r")
+        if beat is not None and (not beats or beats[-1] != (beat.core_version, beat.state, beat.skill)):
+            beats.append((beat.core_version, beat.state, beat.skill))
+
+    try:
+        _until(lambda: ("agent-r", 0) in fleet.snapshot().evaluations, 60, "the agent to finish learning on v0")
+        first_adapter = runtime.adapter
+        _release(producer, hive, 1, v1, save_core(build_core(seed=1), v1))
+
+        def relearned() -> bool:
+            watch()
+            beat = fleet.snapshot().latest["agent-r"]
+            return beat.core_version == 1 and beat.state == "serving" and beat.counters["learn_steps"] == 5
+
+        _until(relearned, 60, "the agent to learn 2 more steps on v1")
+        beat = fleet.snapshot().latest["agent-r"]
+        assert beat.skill == "capital" and beat.counters["core_swaps"] == 1
+        assert runtime.adapter is not None and runtime.adapter != first_adapter  # a new specialist, on v1
+        assert runtime.specialist is not None and runtime.specialist.core_version == 1
+        # On the swap it reported v1 still as an `add` agent (what v1 itself knows), then learned `capital` on v1;
+        # its learning heartbeats may come and go between two looks, the learnings below show it.
+        assert beats.index((1, "serving", "add")) < beats.index((1, "serving", "capital")) == len(beats) - 1
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        fleet.stop()
+        producer.close()
+    assert not thread.is_alive()
+
+    learnings = _published(kafka, 10)
+    assert sorted((lr.skill, lr.core_version) for lr in learnings) == [("add", 0)] * 6 + [("capital", 1)] * 4
+    assert [lr.adapter for lr in learnings if lr.core_version == 1][-2:] == [runtime.adapter] * 2

@@ -56,3 +56,14 @@ def test_bad_key_settings_are_refused(tmp_path: Path) -> None:
         AgentSettings(signing_key="hex:").signing_key_bytes()
     with pytest.raises(ValidationError):
         AgentSettings(spool_max=0)
+
+
+def test_an_agent_learns_on_every_core_and_meets_later_skills_in_order() -> None:
+    settings = AgentSettings(skill="capital", learn_steps=300, later_skills=["next", "swap"])
+    assert [settings.steps_on_core(k) for k in range(3)] == [300, 300, 300]  # relearn_steps unset: learn_steps
+    assert [settings.skill_on_core(k) for k in range(5)] == ["capital", "next", "swap", "swap", "swap"]
+    only_serves = AgentSettings(learn_steps=300, relearn_steps=0)
+    assert [only_serves.steps_on_core(k) for k in range(3)] == [300, 0, 0]
+    assert [AgentSettings(skill="add").skill_on_core(k) for k in range(3)] == ["add"] * 3
+    with pytest.raises(ValidationError):
+        AgentSettings(relearn_steps=-1)
