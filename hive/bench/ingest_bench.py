@@ -7,6 +7,7 @@ import cProfile
 import io
 import pstats
 import random
+import statistics
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,10 +54,12 @@ class IngestBenchPlan:
     seed: int = 0
     # Group joins and the whole timed part of one arm; a healthy run needs a small fraction of it.
     timeout_s: float = 300.0
+    # Raw, hive, raw, hive, ...: each pair is one repeat, and the ratio is the median over repeats.
+    repeats: int = 5
 
     def __post_init__(self) -> None:
-        if self.count < 1 or self.positions < 1 or self.partitions < 1:
-            raise ValueError("--count, positions and partitions must be positive")
+        if self.count < 1 or self.positions < 1 or self.partitions < 1 or self.repeats < 1:
+            raise ValueError("--count, --repeats, positions and partitions must be positive")
         if not 1 <= self.k <= VOCAB_SIZE:
             raise ValueError(f"k must be between 1 and {VOCAB_SIZE}")
 
@@ -110,40 +113,55 @@ def broker(bootstrap: str, say: Say) -> Iterator[str]:
 def run_ingest_bench(
     plan: IngestBenchPlan, bootstrap: str, say: Say, profile_path: Path | None = None
 ) -> dict[str, Any]:
-    """Runs the raw arm, then the hive arm, each on a fresh topic and group of its own; returns the report.
+    """Runs the raw arm and the hive arm alternately, ``plan.repeats`` times each (raw, hive, raw, hive, ...), each
+    run on a fresh topic and group of its own; returns the report.
 
-    ``bootstrap`` empty starts the embedded broker for the run. ``ratio`` is the hive's learnings/s over raw
-    kafka-python's records/s for the same bytes. With ``profile_path``, the hive arm's ingest thread runs
-    under cProfile (which slows it) and its top entries by cumulative time are written there.
+    ``bootstrap`` empty starts the embedded broker for the run. A repeat's ratio is the hive's learnings/s over raw
+    kafka-python's records/s for the same bytes, measured back to back, so that a change in the machine's load
+    touches both arms; ``ratio`` is the median over repeats, with its spread. ``hive`` and ``raw`` are the arms of
+    the repeat at the median (the lower one, for an even count). With ``profile_path``, the hive arm's ingest
+    thread runs under cProfile (which slows it) and its top entries by cumulative time are written there.
     """
     profiler = cProfile.Profile() if profile_path is not None else None
     payloads = build_payloads(plan)
     size = sum(len(value) for _, value in payloads)
     say(f"{plan.count} learnings, k={plan.k} over {plan.positions} positions: {size / plan.count:,.0f} B each")
-    run = uuid.uuid4().hex[:12]
-    names = {arm: f"bench.ingest.{run}.{arm}" for arm in ("raw", "hive")}
     load_before = load_1m()
+    repeats: list[dict[str, Any]] = []
     with broker(bootstrap, say) as servers:
         kafka = KafkaSettings(bootstrap=servers)
-        try:
-            create_topics(kafka, {name: plan.partitions for name in names.values()}, configs={})
-        except KafkaError as err:
-            raise BenchError(f"cannot create the bench topics on {servers}: {err!r}") from err
-        raw = run_raw_arm(kafka, names["raw"], f"bench-ingest-{run}-raw", payloads, plan.timeout_s)
-        say(f"raw: {raw['records_per_s']:,.0f} records/s ({raw['wall_s']:.2f} s)")
-        with tempfile.TemporaryDirectory(prefix="hive-bench-ingest-") as tmp:
-            hive = run_hive_arm(
-                kafka, names["hive"], f"bench-ingest-{run}-hive", payloads, plan.timeout_s, Path(tmp), profiler
+        for number in range(1, plan.repeats + 1):
+            raw, hive = _one_repeat(plan, kafka, payloads, profiler)
+            ratio = hive["learnings_per_s"] / raw["records_per_s"]
+            repeats.append({"raw": raw, "hive": hive, "ratio": round(ratio, 3)})
+            say(
+                f"repeat {number}/{plan.repeats}: raw {raw['records_per_s']:,.0f} records/s, "
+                f"hive {hive['learnings_per_s']:,.0f} learnings/s, ratio {ratio:.2f}"
             )
-        say(f"hive: {hive['learnings_per_s']:,.0f} learnings/s ({hive['wall_s']:.2f} s)")
-    machine = machine_info() | {"kafka_python": package_version("kafka-python"), "pyarrow": package_version("pyarrow")}
+    machine = machine_info() | {
+        "kafka_python": package_version("kafka-python"),
+        "pyarrow": package_version("pyarrow"),
+        "crc32c": package_version("crc32c"),
+    }
     if profiler is not None and profile_path is not None:
         write_profile(profiler, profile_path)
         say(f"profile of the hive arm's ingest thread: {profile_path}")
+    ratios = sorted(r["ratio"] for r in repeats)
+    median_repeat = sorted(repeats, key=lambda r: r["ratio"])[(len(repeats) - 1) // 2]
     return {
-        "hive": hive | {"profiled": profiler is not None},
-        "raw": raw,
-        "ratio": round(hive["learnings_per_s"] / raw["records_per_s"], 3),
+        "hive": median_repeat["hive"] | {"profiled": profiler is not None},
+        "raw": median_repeat["raw"],
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
+        "repeats": [
+            {
+                "raw_records_per_s": r["raw"]["records_per_s"],
+                "hive_learnings_per_s": r["hive"]["learnings_per_s"],
+                "ratio": r["ratio"],
+            }
+            for r in repeats
+        ],
         "count": plan.count,
         "payload_bytes": size,
         "k": plan.k,
@@ -155,6 +173,24 @@ def run_ingest_bench(
         "machine": machine,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _one_repeat(
+    plan: IngestBenchPlan, kafka: KafkaSettings, payloads: list[Payload], profiler: cProfile.Profile | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The raw arm, then the hive arm, each on its own fresh topic and group."""
+    run = uuid.uuid4().hex[:12]
+    names = {arm: f"bench.ingest.{run}.{arm}" for arm in ("raw", "hive")}
+    try:
+        create_topics(kafka, {name: plan.partitions for name in names.values()}, configs={})
+    except KafkaError as err:
+        raise BenchError(f"cannot create the bench topics on {kafka.bootstrap}: {err!r}") from err
+    raw = run_raw_arm(kafka, names["raw"], f"bench-ingest-{run}-raw", payloads, plan.timeout_s)
+    with tempfile.TemporaryDirectory(prefix="hive-bench-ingest-") as tmp:
+        hive = run_hive_arm(
+            kafka, names["hive"], f"bench-ingest-{run}-hive", payloads, plan.timeout_s, Path(tmp), profiler
+        )
+    return raw, hive
 
 
 def write_profile(profiler: cProfile.Profile, path: Path, top: int = 25) -> None:
@@ -170,5 +206,6 @@ def summary_line(report: dict[str, Any]) -> str:
     return (
         f"ingest: hive {hive['learnings_per_s']:,.0f} learnings/s ({hive['wall_s']:.2f} s), "
         f"raw kafka-python {raw['records_per_s']:,.0f} records/s ({raw['wall_s']:.2f} s), "
-        f"ratio {report['ratio']:.2f}, {report['count']} x {report['payload_bytes'] / report['count']:,.0f} B"
+        f"ratio {report['ratio']:.2f} (median of {len(report['repeats'])}, {report['ratio_min']:.2f} to "
+        f"{report['ratio_max']:.2f}), {report['count']} x {report['payload_bytes'] / report['count']:,.0f} B"
     )

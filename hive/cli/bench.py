@@ -206,6 +206,7 @@ def fleet(
 def ingest(
     json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON."),
     count: int = typer.Option(5000, min=1, help="Learnings each arm moves."),
+    repeats: int = typer.Option(5, min=1, help="Runs of each arm, alternated (raw, hive, raw, ...): median ratio."),
     bootstrap: str | None = typer.Option(
         None, help="Kafka host:port[,...] [default: HIVE_KAFKA_BOOTSTRAP, else an embedded broker for the run]."
     ),
@@ -220,7 +221,7 @@ def ingest(
     from streams.config import KafkaSettings
 
     try:
-        plan = IngestBenchPlan(count=count)
+        plan = IngestBenchPlan(count=count, repeats=repeats)
     except ValueError as err:
         typer.echo(f"invalid benchmark: {err}", err=True)
         raise typer.Exit(2) from err

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -19,7 +19,7 @@ from hive.store.interface import DeadLetter, LearningStore, StoreError
 from streams import topics
 from streams.codec import OVERSIZE
 from streams.events import Learning
-from streams.kafka import make_consumer, make_producer
+from streams.kafka import RenewableProducer, make_consumer
 from streams.signing import KeyRingError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Ingestor:
         self._pending: set[TopicPartition] = set()
         self._pending_lock = threading.Lock()
         self._owns_producer = producer is None
-        self._producer = producer if producer is not None else make_producer(settings.kafka)
+        self._producer = producer if producer is not None else cast("KafkaProducer", RenewableProducer(settings.kafka))
         self.topic = topic
         self._consumer: KafkaConsumer = make_consumer(settings.kafka, None, group_id, **consumer)
         self._consumer.subscribe([topic], listener=_Rebalance(self))
@@ -185,8 +185,15 @@ class Ingestor:
 
     def _wait_for(self, dead: list[Any]) -> None:
         """Waits for the broker's ack of every dead letter sent: none may be lost before the offsets move."""
-        for future in dead:
-            future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        try:
+            for future in dead:
+                future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        except KafkaError:
+            # kafka-python's idempotent producer never sends again after a broker that lost its state; the batch
+            # is retried (RETRYABLE) with a new one.
+            if isinstance(self._producer, RenewableProducer):
+                self._producer.renew()
+            raise
 
     def _append_one_by_one(
         self,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO_TIMEOUT_S = 600
+DEMO_TIMEOUT_S = 900  # two rounds; about 330 s on an idle 2-core machine
 
 
 def _run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

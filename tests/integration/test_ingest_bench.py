@@ -17,7 +17,8 @@ COUNT = 300
 def test_the_bench_moves_every_learning_through_both_arms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HIVE_KAFKA_BOOTSTRAP", raising=False)  # the command starts its own embedded broker
     report_path = tmp_path / "ingest.json"
-    result = runner.invoke(app, ["bench", "ingest", "--json", str(report_path), "--count", str(COUNT)])
+    args = ["bench", "ingest", "--json", str(report_path), "--count", str(COUNT), "--repeats", "3"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "started the embedded broker" in result.stderr
     assert "ingest: hive" in result.stderr
@@ -32,6 +33,16 @@ def test_the_bench_moves_every_learning_through_both_arms(tmp_path: Path, monkey
     assert report["raw"]["consumed"] == COUNT
     assert report["ratio"] > 0
     assert report["ratio"] == pytest.approx(report["hive"]["learnings_per_s"] / report["raw"]["records_per_s"], 1e-2)
+    # Three repeats of raw then hive, alternated: the ratio is their median, with its spread.
+    ratios = [r["ratio"] for r in report["repeats"]]
+    assert len(ratios) == 3 and result.stderr.count("repeat ") == 3
+    assert report["ratio"] == sorted(ratios)[1] and (report["ratio_min"], report["ratio_max"]) == (
+        min(ratios),
+        max(ratios),
+    )
+    assert all(
+        r["ratio"] == pytest.approx(r["hive_learnings_per_s"] / r["raw_records_per_s"], 1e-2) for r in report["repeats"]
+    )
     assert report["payload_bytes"] > COUNT * 4000
     assert report["machine"]["cpu_count"] >= 1
 
@@ -39,7 +50,8 @@ def test_the_bench_moves_every_learning_through_both_arms(tmp_path: Path, monkey
 def test_the_profile_names_the_ingest_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HIVE_KAFKA_BOOTSTRAP", raising=False)
     report_path = tmp_path / "ingest.json"
-    result = runner.invoke(app, ["bench", "ingest", "--json", str(report_path), "--count", "100", "--profile"])
+    args = ["bench", "ingest", "--json", str(report_path), "--count", "100", "--repeats", "1", "--profile"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     profile = (tmp_path / "ingest.json.profile.txt").read_text()
     assert "cumulative" in profile and "poll_once" in profile

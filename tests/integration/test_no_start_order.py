@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import TopicPartition
 
 from agents.config import AgentSettings
 from agents.model import build_core, save_core
@@ -156,21 +155,23 @@ def test_an_agent_started_before_the_broker_reaches_every_release_across_a_broke
         agent.close()
 
 
-def _releases(kafka: KafkaSettings, at_least: int, timeout_s: float) -> list[CoreRelease]:
-    """The releases on hive.core, once there are ``at_least`` of them (fewer after ``timeout_s``)."""
-    consumer = make_consumer(kafka, None, None)
-    partition = TopicPartition(topics.CORE, 0)
-    consumer.assign([partition])
-    consumer.seek_to_beginning(partition)
-    found: list[CoreRelease] = []
+def _records(kafka: KafkaSettings, topic: str, at_least: int, timeout_s: float) -> list[bytes]:
+    """The values on ``topic``, every partition, once there are ``at_least`` of them (fewer after ``timeout_s``)."""
+    consumer = make_consumer(kafka, [topic], None)
+    found: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(found) < at_least and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
-                found.extend(decode(r.value, CoreRelease, kafka.max_message_bytes) for r in records)
+                found.extend(r.value for r in records)
     finally:
         consumer.close(autocommit=False)
     return found
+
+
+def _releases(kafka: KafkaSettings, at_least: int, timeout_s: float) -> list[CoreRelease]:
+    """The releases on hive.core, once there are ``at_least`` of them (fewer after ``timeout_s``)."""
+    return [decode(v, CoreRelease, kafka.max_message_bytes) for v in _records(kafka, topics.CORE, at_least, timeout_s)]
 
 
 # The round check never opens a round: the test is about releases only.
@@ -195,10 +196,15 @@ def test_the_hive_releases_its_champion_again_on_a_broker_that_lost_hive_core(
     # The broker restarts with nothing: no agent could get core v0 from it until the next round.
     first.stop()
     brokers(port)
+    # A message the hive must dead-letter, at once: its producer from before the restart cannot send any more.
+    create_topics(kafka)
+    _send(kafka, topics.LEARNINGS, [b"not json"])
+    [dead] = _records(kafka, topics.LEARNINGS_DLQ, 1, 90)
+    assert dead == b"not json"
     again = _releases(kafka, 1, 90)  # after REPUBLISH_GRACE_S (30 s) from the first release
     assert serve.alive, serve.log_tail()
     # A higher number than any before: a first try may fail (and use up its number) while the broker settles.
     assert [r.version for r in again] == [0] and again[0].sequence > announced.sequence, serve.log_tail()
     assert verify_release(again[0], keys) and again[0].sha256 == announced.sha256
-    assert "lacked release #1" in serve.log_tail()
+    assert "lacked release #1" in serve.log_path.read_text(errors="replace")
     assert serve.terminate() == 0

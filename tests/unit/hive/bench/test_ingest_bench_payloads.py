@@ -47,7 +47,9 @@ def test_a_different_seed_gives_other_learnings() -> None:
     assert build_payloads(IngestBenchPlan(count=5, seed=1)) != build_payloads(IngestBenchPlan(count=5, seed=2))
 
 
-@pytest.mark.parametrize("kwargs", [{"count": 0}, {"k": 0}, {"positions": 0}, {"partitions": 0}, {"k": 10_000}])
+@pytest.mark.parametrize(
+    "kwargs", [{"count": 0}, {"repeats": 0}, {"k": 0}, {"positions": 0}, {"partitions": 0}, {"k": 10_000}]
+)
 def test_a_bad_plan_is_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         IngestBenchPlan(**kwargs)
@@ -58,8 +60,12 @@ def test_the_summary_names_both_rates_and_the_ratio() -> None:
         "hive": {"learnings_per_s": 1200.0, "wall_s": 4.2},
         "raw": {"records_per_s": 2400.0, "wall_s": 2.1},
         "ratio": 0.5,
+        "ratio_min": 0.41,
+        "ratio_max": 0.62,
+        "repeats": [{"ratio": 0.41}, {"ratio": 0.5}, {"ratio": 0.62}],
         "count": 5000,
         "payload_bytes": 5000 * 6300,
     }
     line = summary_line(report)
-    assert "1,200 learnings/s" in line and "2,400 records/s" in line and "ratio 0.50" in line
+    assert "1,200 learnings/s" in line and "2,400 records/s" in line
+    assert "ratio 0.50 (median of 3, 0.41 to 0.62)" in line
