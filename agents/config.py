@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agents.core_fetch import DEFAULT_MAX_CORE_BYTES, FetchOptions
 from agents.lora import LLAMA_LINEAR, MAX_LORA_R, LoraSpec, Tuning
 from agents.release_trust import PinnedKeys
 from streams.events import AgentId
@@ -77,6 +78,17 @@ class AgentSettings(BaseSettings):
         default_factory=lambda: Path(os.environ.get("HIVE_HOME", ".hive")) / "release-key" / "release.pub"
     )
 
+    # Fetching cores from another host (agents.core_fetch): the CA bundle of an https:// core server (unset: the
+    # system's), the most bytes a core may have before it is refused unread, the S3-compatible endpoint of s3://
+    # cores (unset: AWS, or AWS_ENDPOINT_URL), and how long a connection or read may stall.
+    core_ca_file: Path | None = None
+    max_core_bytes: int = Field(default=DEFAULT_MAX_CORE_BYTES, gt=0)
+    s3_endpoint_url: str | None = None
+    core_fetch_timeout_s: float = Field(default=30.0, gt=0)
+    # The hive's server (http(s)://host:port, `hive serve` with HIVE_CORES__LISTEN) that this agent uploads its
+    # saved specialist to, when it does not share the hive's disk; the claim check then names the hive's copy.
+    adapter_upload_url: str | None = Field(default=None, pattern=r"^https?://[^?#]+$")
+
     @model_validator(mode="after")
     def _one_key(self) -> AgentSettings:
         if self.signing_key is not None and self.signing_key_file is not None:
@@ -104,6 +116,9 @@ class AgentSettings(BaseSettings):
     def _lora_is_valid(self) -> AgentSettings:
         self.lora_spec()  # the same checks the learner makes, at the boundary
         return self
+
+    def fetch_options(self) -> FetchOptions:
+        return FetchOptions(self.core_ca_file, self.max_core_bytes, self.s3_endpoint_url, self.core_fetch_timeout_s)
 
     def lora_spec(self) -> LoraSpec:
         """The LoRA settings as the learner takes them."""

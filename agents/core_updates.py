@@ -1,16 +1,15 @@
-"""Follows ``hive.core`` and fetches released cores, verifying each one's sha256 before use."""
+"""Follows ``hive.core`` and loads released cores, fetched and verified by ``agents.core_fetch``."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from agents.codec import Codec, check_fits, load_codec
-from agents.model import WEIGHTS_FILE, file_sha256, load_core
+from agents.core_fetch import FetchOptions, fetch_core
+from agents.model import load_core
 from agents.release_trust import INVALID, ReleaseTrust
 from streams import topics
 from streams.codec import DecodeError, decode
@@ -24,38 +23,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CoreVerificationError(RuntimeError):
-    """A downloaded core whose weights do not match the release's sha256."""
-
-
-def fetch_core(release: CoreRelease, cache_dir: Path) -> Path:
-    """Copies the released core into ``cache_dir/v{version}`` and verifies its sha256.
-
-    Only ``file://`` URIs (and bare paths) are supported: the embedded hive shares a filesystem
-    with its agents.
-    """
-    parsed = urlparse(release.model_uri)
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(f"core v{release.version}: unsupported model URI scheme {parsed.scheme!r}")
-    source = Path(parsed.path)
-    target = cache_dir / f"v{release.version}"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    actual = file_sha256(target / WEIGHTS_FILE)
-    if actual != release.sha256:
-        shutil.rmtree(target)
-        raise CoreVerificationError(
-            f"core v{release.version} from {release.model_uri}: sha256 {actual} != released {release.sha256}"
-        )
-    return target
-
-
-def load_release(release: CoreRelease, cache_dir: Path) -> tuple[PreTrainedModel, Codec]:
-    """The released core, fetched and verified (``fetch_core``), loaded with the codec of its own tokenizer
-    (none: the tiny core's bytes). Raises CoreVerificationError, OSError or ValueError (a tokenizer that does
-    not fit the model among them): the caller refuses the release and keeps the core it runs."""
-    directory = fetch_core(release, cache_dir)
+def load_release(
+    release: CoreRelease, cache_dir: Path, options: FetchOptions | None = None
+) -> tuple[PreTrainedModel, Codec]:
+    """The released core, fetched and verified (``agents.core_fetch``), loaded with the codec of its own tokenizer
+    (none: the tiny core's bytes). Raises CoreUnreachable when it cannot be fetched now (try again later), and
+    CoreVerificationError, OSError or ValueError (a tokenizer that does not fit the model among them) for a core
+    to refuse: the caller keeps the core it runs."""
+    directory = fetch_core(release, cache_dir, options)
     core = load_core(directory)
     codec = load_codec(directory)
     check_fits(codec, core)

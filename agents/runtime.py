@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -9,6 +10,7 @@ import time
 
 import torch
 
+from agents.adapter_upload import UploadError
 from agents.config import AgentSettings
 from agents.evaluation import evaluate_skills
 from agents.learner import Specialist, work_batch
@@ -42,7 +44,7 @@ class AgentRuntime:
         # Core swaps so far: which skill the agent works and how long it learns on its core.
         self.swaps = 0
         self.rng = random.Random(f"{settings.seed}:{settings.agent_id}")
-        self.work = {"tasks": 0, "correct": 0, "learn_steps": 0}
+        self.work = {"tasks": 0, "correct": 0, "learn_steps": 0, "adapter_upload_failures": 0}
         self.evaluation: dict[str, float] = {}
         self.state: HeartbeatState = "starting"
         self.agent = HiveAgent(settings, kafka, skill=self.skill.name)  # type: ignore[attr-defined]
@@ -84,7 +86,11 @@ class AgentRuntime:
                 drained = self.agent.flush(self.settings.drain_timeout_s)
                 self._heartbeat(force=True)
             finally:
-                self.agent.close(drain_timeout_s=1.0 if drained else 0.0)
+                counters = self.counters
+                left = self.agent.close(drain_timeout_s=1.0 if drained else 0.0)
+                # One line an operator (or a test) can read what this run did from, unsent learnings included.
+                counters["spool_size"] = left
+                log.info("%s stopped; counters %s", self.settings.agent_id, json.dumps(counters, sort_keys=True))
 
     def _await_first_core(self, stop: threading.Event, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -142,7 +148,13 @@ class AgentRuntime:
         if finished:
             # The last batch carries the finished specialist's claim check, so the hive can load what this
             # agent learned (`hive inspect probe --agent`, teacher signals recomputed from the adapter).
-            adapter = self.agent.save_specialist()
+            try:
+                adapter: ClaimCheck | None = self.agent.save_specialist()
+            except UploadError as err:
+                # The learnings still carry their teacher signals; only the claim check is missing.
+                adapter = None
+                self.work["adapter_upload_failures"] += 1
+                log.error("%s could not upload its specialist: %s", self.settings.agent_id, err)
             learnings = [learning.model_copy(update={"adapter": adapter}) for learning in learnings]
         # Durable in the spool when this returns; it blocks only when the spool is full (backpressure).
         self.agent.publish(learnings, self._stop)

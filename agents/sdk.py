@@ -10,8 +10,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from agents.adapter_upload import UploadError, upload_specialist
 from agents.config import AgentSettings
-from agents.core_updates import CoreVerificationError, CoreWatcher, load_release
+from agents.core_fetch import CoreUnreachable, CoreVerificationError
+from agents.core_updates import CoreWatcher, load_release
 from agents.learner import Specialist, make_learning, verified_answer
 from agents.producer import agent_producer
 from agents.publisher import Publisher
@@ -23,6 +25,10 @@ from streams.events import ClaimCheck, CoreRelease, Heartbeat, Learning
 from streams.signing import signed
 
 log = logging.getLogger(__name__)
+
+# How long an agent waits before it tries again to fetch a core it could not reach: doubling up to the maximum.
+FETCH_BACKOFF_MIN_S = 1.0
+FETCH_BACKOFF_MAX_S = 60.0
 
 HeartbeatState = Literal["starting", "learning", "serving", "stopping"]
 
@@ -84,7 +90,10 @@ class HiveAgent:
         self.adapter: ClaimCheck | None = None
         # (version, sha256) of releases that failed to verify or load: not tried again.
         self.refused: set[tuple[int, str]] = set()
-        self._core_counts = {"core_swaps": 0, "cores_refused": 0}
+        self._core_counts = {"core_swaps": 0, "cores_refused": 0, "core_fetch_retries": 0}
+        # A core that could not be fetched (its server or bucket unreachable) is tried again from here, resuming.
+        self._fetch_retry_at = 0.0
+        self._fetch_backoff_s = FETCH_BACKOFF_MIN_S
         self._callbacks: list[Callable[[CoreRelease], None]] = []
         trust = ReleaseTrust(settings.pinned_keys(), self.home)  # a corrupt sequence file fails before the spool
         self.spool = Spool(self.home / SPOOL_FILE, settings.spool_max)
@@ -128,8 +137,10 @@ class HiveAgent:
         The release for this agent is the newest one on ``hive.core`` that names no agents (the fleet)
         or names this one (a canary). The agent swaps whenever it differs from the running one in
         version or sha256, downgrades included: a rollback is a lower version released later. The
-        core's sha256 is verified first. A core that fails to verify or load is refused (and counted
-        in ``cores_refused``, once per version and sha256): the agent keeps the core it trusts. A swap
+        core's files are verified first (``agents.core_fetch``). A core that fails to verify or load is refused
+        (and counted in ``cores_refused``, once per version and sha256): the agent keeps the core it trusts. A
+        core that cannot be fetched now (its server down, a download cut off) is tried again later, with
+        backoff, resuming the download (counted in ``core_fetch_retries``). A swap
         resets what the agent learned on the job, since the new core already holds what the fleet learned.
         """
         offered = self.watcher.latest()
@@ -138,8 +149,22 @@ class HiveAgent:
         running = self.release
         if running is not None and (running.version, running.sha256) == (offered.version, offered.sha256):
             return None
+        if time.monotonic() < self._fetch_retry_at:
+            return None
         try:
-            core, codec = load_release(offered, self.home / "cores")
+            core, codec = load_release(offered, self.home / "cores", self.settings.fetch_options())
+        except CoreUnreachable as err:
+            self._core_counts["core_fetch_retries"] += 1
+            self._fetch_retry_at = time.monotonic() + self._fetch_backoff_s
+            log.warning(
+                "%s cannot fetch core v%d now (again in %.0f s): %s",
+                self.agent_id,
+                offered.version,
+                self._fetch_backoff_s,
+                err,
+            )
+            self._fetch_backoff_s = min(self._fetch_backoff_s * 2, FETCH_BACKOFF_MAX_S)
+            return None
         except (CoreVerificationError, OSError, ValueError) as err:
             self.refused.add((offered.version, offered.sha256))
             self._core_counts["cores_refused"] += 1
@@ -160,6 +185,7 @@ class HiveAgent:
             self.adapter = None  # the adapter belonged to the old core
             self._core_counts["core_swaps"] += 1
         self.release = offered
+        self._fetch_backoff_s = FETCH_BACKOFF_MIN_S
         log.info("%s runs core v%d", self.agent_id, offered.version)
         for callback in self._callbacks:
             callback(offered)
@@ -225,10 +251,29 @@ class HiveAgent:
         With LoRA (the default on a pretrained core) that is the adapter as PEFT saves it, and the claim check's
         sha256 is that of ``adapter_model.safetensors``; with full tuning (the tiny core) the whole model's
         ``model.safetensors``.
+
+        With ``adapter_upload_url`` set (an agent that does not share the hive's disk), the files are then
+        uploaded to the hive (``agents.adapter_upload``), and the claim check names the hive's copy. Raises
+        UploadError when the upload fails: the agent then carries no claim check until a later save uploads.
         """
         directory = directory or self.home / "specialist"
         sha = self._specialist().save(directory)
-        self.adapter = ClaimCheck(uri=directory.resolve().as_uri(), sha256=sha)
+        uri = directory.resolve().as_uri()
+        upload_url = self.settings.adapter_upload_url
+        if upload_url is not None:
+            self.adapter = None
+            if self._signing_key is None:
+                raise UploadError("uploading a specialist needs the agent's signing key (HIVE_AGENT_SIGNING_KEY)")
+            uri = upload_specialist(
+                directory,
+                sha,
+                upload_url,
+                self.agent_id,
+                self._signing_key,
+                self.settings.core_ca_file,
+                self.settings.core_fetch_timeout_s,
+            )
+        self.adapter = ClaimCheck(uri=uri, sha256=sha)
         return self.adapter
 
     # --- publishing --------------------------------------------------------------------------------

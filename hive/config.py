@@ -120,6 +120,55 @@ class ModelSettings(BaseModel):
     path: str = Field(default="tiny", min_length=1)
 
 
+class CoreTransportSettings(BaseModel):
+    """How agents on other hosts reach released cores (``HIVE_CORES__*``; docs/operator-guide.md).
+
+    ``base_url`` unset: releases name ``file://`` directories under ``HIVE_HOME/cores``, for agents on this host.
+    ``http(s)://host:port``: releases name ``<base_url>/cores/v<N>/``, which the hive's core server answers
+    (``hive serve`` with ``listen`` set, or ``hive core serve``). ``s3://bucket/prefix``: the hive uploads each
+    core and its manifest to ``<base_url>/v<N>/`` before releasing it, on ``s3_endpoint_url`` (unset: AWS, or
+    ``AWS_ENDPOINT_URL``). ``tls_cert_file`` and ``tls_key_file`` (PEM) make the core server speak HTTPS.
+    """
+
+    base_url: str | None = None
+    listen: str | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    s3_endpoint_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("http", "https", "s3") or "?" in url or "#" in url or len(url) > 1024:
+            raise ValueError(f"{url[:200]!r}: must be an http://, https:// or s3:// URL without a query or fragment")
+        return url.rstrip("/")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is None or listen == "":
+            return None
+        listen_address(listen)
+        return listen
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> CoreTransportSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("HIVE_CORES__TLS_CERT_FILE and HIVE_CORES__TLS_KEY_FILE go together")
+        return self
+
+
+def listen_address(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as a pair; ValueError names what is wrong."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r}: expected host:port")
+    return host.strip("[]"), int(port)
+
+
 class GateSettings(BaseModel):
     max_regression: float = 0.02
     eval_tasks: int = 100
@@ -145,6 +194,7 @@ class HiveSettings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    cores: CoreTransportSettings = Field(default_factory=CoreTransportSettings)
     # Where `hive model prepare` keeps converted built-in models (HIVE_MODEL_CACHE); unset, the user's cache.
     model_cache: Path | None = None
     # The Ed25519 private key (PKCS#8 PEM) every core release is signed with (HIVE_RELEASE_KEY_FILE). Unset, the
@@ -163,9 +213,10 @@ class HiveSettings(BaseSettings):
     @property
     def adapter_roots(self) -> list[Path]:
         """The directories adapter claim checks may point into, resolved: ``HIVE_ADAPTERS__ROOTS`` or
-        ``HIVE_HOME/agents``."""
+        ``HIVE_HOME/agents``, and ``uploads_dir``."""
         roots = self.adapters.roots if self.adapters.roots is not None else [self.home / "agents"]
-        return [root.resolve() for root in roots]
+        # Specialists agents on other hosts uploaded to the hive (hive.cores.server) are always followed.
+        return [root.resolve() for root in [*roots, self.uploads_dir]]
 
     def adapters_manifest(self) -> dict:
         """The manifest's ``adapters`` block (``distill.manifest.AdapterParams``)."""
@@ -192,6 +243,16 @@ class HiveSettings(BaseSettings):
     @property
     def cores_dir(self) -> Path:
         return self.home / "cores"
+
+    @property
+    def manifests_dir(self) -> Path:
+        """The manifest of every released core (``v<N>.json``): what the core server serves and releases sign."""
+        return self.home / "cores" / "manifests"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where the core server keeps the specialists agents upload: ``<agent id>/<sha256>/<file>``."""
+        return self.home / "uploads" / "adapters"
 
     @property
     def store_dir(self) -> Path:

@@ -16,6 +16,7 @@ from hive.cores.registry import CoreRegistry
 from hive.cores.release import ReleasePlan, release_core, round_release
 from hive.cores.release_history import last_published, read_history
 from hive.fleet import FleetTracker
+from hive.fleet_saved import FleetSaver, saved_view_path
 from hive.ingest.ingestor import Ingestor
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
 from hive.rounds.lock import RoundBusy, round_lock
@@ -65,6 +66,8 @@ class Hive:
         self.runner = RoundRunner(settings, self.store, self.registry, release)
         self.ingestor = Ingestor(settings, self.store, self.producer)
         self.fleet = FleetTracker.from_settings(settings)  # heartbeats are checked as learnings are
+        # What `hive fleet` and the dashboard show when the broker is gone (hive.fleet_saved).
+        self.fleet_saver = FleetSaver(self.fleet, saved_view_path(settings))
         # Reads hive.core for the newest release on it: when a broker lost the topic (or the hive's last release
         # never reached it), agents would wait for the next round; ``republish`` releases the champion again.
         self._seen_sequence = 0
@@ -84,6 +87,7 @@ class Hive:
     def start(self) -> None:
         self._ingest_thread.start()
         self.fleet.start()
+        self.fleet_saver.start()
         self.core_topic.start()
 
     def _seen_release(self, raw: bytes) -> None:
@@ -111,17 +115,17 @@ class Hive:
             return None
         if caught_up_at < _timestamp(last.get("time")) + REPUBLISH_GRACE_S:
             return None
+        # Said before the release: a send that fails may still reach the broker, and agents then run it.
+        log.warning(
+            "hive.core lacked release #%d (a broker that lost it?): releasing the champion again", last["sequence"]
+        )
         create_topics(self.settings.kafka, DEFAULT_PARTITIONS)  # a broker that lost its data lost its topics
         try:
             plan = self.release(self.champion())
         except KafkaError:
             self._producer.renew()
             raise
-        log.warning(
-            "hive.core lacked release #%d (a broker that lost it?): released core v%d again",
-            last["sequence"],
-            plan.version,
-        )
+        log.info("released core v%d again as release #%s", plan.version, (plan.published or {}).get("offset"))
         return plan
 
     def failure(self) -> str | None:
@@ -140,6 +144,7 @@ class Hive:
         self._stop.set()
         self._ingest_thread.join(timeout=30)
         self.fleet.stop()
+        self.fleet_saver.stop()
         self.core_topic.stop()
         self.producer.flush(timeout=10)
         self.producer.close(timeout=10)

@@ -227,3 +227,7 @@ class CoreRelease(Event):
     targets: list[AgentId] | None = None
     # Added in 1.x: the hive's count of its releases, canaries included, signed with the rest.
     sequence: Annotated[int, Field(ge=1, le=MAX_INT64)] | None = None
+    # Added in 1.x: the sha256 of the core's manifest (agents.core_manifest), the list of every file the core
+    # holds with its size and sha256. Signed with the rest, so that an agent fetching the core from another host
+    # verifies config.json and the tokenizer files too, not only the weights. A release over HTTP or S3 needs it.
+    manifest_sha256: Sha256 | None = None

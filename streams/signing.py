@@ -22,6 +22,8 @@ _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 KEY_SUFFIX = ".key"
 # HMAC-SHA256 with a key this short can be guessed; 32 random bytes (`openssl rand -hex 32`) is the advice.
 MIN_KEY_BYTES = 16
+# Names what a request signature covers, so that it can never be mistaken for an event's.
+REQUEST_SCHEME = "hive-request-v1"
 
 E = TypeVar("E", bound=Event)
 
@@ -127,6 +129,27 @@ def verify_any(event: Event, keys: Iterable[bytes]) -> bool:
 def signed(event: E, key: bytes) -> E:
     """A copy of ``event`` whose ``signature`` is set (any previous one is replaced)."""
     return event.model_copy(update={"signature": sign(event, key)})
+
+
+def request_signature(key: bytes, method: str, path: str, body_sha256: str, timestamp: str) -> str:
+    """The hex HMAC-SHA256, under an agent's key, of one HTTP request: its method, path, body's sha256 and
+    time. An agent's proof that it sends this body to this path now (an adapter upload to the hive)."""
+    if not key:
+        raise ValueError("a signing key must not be empty")
+    message = "\n".join((REQUEST_SCHEME, method.upper(), path, body_sha256, timestamp)).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def verify_request(
+    keys: Iterable[bytes], signature: str, method: str, path: str, body_sha256: str, timestamp: str
+) -> bool:
+    """True when one of ``keys`` made ``signature`` over this request."""
+    if not signature.isascii():
+        return False
+    return any(
+        hmac.compare_digest(signature.lower(), request_signature(key, method, path, body_sha256, timestamp))
+        for key in keys
+    )
 
 
 def check_key(key: bytes) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, bench, core, demo, dlq, fleet, inspect, learnings, model, round, schemas, serve, ui
+from hive.cli import agent, bench, core, demo, dlq, fleet, inspect, learnings, model, round, schemas, serve, ui, up
 
 app = typer.Typer(
     name="hive",
@@ -26,6 +26,7 @@ app.add_typer(round.app, name="round")
 app.add_typer(schemas.app, name="schemas")
 app.command("serve")(serve.serve)
 app.command("ui")(ui.ui)
+app.command("up")(up.up)
 
 
 def _version(value: bool) -> None:

@@ -96,3 +96,32 @@ def cell(text: str, limit: int | None = None) -> Text:
     if limit is not None and len(shown) > limit:
         shown = shown[: limit - 1] + "…"
     return Text(shown)
+
+
+@contextlib.contextmanager
+def serving_cores(settings: HiveSettings, listen: str | None = None) -> Iterator[str | None]:
+    """Runs the core server on ``listen`` (default ``HIVE_CORES__LISTEN``) for the block; yields its URL, or
+    None when there is nothing to serve on. An address that cannot be bound exits 1."""
+    listen = listen or settings.cores.listen
+    if listen is None:
+        yield None
+        return
+    from hive.cores.server import CoreServer
+
+    try:
+        server = CoreServer(settings, listen)
+    except OSError as err:
+        typer.echo(f"cannot serve cores on {listen}: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    server.start()
+    typer.echo(f"serving released cores at {server.url}/cores/", err=True)
+    if settings.cores.base_url is None:
+        typer.echo(
+            "HIVE_CORES__BASE_URL is not set: releases name file:// paths on this host, not this server; set it "
+            "to the address agents reach this server by",
+            err=True,
+        )
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
-"""``hive core list|promote|release|rollback|key``: which registered core the fleet runs, canaries, and the key
-releases are signed with."""
+"""``hive core list|promote|release|rollback|key|serve``: which registered core the fleet runs, canaries, the key
+releases are signed with, and the server agents on other hosts fetch cores from."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from kafka import errors as kafka_errors
 from rich.console import Console
 from rich.table import Table
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_registry, settings_or_exit
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, open_registry, serving_cores, settings_or_exit
 from hive.config import HiveSettings
 from hive.cores.registry import CoreIntegrityError, CoreRegistry, RegistryError, UnknownVersionError
 from hive.cores.release import ReleaseError, ReleasePlan, parse_agent_ids
@@ -30,6 +30,7 @@ DryRunOption = typer.Option(False, "--dry-run", help="Show what would happen; ch
 VersionArgument = typer.Argument(..., min=0, help="The core version (the hive's numbering, from 0).")
 # Fail in seconds, not kafka-python's 30 s, when the broker is not there.
 BOOTSTRAP_TIMEOUT_MS = 10_000
+DEFAULT_CORE_LISTEN = "127.0.0.1:8470"
 
 
 @app.command("list")
@@ -99,6 +100,38 @@ def rollback(as_json: bool = JsonOption, dry_run: bool = DryRunOption) -> None:
     from hive.cores.release import rollback as do_rollback
 
     _run_release(lambda s, r, p: do_rollback(s, r, p, dry_run=dry_run), dry_run, as_json)
+
+
+@app.command("serve")
+def serve_cores(
+    listen: str = typer.Option(
+        None, "--listen", help="host:port to serve on [HIVE_CORES__LISTEN; default 127.0.0.1:8470]."
+    ),
+) -> None:
+    """Serve released cores over HTTP(S) to agents on other hosts, until Ctrl-C.
+
+    Answers GET /cores/v<N>/manifest.json (the manifest each release signs) and /cores/v<N>/<file>, with Range
+    requests; nothing else under HIVE_HOME. HTTPS with HIVE_CORES__TLS_CERT_FILE and HIVE_CORES__TLS_KEY_FILE.
+    Releases name these URLs when HIVE_CORES__BASE_URL is this server's address. `hive serve` does the same
+    when HIVE_CORES__LISTEN is set. Needs no broker.
+    """
+    import signal
+    import threading
+
+    from hive.config import listen_address
+
+    settings = settings_or_exit()
+    address = listen or settings.cores.listen or DEFAULT_CORE_LISTEN
+    try:
+        listen_address(address)
+    except ValueError as err:
+        typer.echo(f"--listen: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from err
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with serving_cores(settings, address):
+        stop.wait()
 
 
 @app.command("key")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -12,7 +13,8 @@ from rich.table import Table
 from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, cell, settings_or_exit
 from hive.config import HiveSettings
 from hive.cores.registry import RegistryError
-from hive.fleet import FleetReadError, read_fleet
+from hive.fleet import FleetReadError, FleetView, read_fleet
+from hive.fleet_saved import SavedViewError, load_view
 from hive.views import ACTIVE_S, fleet_json
 from streams.signing import KeyRingError
 
@@ -35,20 +37,25 @@ def fleet(
     version minus the champion's. The summary counts the active agents per version, and the largest skew.
     A heartbeat counts only when its agent passes the hive's HIVE_INGEST__* rules (signed with its key,
     not revoked) and it was not sent further in the future than HIVE_INGEST__MAX_CLOCK_SKEW_S.
+
+    Without a broker (HIVE_KAFKA_BOOTSTRAP unset, or unreachable) it shows the hive's last-known fleet view,
+    which `hive serve` and `hive demo` save under HIVE_HOME, and says as of when ("source": "saved" in --json).
     """
     settings = settings_or_exit()
+    as_of: datetime | None = None
     if not settings.kafka.bootstrap:
-        typer.echo("the fleet is read from the broker: set HIVE_KAFKA_BOOTSTRAP", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    try:
-        view = read_fleet(settings, timeout)
-    except FleetReadError as err:
-        typer.echo(err.args[0] if err.args else repr(err), err=True)
-        raise typer.Exit(EXIT_FAILURE) from err
-    except KeyRingError as err:
-        typer.echo(f"invalid HIVE_INGEST__* settings: {err}", err=True)
-        raise typer.Exit(EXIT_USAGE) from err
-    report = fleet_json(view, _champion(settings), active_s=active_s)
+        view, as_of = _saved_or_exit(settings, "HIVE_KAFKA_BOOTSTRAP is not set", EXIT_USAGE)
+    else:
+        try:
+            view = read_fleet(settings, timeout)
+        except FleetReadError as err:
+            view, as_of = _saved_or_exit(settings, err.args[0] if err.args else repr(err), EXIT_FAILURE)
+        except KeyRingError as err:
+            typer.echo(f"invalid HIVE_INGEST__* settings: {err}", err=True)
+            raise typer.Exit(EXIT_USAGE) from err
+    report = fleet_json(view, _champion(settings), now=as_of, active_s=active_s)
+    report["source"] = "broker" if as_of is None else "saved"
+    report["as_of"] = (as_of or datetime.now(UTC)).isoformat()
     if view.rejected:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(view.rejected_by_reason.items()))
         typer.echo(f"{view.rejected} heartbeats were not counted ({reasons}); the log says why", err=True)
@@ -63,6 +70,37 @@ def fleet(
     versions = ", ".join(f"v{v}: {n}" for v, n in report["versions"].items()) or "none active"
     champion = "none" if report["champion"] is None else f"v{report['champion']}"
     console.print(f"champion {champion}; active agents per core: {versions}; max skew {report['max_skew']}")
+
+
+def _saved_or_exit(settings: HiveSettings, why: str, code: int) -> tuple[FleetView, datetime]:
+    """The hive's last-known fleet view, said to be one; exits with ``code`` and ``why`` when there is none."""
+    try:
+        saved = load_view(settings)
+    except SavedViewError as err:
+        typer.echo(f"{why}; and the last-known fleet view cannot be read: {err}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from err
+    if saved is None:
+        typer.echo(
+            f"{why}: the fleet is read from the broker (HIVE_KAFKA_BOOTSTRAP), and this hive saved no "
+            f"fleet view under {settings.home}",
+            err=True,
+        )
+        raise typer.Exit(code)
+    age = (datetime.now(UTC) - saved.as_of).total_seconds()
+    typer.echo(
+        f"{why}: showing the hive's last-known fleet view, as of {saved.as_of.isoformat(timespec='seconds')} "
+        f"({_ago(age)} ago); ages below are as of then",
+        err=True,
+    )
+    return saved.view, saved.as_of
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _champion(settings: HiveSettings) -> int | None:

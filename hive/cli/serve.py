@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, settings_or_exit
+from hive.cli.common import EXIT_FAILURE, EXIT_USAGE, serving_cores, settings_or_exit
 from hive.cli.schedule import describe, with_schedule
 from hive.serve_loop import ServeBusy, StopSignal, exclusive, open_hive, run_until_stopped
 
@@ -44,7 +44,8 @@ def serve(
 ) -> None:
     """Run the hive until SIGTERM or Ctrl-C: ingest learnings, follow the fleet, and run rounds when due.
 
-    Needs HIVE_KAFKA_BOOTSTRAP (host:port,...); keeps all its state under HIVE_HOME. Exits 0 after a
+    Needs HIVE_KAFKA_BOOTSTRAP (host:port,...); keeps all its state under HIVE_HOME. With HIVE_CORES__LISTEN
+    (host:port) it also serves released cores over HTTP(S) to agents on other hosts. Exits 0 after a
     clean stop, 1 when the service fails, 2 for bad settings.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -94,7 +95,7 @@ def serve(
     stop = StopSignal()
     stop.install()
     try:
-        with exclusive(settings.home):
+        with exclusive(settings.home), serving_cores(settings):
             try:
                 hive = open_hive(settings, rounds)
             except KafkaError as err:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
+from agents.core_manifest import ManifestError, build_manifest
 from hive.cores.files import existing_core
 from hive.cores.registry import CHAMPION, CoreRegistry, verify_core
 from hive.cores.release_history import (
@@ -21,6 +22,7 @@ from hive.cores.release_history import (
     release_lock,
 )
 from hive.cores.release_key import release_key
+from hive.cores.transport import record_manifest, release_uri, upload_core
 from streams import topics
 from streams.codec import encode
 from streams.events import AgentId, CoreRelease
@@ -62,6 +64,8 @@ class ReleasePlan:
     targets: list[str] | None  # None: the whole fleet
     sha256: str
     model_uri: str
+    # The sha256 of the core's manifest (every file, with its size and sha256), which the release signs.
+    manifest_sha256: str
     champion_before: int | None
     champion_after: int | None
     previous_before: int | None
@@ -213,12 +217,17 @@ def _plan(
         raise ReleaseError(f"core v{version} is registered but its files are missing: {err}") from err
     # The file agents will fetch is the one that must match the registry; a mismatch must never be published.
     verify_core(core.directory, sha)
+    try:
+        manifest = build_manifest(core.directory, version)
+    except ManifestError as err:
+        raise ReleaseError(f"core v{version} cannot be released: {err}") from err
     return ReleasePlan(
         action=action,
         version=version,
         targets=targets,
         sha256=sha,
-        model_uri=core.uri,
+        model_uri=release_uri(settings, version, core.directory),
+        manifest_sha256=manifest.sha256(),
         champion_before=champion,
         champion_after=champion,
         previous_before=previous,
@@ -246,6 +255,7 @@ def _execute(
         signing_key = release_key(settings)
     except ReleaseKeyError as err:
         raise ReleaseError(f"core v{plan.version} was not released: {err}") from err
+    _place_core(settings, plan)
     with release_lock(settings):
         plan.published = _publish(settings, producer, plan, gate, signing_key)
     if plan.targets is None:
@@ -263,6 +273,23 @@ def _execute(
     return plan
 
 
+def _place_core(settings: HiveSettings, plan: ReleasePlan) -> None:
+    """Records the core's manifest and, for S3, uploads the core: where agents will fetch it, before they are told.
+
+    The manifest is built again from the files, and must be the one planned: files changed between plan and
+    release would otherwise go out under a signature over other bytes.
+    """
+    directory = existing_core(settings, plan.version).directory
+    try:
+        manifest = build_manifest(directory, plan.version)
+        if manifest.sha256() != plan.manifest_sha256:
+            raise ManifestError(f"core v{plan.version}'s files changed since the release was planned")
+        record_manifest(settings, manifest)
+        upload_core(settings, manifest, directory)
+    except (ManifestError, OSError) as err:
+        raise ReleaseError(f"core v{plan.version} was not released: {err}") from err
+
+
 def _publish(
     settings: HiveSettings,
     producer: KafkaProducer,
@@ -276,6 +303,7 @@ def _publish(
         version=version,
         model_uri=plan.model_uri,
         sha256=plan.sha256,
+        manifest_sha256=plan.manifest_sha256,
         round_id=plan.round_id,
         gate=gate or {},
         targets=targets,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from hive.config import HiveSettings
 from hive.cores.registry import CoreRegistry, RegistryError
 from hive.fleet import FleetTracker
+from hive.fleet_saved import SavedViewError, load_view
 from hive.ingest.admit import REASONS
 from hive.rounds.book import RoundBook
 from hive.rounds.last_check import describe_check, read_check
@@ -154,16 +156,30 @@ class HiveReader:
     # -- the fleet -------------------------------------------------------------------------------------
 
     def fleet(self) -> dict[str, Any]:
-        """Each agent's running core, heartbeat, lag and skew, as ``hive fleet --json``."""
+        """Each agent's running core, heartbeat, lag and skew, as ``hive fleet --json``, with ``source`` and
+        ``as_of``. Without a broker (none configured, or the follower stopped) it is the hive's last-known view
+        (``hive.fleet_saved``), ``source`` "saved", with ages as of then; Unavailable when there is none."""
+        why = None
         if self.tracker is None:
-            raise Unavailable("no broker configured: set HIVE_KAFKA_BOOTSTRAP to follow the fleet's heartbeats")
-        if self.tracker.error is not None:
-            raise Unavailable(f"the fleet follower stopped: {self.tracker.error}")
+            why = "no broker configured (HIVE_KAFKA_BOOTSTRAP)"
+        elif self.tracker.error is not None:
+            why = f"the fleet follower stopped: {self.tracker.error}"
+        try:
+            saved = load_view(self.settings) if why is not None else None
+        except SavedViewError as err:
+            raise Unavailable(f"{why}, and the last-known fleet view cannot be read: {err}") from err
+        if why is not None and saved is None:
+            raise Unavailable(f"{why}: set HIVE_KAFKA_BOOTSTRAP to follow the fleet's heartbeats")
         try:
             champion = self.champion()
         except RegistryError as err:
             raise Unavailable(f"cannot read the registry: {err}") from err
-        return fleet_json(self.tracker.snapshot(), champion)
+        if saved is not None:
+            data = fleet_json(saved.view, champion, now=saved.as_of)
+            return data | {"source": "saved", "as_of": saved.as_of.isoformat(), "why": why}
+        assert self.tracker is not None
+        now = datetime.now(UTC)
+        return fleet_json(self.tracker.snapshot(), champion, now=now) | {"source": "broker", "as_of": now.isoformat()}
 
 
 def knowledge_matrix(cores: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agents.codec import BYTE_CODEC, copy_tokenizer
-from agents.core_updates import CoreVerificationError, load_release
+from agents.core_fetch import CoreVerificationError
+from agents.core_updates import load_release
 from agents.model import build_core, save_core
 from streams.events import CoreRelease
 

@@ -564,3 +564,34 @@ def test_concurrent_releases_reach_the_broker_in_number_order(hive: tuple[HiveSe
         thread.join()
     # Whatever order the six took the lock in, each was numbered and sent under it: agents see 1..6 in order.
     assert [r.sequence for r in producer.releases()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_release_signs_the_manifest_it_records_and_names_the_core_server(
+    hive: tuple[HiveSettings, CoreRegistry],
+) -> None:
+    from agents.core_manifest import build_manifest, parse_manifest
+    from hive.config import CoreTransportSettings
+    from streams.release_signing import read_public_keys, verify_release
+
+    settings, registry = hive
+    settings = settings.model_copy(update={"cores": CoreTransportSettings(base_url="http://hive.internal:8470/")})
+    producer = FakeProducer()
+
+    release_core(settings, registry, producer, 1)
+
+    [release] = producer.releases()
+    assert release.model_uri == "http://hive.internal:8470/cores/v1/"
+    recorded = (settings.manifests_dir / "v1.json").read_bytes()
+    assert release.manifest_sha256 == build_manifest(core_dir(settings, 1), 1).sha256()
+    assert parse_manifest(recorded).sha256() == release.manifest_sha256
+    assert verify_release(release, read_public_keys(settings.release_public_key_path))
+    # Changing the manifest's hash after signing breaks the signature, as any other field does.
+    forged = release.model_copy(update={"manifest_sha256": "0" * 64})
+    assert not verify_release(forged, read_public_keys(settings.release_public_key_path))
+
+
+def test_a_dry_run_records_no_manifest(hive: tuple[HiveSettings, CoreRegistry]) -> None:
+    settings, registry = hive
+    plan = release_core(settings, registry, None, 1, dry_run=True)
+    assert plan.manifest_sha256 and plan.model_uri.startswith("file://")
+    assert not (settings.manifests_dir / "v1.json").exists()
