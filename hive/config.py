@@ -21,11 +21,14 @@ class DistillSettings(DistillParams):
     # A core that earlier rounds already taught is tuned gently: at 3e-3 a later round made it forget
     # up to 0.17 of an earlier skill, at 1e-3 at most 0.01 (hive bench fleet, docs/benchmarks.md).
     continual_lr: float = Field(default=1e-3, gt=0)
+    # No agent is more than this share of a round's learnings (or of its replay): past it, a seeded sample of its
+    # own is kept (hive.rounds.share). Ids are authenticated by the agents' keys, so more ids cannot buy more.
+    max_agent_share: float = Field(default=0.5, gt=0, le=1)
 
     def for_round(self, first: bool) -> dict:
         """The manifest's distill block: the first round from a fresh core learns at ``lr``, later ones at
         ``continual_lr``."""
-        params = self.model_dump(exclude={"continual_lr"})
+        params = self.model_dump(exclude={"continual_lr", "max_agent_share"})
         params["lr"] = self.lr if first else self.continual_lr
         return params
 

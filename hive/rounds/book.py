@@ -79,6 +79,8 @@ class RoundRecord:
     # How many learnings this round quarantined (a skill the hive cannot load, one the distill job could
     # not use): they are left out of every later round.
     quarantined: int = 0
+    # Learnings left out because their agent was over HIVE_DISTILL__MAX_AGENT_SHARE of the round, per agent.
+    capped: dict[str, int] = field(default_factory=dict)
 
 
 _RECORD: TypeAdapter[RoundRecord] = TypeAdapter(RoundRecord)

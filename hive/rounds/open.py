@@ -22,6 +22,7 @@ from hive.config import HiveSettings
 from hive.cores.files import CoreFiles
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundError, RoundRecord, failing_round
 from hive.rounds.quarantine import quarantine
+from hive.rounds.share import cap_agents
 from hive.store.interface import LearningStore, Quarantined
 from streams import durable
 from streams.events import Learning
@@ -62,7 +63,9 @@ def open_round(
 ) -> RoundRecord:
     """Takes every learning stored since the last round into a new round, with its manifest.
 
-    Learnings no round can use are quarantined first, never failing the round: a skill the hive cannot
+    No agent is more than ``HIVE_DISTILL__MAX_AGENT_SHARE`` of the round, nor of its replay: past it, a seeded
+    sample of its own is kept (``hive.rounds.share``; the round records the rest as ``capped``). Learnings no
+    round can use are quarantined first, never failing the round: a skill the hive cannot
     load (``unknown_skill``), a stored JSON that no longer parses (``unreadable``), or a prompt that evaluation
     holds out (``held_out_prompt``: stored before ingest refused those). Raises
     NoNewLearnings when none is left; learnings quarantined before are left out of the round and its replay.
@@ -115,8 +118,13 @@ def open_round(
     if not taken:
         held = f" ({quarantined} quarantined now)" if quarantined else ""
         raise NoNewLearnings(f"no new learnings after seq {after}{held}")
-    learnings = [learning for _, learning in taken]
     assert round_id is not None
+    share_seed = f"{settings.distill.seed}:{round_id}"
+    kept, capped = cap_agents([learning for _, learning in taken], settings.distill.max_agent_share, share_seed)
+    if capped:
+        kept_ids = {learning.id for learning in kept}
+        taken = [(seq, learning) for seq, learning in taken if learning.id in kept_ids]
+    learnings = [learning for _, learning in taken]
     record = RoundRecord(
         id=round_id,
         state="open",
@@ -128,6 +136,7 @@ def open_round(
         skills=sorted({learning.skill for learning in learnings} | set(taught)),
         trigger=trigger,
         quarantined=quarantined,
+        capped=capped,
     )
     # round.json first: a crash while the files below are written leaves a round that the next start
     # fails with a reason ("manifest.json is missing"), never a directory that no record names.
@@ -139,6 +148,8 @@ def open_round(
         if after > 0 and settings.distill.replay_size > 0:
             # Earlier rounds' learnings, so the core keeps being taught what it already knows.
             earlier = _replayable(store, book, after, record.id)
+            # Capped before sampling: what earlier caps left out of their rounds must not come back by replay.
+            earlier, _ = cap_agents(earlier, settings.distill.max_agent_share, f"replay:{share_seed}")
             sample = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
             if sample:
                 replay = directory / "replay.jsonl"

@@ -10,7 +10,7 @@ from hive.config import DistillSettings, HiveSettings
 
 def test_the_hive_and_the_manifest_agree_on_every_shared_default() -> None:
     params, settings = DistillParams().model_dump(), DistillSettings().model_dump()
-    assert set(settings) - set(params) == {"continual_lr"}
+    assert set(settings) - set(params) == {"continual_lr", "max_agent_share"}
     assert {name: settings[name] for name in params} == params
     # The hive's tuned values are the product's (see the comments in distill/manifest.py).
     assert (params["replay_size"], params["checkpoint_every"]) == (4096, 100)

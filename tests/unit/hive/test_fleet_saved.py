@@ -57,7 +57,7 @@ def test_a_saved_view_reads_back_as_it_was(tmp_path: Path) -> None:
 def test_a_damaged_view_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
     settings = HiveSettings(home=tmp_path)
     saved_view_path(settings).write_bytes(content)
-    with pytest.raises(SavedViewError, match="fleet-view.json"):
+    with pytest.raises(SavedViewError, match=r"fleet-view\.json"):
         load_view(settings)
 
 

@@ -76,6 +76,8 @@ def test_the_manifest_is_the_typed_one_the_job_reads(hive) -> None:
 
 def test_a_later_round_replays_earlier_learnings(hive) -> None:
     settings, store, book, base = hive
+    # One agent per skill here, 50 against 10: the share cap (tests/unit/hive/rounds/test_agent_share.py) is off.
+    settings = settings.model_copy(update={"distill": DistillSettings(replay_size=30, seed=5, max_agent_share=1.0)})
     store.append(
         [make_learning("a1", "add", i) for i in range(50)] + [make_learning("a2", "capital", i) for i in range(10)], {}
     )
