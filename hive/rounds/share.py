@@ -4,12 +4,13 @@ An agent's id is the one its key authenticates (ingest refuses a learning signed
 agent that sends more learnings than the rest of the fleet cannot buy the round with them: past its share, a
 seeded sample of its learnings is kept and the rest are left out of the round (counted in ``round.json``
 ``capped``). The cap ``c`` is one number for every agent, the largest for which no agent keeps more than the share
-of what the round keeps. When fewer agents send than the share allows (two agents and a share of 0.25), no cap
-can hold: every agent then keeps as many as the one that sent fewest.
+of what the round keeps, rounded up. When fewer agents send than the share allows (one agent alone, or two and a
+share of 0.25), no cap can hold: every agent then keeps as many as the one that sent fewest.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -21,16 +22,16 @@ def agent_cap(counts: dict[str, int], share: float) -> int | None:
     """The most learnings any one agent keeps, or None when no agent is over ``share`` (nothing to cap)."""
     if not counts or share >= 1.0:
         return None
-    total = sum(counts.values())
-    if max(counts.values()) <= share * total:
-        return None
+    if len(counts) * share < 1:
+        return min(counts.values()) if max(counts.values()) > min(counts.values()) else None
 
     def holds(cap: int) -> bool:
-        return cap <= share * sum(min(n, cap) for n in counts.values())
+        # Rounded up: an agent one learning over an exact share (4 of 7 at 0.5) loses nothing for it.
+        return cap <= math.ceil(share * sum(min(n, cap) for n in counts.values()) - 1e-9)
 
     low, high = 1, max(counts.values())
-    if not holds(low):
-        return min(counts.values())
+    if holds(high):
+        return None
     # holds() is true up to some cap and false above it: the kept total grows slower than the cap once the
     # largest agents are capped.
     while low < high:

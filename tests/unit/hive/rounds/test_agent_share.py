@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -23,11 +24,12 @@ from factories import make_learning
 @pytest.mark.parametrize(
     ("counts", "share", "cap"),
     [
-        ({"a": 900, "b": 100}, 0.5, 100),  # the flooder keeps as many as the rest of the fleet
-        ({"a": 900, "b": 100, "c": 100, "d": 100, "e": 100}, 0.2, 100),
-        ({"a": 900, "b": 300, "c": 200}, 0.5, 500),
+        ({"a": 900, "b": 100}, 0.5, 101),  # the flooder keeps about as many as the rest of the fleet
+        ({"a": 900, "b": 100, "c": 100, "d": 100, "e": 100}, 0.2, 101),
+        ({"a": 900, "b": 300, "c": 200}, 0.5, 501),
         ({"a": 5, "b": 5}, 0.5, None),  # nobody over the share: nothing to cap
-        ({"a": 50}, 0.5, 50),  # one agent alone cannot be held to half of itself: it keeps everything
+        ({"a": 4, "b": 3}, 0.5, None),  # one over an exact half is rounding, not flooding
+        ({"a": 50}, 0.5, None),  # one agent alone cannot be held to half of itself: it keeps everything
         ({"a": 30, "b": 10}, 0.25, 10),  # two agents and a share of 0.25: both keep as many as the fewest
         ({"a": 900, "b": 100}, 1.0, None),
     ],
@@ -43,11 +45,11 @@ def test_after_the_cap_no_agent_is_over_its_share_when_the_fleet_allows_it(
     cap = agent_cap(counts, share)
     kept = {a: n if cap is None else min(n, cap) for a, n in counts.items()}
     if len(counts) * share >= 1:
-        assert max(kept.values()) <= share * sum(kept.values()) + 1e-9
+        assert max(kept.values()) <= math.ceil(share * sum(kept.values()) - 1e-9)
     # The cap never takes anything from an agent at or under it, and is as large as it can be.
     if cap is not None and cap < max(counts.values()):
         bigger = {a: min(n, cap + 1) for a, n in counts.items()}
-        assert len(counts) * share < 1 or cap + 1 > share * sum(bigger.values())
+        assert len(counts) * share < 1 or cap + 1 > math.ceil(share * sum(bigger.values()) - 1e-9)
 
 
 def test_capping_keeps_a_seeded_sample_of_the_flooders_own_and_every_other_learning() -> None:
@@ -55,8 +57,8 @@ def test_capping_keeps_a_seeded_sample_of_the_flooders_own_and_every_other_learn
         make_learning("b", "capital", n) for n in range(10)
     ]
     kept, capped = cap_agents(learnings, 0.5, "r0001")
-    assert Counter(lr.agent_id for lr in kept) == {"flood": 10, "b": 10}
-    assert capped == {"flood": 80}
+    assert Counter(lr.agent_id for lr in kept) == {"flood": 11, "b": 10}
+    assert capped == {"flood": 79}
     assert [lr for lr in kept if lr.agent_id == "b"] == learnings[90:]
     assert [lr.id for lr in kept] == [lr.id for lr in learnings if lr in kept]  # the store's order is kept
     again, _ = cap_agents(learnings, 0.5, "r0001")
@@ -74,13 +76,13 @@ def test_a_round_and_its_replay_hold_no_agent_over_its_share(tmp_path: Path) -> 
         honest = [make_learning(f"h{k}", "add", 1000 + 10 * k + n) for k in range(2) for n in range(10)]
         store.append(flood + honest, {})
         first = open_round(settings, store, book, base, "hive-rounds")
-        assert first.per_agent == {"flood": 20, "h0": 10, "h1": 10} and first.capped == {"flood": 280}
-        assert first.learnings == 40
+        assert first.per_agent == {"flood": 21, "h0": 10, "h1": 10} and first.capped == {"flood": 279}
+        assert first.learnings == 41
         first.state = "released"
         book.save(first)
         store.append([make_learning("h0", "add", 5000 + n) for n in range(4)], {})
         second = open_round(settings, store, book, base, "hive-rounds")
         replay = read_learnings(book.path(second.id) / "replay.jsonl")
-    assert Counter(lr.agent_id for lr in replay) == {"flood": 20, "h0": 10, "h1": 10}
+    assert Counter(lr.agent_id for lr in replay) == {"flood": 21, "h0": 10, "h1": 10}
     # The round's file holds exactly the learnings it counts.
-    assert len(read_learnings(book.path(first.id) / "learnings.jsonl")) == 40
+    assert len(read_learnings(book.path(first.id) / "learnings.jsonl")) == 41
