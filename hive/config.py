@@ -172,10 +172,28 @@ def listen_address(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# The seed `hive inspect` draws held-out tasks with when the gate's is secret: researchers compare cores on fixed,
+# public tasks; the gate asks each round its own (hive.rounds.gate_seed).
+INSPECT_EVAL_SEED = 10_000
+
+
 class GateSettings(BaseModel):
+    """The release gate (``HIVE_GATE__*``): no skill of the candidate may fall more than ``max_regression`` below
+    the champion's, on ``eval_tasks`` test tasks per skill.
+
+    ``eval_seed`` unset: each round draws its tasks with a secret seed of its own (HMAC of ``HIVE_HOME/gate-secret``
+    and the round id), so that no agent can know, or tune for, which test tasks the gate will ask; set: that fixed
+    seed for every round (reproducible gates, for benchmarks and tests).
+    """
+
     max_regression: float = 0.02
     eval_tasks: int = 100
-    eval_seed: int = 10_000
+    eval_seed: int | None = None
+
+    @property
+    def inspect_seed(self) -> int:
+        """The seed ``hive inspect`` uses: the fixed ``eval_seed``, or the public ``INSPECT_EVAL_SEED``."""
+        return self.eval_seed if self.eval_seed is not None else INSPECT_EVAL_SEED
 
 
 class HiveSettings(BaseSettings):

@@ -162,7 +162,7 @@ def diff(
     va, vb = _version(version_a), _version(version_b)
     settings = settings_or_exit()
     n = tasks or settings.gate.eval_tasks
-    seed = settings.gate.eval_seed
+    seed = settings.gate.inspect_seed
     with _exits():
         taught = RoundBook(settings.rounds_dir).taught_skills()
         chosen = resolve_skills(settings, skills, taught)

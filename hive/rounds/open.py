@@ -21,6 +21,7 @@ from distill.manifest import (
 from hive.config import HiveSettings
 from hive.cores.files import CoreFiles
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundError, RoundRecord, failing_round
+from hive.rounds.gate_seed import round_eval_seed
 from hive.rounds.quarantine import quarantine
 from hive.rounds.share import cap_agents
 from hive.store.interface import LearningStore, Quarantined
@@ -163,7 +164,7 @@ def open_round(
             replay,
             [catalog[s] for s in record.skills],
             settings.distill.for_round(first=base.version == 0),
-            eval_=EvalParams(tasks=settings.gate.eval_tasks, seed=settings.gate.eval_seed),
+            eval_=EvalParams(tasks=settings.gate.eval_tasks, seed=round_eval_seed(settings, record.id)),
             mlflow=MlflowParams(tracking_uri=settings.mlflow_uri, experiment=experiment, run_name=record.id),
             lineage=Lineage(after_seq=after, upto_seq=upto) if whole else None,
             store_range=Lineage(after_seq=after, upto_seq=upto),

@@ -118,14 +118,14 @@ def test_diff_json_matches_each_cores_own_evaluation(home: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert (report["a"], report["b"], report["tasks"], report["seed"]) == (0, 1, TASKS, GateSettings().eval_seed)
+    assert (report["a"], report["b"], report["tasks"], report["seed"]) == (0, 1, TASKS, GateSettings().inspect_seed)
     assert sorted(report["skills"]) == ["add", "capital"]
     settings = HiveSettings(home=home)
     from agents.model import load_core
 
     core0 = load_core(core_dir(settings, 0))
     for name, row in report["skills"].items():
-        expected = skill_outputs(core0, BUILTIN_SKILLS[name], TASKS, settings.gate.eval_seed)
+        expected = skill_outputs(core0, BUILTIN_SKILLS[name], TASKS, settings.gate.inspect_seed)
         assert row["a"] == sum(o.score for o in expected) / TASKS
         assert row["delta"] == pytest.approx(row["b"] - row["a"])
         assert len(row["examples"]) == min(2, row["differing"])

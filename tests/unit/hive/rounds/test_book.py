@@ -12,6 +12,7 @@ from distill.manifest import Lineage, Manifest, load_manifest, read_learnings
 from hive.config import DistillSettings, HiveSettings
 from hive.cores.files import CoreFiles
 from hive.rounds.book import RoundBook, RoundRecord
+from hive.rounds.gate_seed import round_eval_seed
 from hive.rounds.open import open_round, sample_replay
 from hive.store.parquet import ParquetLearningStore
 
@@ -67,7 +68,7 @@ def test_the_manifest_is_the_typed_one_the_job_reads(hive) -> None:
     # Written as the model dumps itself: no field the job does not know, none it knows missing.
     assert json.loads(text) == json.loads(manifest.model_dump_json())
     assert manifest.store_range == Lineage(after_seq=0, upto_seq=3)
-    assert (manifest.eval.tasks, manifest.eval.seed) == (settings.gate.eval_tasks, settings.gate.eval_seed)
+    assert (manifest.eval.tasks, manifest.eval.seed) == (settings.gate.eval_tasks, round_eval_seed(settings, record.id))
     assert manifest.mlflow is not None and (manifest.mlflow.experiment, manifest.mlflow.run_name) == (
         "hive-rounds",
         record.id,
