@@ -23,6 +23,7 @@ from hive.rounds.lock import RoundBusy, round_lock
 from hive.rounds.progress import ProgressFn
 from hive.rounds.runner import RoundRunner
 from hive.rounds.triggers import Backlog, ScheduleDecision
+from hive.store.compactor import Compactor
 from hive.store.parquet import ParquetLearningStore
 from streams import topics
 from streams.codec import DecodeError, decode
@@ -57,6 +58,7 @@ class Hive:
         settings.home.mkdir(parents=True, exist_ok=True)
         create_topics(settings.kafka, DEFAULT_PARTITIONS)
         self.store = ParquetLearningStore(settings.store_dir)
+        self.compactor = Compactor(self.store)
         self.book = RoundBook(settings.rounds_dir)
         self.registry = CoreRegistry.from_settings(settings)
         # Renewed when a release fails: after a broker that lost its state, the old one never sends again.
@@ -89,6 +91,7 @@ class Hive:
         self.fleet.start()
         self.fleet_saver.start()
         self.core_topic.start()
+        self.compactor.start()
 
     def _seen_release(self, raw: bytes) -> None:
         try:
@@ -142,6 +145,7 @@ class Hive:
 
     def stop(self) -> None:
         self._stop.set()
+        self.compactor.stop()
         self._ingest_thread.join(timeout=30)
         self.fleet.stop()
         self.fleet_saver.stop()

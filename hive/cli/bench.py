@@ -265,3 +265,45 @@ def fuzz(
         raise typer.Exit(1) from err
     _write_report(json_path, json.dumps(report, indent=2) + "\n")
     typer.echo(summary_line(report), err=True)
+
+
+@app.command("soak")
+def soak(
+    json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON."),
+    agents: int = typer.Option(50, min=2, help="SDK agents (a tenth more join in phase 2, a tenth leave in 3)."),
+    rounds: int = typer.Option(5, min=3, help="Phases, each ended by a round."),
+    per_agent: int = typer.Option(40, min=1, help="Learnings each agent publishes per phase."),
+    distill_steps: int = typer.Option(30, min=1, help="Distill steps per round."),
+    seed: int = typer.Option(0, help="Seed of the learnings' prompts."),
+    phase_timeout_s: float = typer.Option(900.0, min=1, help="Limit for one phase: its learnings in, its round ended."),
+) -> None:
+    """A real `hive serve` against many SDK agents publishing precomputed learnings over several rounds, agents
+    joining and leaving: sent, stored, duplicates, rounds released, ingest lag, round overhead and the hive's RSS."""
+    # Imported here so that `hive --help` stays fast: the bench loads the Kafka clients and torch.
+    import shutil
+
+    from hive.bench.soak import SoakError, SoakPlan, run_soak
+    from hive.config import HiveSettings
+
+    try:
+        plan = SoakPlan(agents, rounds, per_agent, distill_steps, seed=seed, phase_timeout_s=phase_timeout_s)
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    workdir = HiveSettings().home / "bench" / "soak"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    try:
+        report = run_soak(plan, workdir, lambda message: typer.echo(message, err=True))
+    except SoakError as err:
+        typer.echo(f"bench failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    _write_report(json_path, json.dumps(report, indent=2) + "\n")
+    lag = report["ingest_lag_s"]
+    typer.echo(
+        f"sent {report['sent']}, stored {report['stored']}, duplicates {report['duplicates']}, lost {report['lost']}; "
+        f"{report['rounds_released']} rounds released; ingest lag p50 {lag['p50']} s, p99 {lag['p99']} s; "
+        f"round overhead {report['round_overhead']['mean']}; RSS max {max(report['rss_mb'], default=0):.0f} MB; "
+        f"{report['wall_s']:.0f} s",
+        err=True,
+    )

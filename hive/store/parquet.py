@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,9 @@ CATALOG_FILE = "catalog.sqlite"
 SEGMENTS_DIR = "segments"
 SEGMENT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
+# Compaction merges small segments (one per poll batch) into segments of up to this many rows.
+COMPACT_TARGET_ROWS = 50_000
+RETIRE_GRACE_S = 60.0
 
 SEGMENT_SCHEMA = pa.schema(
     [
@@ -69,6 +73,8 @@ class ParquetLearningStore(LearningStore):
         self.segments_dir = self.directory / SEGMENTS_DIR
         self.read_only = read_only
         self._write_lock = threading.Lock()
+        # (when, names) of segments compaction retired: deleted RETIRE_GRACE_S later.
+        self._retired: list[tuple[float, list[str]]] = []
         if read_only:
             self._catalog = SqliteCatalog(self.directory / CATALOG_FILE, read_only=True)
             return
@@ -122,6 +128,50 @@ class ParquetLearningStore(LearningStore):
                 raise
             return len(new)
 
+    def compact(self, target_rows: int = COMPACT_TARGET_ROWS) -> int:
+        """Merges each run of consecutive small segments (together at most ``target_rows`` rows) into one segment;
+        returns how many segments it retired. Safe to call while ingest appends, and to kill at any moment.
+
+        The merged file is written (temp file, fsync, rename) before the catalog names it, and the catalog switches
+        a run's learnings to it in one transaction that checks the row count: killed before that commit, the new
+        file is not in the catalog and the next open deletes it; after it, the old files are no longer in the
+        catalog, and the next open deletes them. A running process keeps old files ``RETIRE_GRACE_S`` longer, for
+        readers in other processes that located rows in them just before the switch.
+        """
+        if self.read_only:
+            raise StoreError(f"the store in {self.directory} was opened read-only")
+        self._delete_retired(time.monotonic())
+        retired = 0
+        for run in plan_compaction(self._catalog.segments(), target_rows):
+            names = [name for name, _, _, _ in run]
+            table = pa.concat_tables([pq.read_table(self.segments_dir / name, schema=SEGMENT_SCHEMA) for name in names])
+            table = table.sort_by("seq")
+            first, last, rows = run[0][1], run[-1][2], sum(r[3] for r in run)
+            if table.num_rows != rows:
+                raise StoreError(f"segments {names[0]}..{names[-1]} hold {table.num_rows} rows, the catalog {rows}")
+            name = f"seg-{first:012d}-{last:012d}{SEGMENT_SUFFIX}"
+            path = self.segments_dir / name
+            self._write_table(path, table)
+            try:
+                with self._write_lock:
+                    self._catalog.replace_segments(names, name, first, last, rows)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            self._retired.append((time.monotonic(), names))
+            retired += len(names)
+        return retired
+
+    def _delete_retired(self, now: float) -> None:
+        keep = []
+        for when, names in self._retired:
+            if now - when < RETIRE_GRACE_S:
+                keep.append((when, names))
+                continue
+            for name in names:
+                (self.segments_dir / name).unlink(missing_ok=True)
+        self._retired = keep
+
     def _write_segment(self, path: Path, seqs: list[int], learnings: list[Learning]) -> None:
         table = pa.table(
             {
@@ -138,6 +188,9 @@ class ParquetLearningStore(LearningStore):
             },
             schema=SEGMENT_SCHEMA,
         )
+        self._write_table(path, table)
+
+    def _write_table(self, path: Path, table: pa.Table) -> None:
         tmp = path.with_name(path.name + TMP_SUFFIX)
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb+") as f:
@@ -254,6 +307,24 @@ class ParquetLearningStore(LearningStore):
 
     def close(self) -> None:
         self._catalog.close()
+
+
+def plan_compaction(
+    segments: list[tuple[str, int, int, int]], target_rows: int
+) -> list[list[tuple[str, int, int, int]]]:
+    """Runs of two or more consecutive segments (by seq) whose rows add up to at most ``target_rows``."""
+    runs: list[list[tuple[str, int, int, int]]] = []
+    current: list[tuple[str, int, int, int]] = []
+    for segment in segments:
+        if current and sum(s[3] for s in current) + segment[3] <= target_rows:
+            current.append(segment)
+            continue
+        if len(current) >= 2:
+            runs.append(current)
+        current = [segment] if segment[3] < target_rows else []
+    if len(current) >= 2:
+        runs.append(current)
+    return runs
 
 
 class NoStoreError(StoreError):

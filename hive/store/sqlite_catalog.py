@@ -138,6 +138,33 @@ class SqliteCatalog:
                 cur.execute("ROLLBACK")
                 raise
 
+    def segments(self) -> list[tuple[str, int, int, int]]:
+        """(name, first_seq, last_seq, row_count) of every segment, by first_seq."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, first_seq, last_seq, row_count FROM segments ORDER BY first_seq")
+            return [(str(n), int(f), int(la), int(c)) for n, f, la, c in rows]
+
+    def replace_segments(self, olds: Sequence[str], new: str, first_seq: int, last_seq: int, row_count: int) -> None:
+        """Points every learning of ``olds`` at ``new`` and forgets ``olds``, in one transaction. Raises StoreError,
+        changing nothing, unless ``olds`` hold exactly ``row_count`` learnings."""
+        marks = ",".join("?" * len(olds))
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(
+                    "INSERT INTO segments(name, first_seq, last_seq, row_count) VALUES (?, ?, ?, ?)",
+                    (new, first_seq, last_seq, row_count),
+                )
+                cur.execute(f"UPDATE learnings SET segment = ? WHERE segment IN ({marks})", (new, *olds))
+                if cur.rowcount != row_count:
+                    raise StoreError(f"compaction into {new}: the catalog holds {cur.rowcount} rows, not {row_count}")
+                cur.execute(f"DELETE FROM segments WHERE name IN ({marks})", tuple(olds))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
     def segment_names(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._conn.execute("SELECT name FROM segments")}
