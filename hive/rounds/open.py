@@ -175,10 +175,11 @@ def open_round(
 
 def _replayable(store: LearningStore, book: RoundBook, after: int, round_id: str) -> list[Learning]:
     """The learnings up to seq ``after`` a replay may sample: none quarantined, none of a skipped round
-    (an operator skipped it because its learnings could not be distilled). An unreadable one is quarantined."""
+    (an operator skipped it because its learnings could not be distilled), none of a rejected round (the gate
+    refused what they taught: replaying them would teach it again). An unreadable one is quarantined."""
     rows, unreadable = store.read_checked(after_seq=0, upto_seq=after)
     quarantine(store, unreadable, round_id)
-    skipped = [(r.after_seq, r.upto_seq) for r in book.all() if r.state == "skipped"]
+    skipped = [(r.after_seq, r.upto_seq) for r in book.all() if r.state in ("skipped", "rejected")]
     return [learning for seq, learning in rows if not any(lo < seq <= hi for lo, hi in skipped)]
 
 

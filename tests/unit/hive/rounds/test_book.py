@@ -175,3 +175,21 @@ def test_a_streak_of_failed_rounds_over_the_same_learnings(tmp_path: Path) -> No
     book.save(_record("r0005", "skipped", 4, 9))
     assert book.covered_seq() == 9 and book.failed_streak(9) == []
     assert book.failed_streak(4) == []  # a skip ends the streak
+
+
+def test_a_rejected_rounds_learnings_are_never_replayed(hive) -> None:
+    settings, store, book, base = hive
+    kept = [make_learning("a1", "add", i) for i in range(6)]
+    store.append(kept, {})
+    first = open_round(settings, store, book, base, "hive-rounds")
+    first.state = "released"
+    book.save(first)
+    refused = [make_learning("a2", "add", 100 + i) for i in range(6)]
+    store.append(refused, {})
+    second = open_round(settings, store, book, base, "hive-rounds")
+    second.state = "rejected"  # the gate refused what these taught
+    book.save(second)
+    store.append([make_learning("a1", "add", 200)], {})
+    third = open_round(settings, store, book, base, "hive-rounds")
+    replay = read_learnings(book.path(third.id) / "replay.jsonl")
+    assert {lr.id for lr in replay} == {lr.id for lr in kept}
