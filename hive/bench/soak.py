@@ -10,7 +10,7 @@ leaves (drains its spool and closes) in phase 3. What it measures:
   and ``lost`` (sent but not stored);
 - ``rounds_released`` and every round's state;
 - ``ingest_lag_s``: for every stored learning, the time from its ``created_at`` to when a reader polling the
-  store every 0.25 s first saw it (``p50``, ``p99``, ``max``);
+  store every 0.25 s first saw it (``p50``, ``p99``, ``max``, ``count``), overall and ``per_phase``;
 - ``round_overhead``: per round, its wall time minus the distill job's training time, as a share of the wall
   time (``per_round``, ``mean``);
 - ``rss_mb``: the RSS of ``hive serve``, sampled every 2 s.
@@ -148,7 +148,8 @@ class _Sampler:
 
     def __init__(self, store_dir: Path, pid: int) -> None:
         self.store_dir, self.pid = store_dir, pid
-        self.lags: list[float] = []
+        # (created_at, lag in seconds) of every learning seen.
+        self.lags: list[tuple[datetime, float]] = []
         self.rss_mb: list[float] = []
         self._seen = 0
         self._stop = threading.Event()
@@ -181,7 +182,7 @@ class _Sampler:
             rows = store.read_with_seq(after_seq=self._seen)
         now = datetime.now(UTC)
         for seq, learning in rows:
-            self.lags.append((now - learning.created_at).total_seconds())
+            self.lags.append((learning.created_at, (now - learning.created_at).total_seconds()))
             self._seen = max(self._seen, seq)
 
 
@@ -193,6 +194,25 @@ def _rss_mb(pid: int) -> float | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def _lag_figures(lags: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": _percentile(lags, 0.50),
+        "p99": _percentile(lags, 0.99),
+        "max": round(max(lags), 3) if lags else None,
+        "count": len(lags),
+    }
+
+
+def _lags_per_phase(lags: list[tuple[datetime, float]], starts: list[datetime]) -> dict[str, dict[str, float | None]]:
+    """The lag figures of the learnings each phase published: by ``created_at``, the last phase begun before it."""
+    buckets: dict[int, list[float]] = {n: [] for n in range(1, len(starts) + 1)}
+    for created_at, lag in lags:
+        phase = sum(1 for start in starts if start <= created_at)
+        if phase:
+            buckets[phase].append(lag)
+    return {str(n): _lag_figures(values) for n, values in buckets.items()}
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -236,6 +256,7 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
     sampler = _Sampler(settings.store_dir, serve.pid)
     sampler.start()
     phases: list[dict[str, Any]] = []
+    phase_starts: list[datetime] = []
     try:
         for n in range(plan.agents - plan.churn):
             fleet.join(f"soak-{n:03d}")
@@ -248,6 +269,7 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
                     fleet.leave(agent_id)
             say(f"phase {phase}/{plan.rounds}: {len(fleet.present)} agents publish {plan.per_agent} learnings each")
             t0 = time.monotonic()
+            phase_starts.append(datetime.now(UTC))
             ended_before = sum(1 for r in book.all() if r.ended_at is not None)
             fleet.publish(plan.per_agent, core_version=0)
             if not fleet.flush(plan.phase_timeout_s):
@@ -296,11 +318,8 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
         "rounds_released": sum(1 for r in rounds if r.state == "released"),
         "rounds": [{"id": r.id, "state": r.state, "learnings": r.learnings, "wall_s": r.wall_s} for r in rounds],
         "phases": phases,
-        "ingest_lag_s": {
-            "p50": _percentile(sampler.lags, 0.50),
-            "p99": _percentile(sampler.lags, 0.99),
-            "max": round(max(sampler.lags), 3) if sampler.lags else None,
-        },
+        "ingest_lag_s": _lag_figures([lag for _, lag in sampler.lags])
+        | {"per_phase": _lags_per_phase(sampler.lags, phase_starts)},
         "round_overhead": {
             "per_round": overheads,
             "mean": round(statistics.fmean(overheads), 3) if overheads else None,
