@@ -86,9 +86,7 @@ class Opened:
 
 
 class RangeSource(Protocol):
-    """A remote core: its manifest's bytes, and each file's bytes from an offset."""
-
-    def manifest(self) -> bytes: ...
+    """A remote core: each of its files' bytes from an offset, ``manifest.json`` among them."""
 
     def open(self, name: str, start: int) -> AbstractContextManager[Opened]:
         """A context manager over the file's bytes from ``start`` (``Opened``)."""
@@ -158,7 +156,7 @@ def _fetch_remote(source: RangeSource, release: CoreRelease, target: Path, optio
     where = f"core v{release.version} from {release.model_uri}"
     if release.manifest_sha256 is None:
         raise CoreVerificationError(f"{where}: a release fetched over the network must carry manifest_sha256")
-    raw = source.manifest()
+    raw = _manifest_bytes(source, where)
     if hashlib.sha256(raw).hexdigest() != release.manifest_sha256:
         raise CoreVerificationError(f"{where}: {MANIFEST_FILE} does not match the signed manifest_sha256")
     try:
@@ -183,6 +181,14 @@ def _fetch_remote(source: RangeSource, release: CoreRelease, target: Path, optio
         _download(source, entry, partial / entry.name, where)
     _publish(partial, target)
     log.info("fetched %s: %d files, %d bytes", where, len(manifest.files), manifest.total_bytes)
+
+
+def _manifest_bytes(source: RangeSource, where: str) -> bytes:
+    with source.open(MANIFEST_FILE, 0) as opened:
+        raw = _read(opened.stream, MAX_MANIFEST_BYTES + 1, where)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise CoreVerificationError(f"{where}: {MANIFEST_FILE} is over {MAX_MANIFEST_BYTES} bytes")
+    return raw
 
 
 def _download(source: RangeSource, entry: ManifestFile, path: Path, where: str) -> None:
@@ -234,13 +240,6 @@ class HttpSource:
             cafile = str(options.ca_file) if options.ca_file is not None else None
             self.context = ssl.create_default_context(cafile=cafile)
 
-    def manifest(self) -> bytes:
-        with self.open(MANIFEST_FILE, 0) as opened:
-            raw = _read(opened.stream, MAX_MANIFEST_BYTES + 1, self.base_url)
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise CoreVerificationError(f"{self.base_url}{MANIFEST_FILE}: over {MAX_MANIFEST_BYTES} bytes")
-        return raw
-
     @contextmanager
     def open(self, name: str, start: int) -> Iterator[Opened]:
         url = self.base_url + quote(name)
@@ -272,13 +271,6 @@ class S3Source:
         prefix = parts.path.lstrip("/")
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.client = s3_client(options.s3_endpoint_url, options.timeout_s)
-
-    def manifest(self) -> bytes:
-        with self.open(MANIFEST_FILE, 0) as opened:
-            raw = _read(opened.stream, MAX_MANIFEST_BYTES + 1, self.uri)
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise CoreVerificationError(f"{self.uri}{MANIFEST_FILE}: over {MAX_MANIFEST_BYTES} bytes")
-        return raw
 
     @contextmanager
     def open(self, name: str, start: int) -> Iterator[Opened]:

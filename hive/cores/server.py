@@ -18,7 +18,7 @@ import socket
 import threading
 from typing import Any
 
-from agents.core_manifest import MANIFEST_FILE, ManifestError, parse_manifest
+from agents.core_manifest import MANIFEST_FILE, ManifestError
 from hive.config import HiveSettings, listen_address
 from hive.cores.files import core_dir
 from hive.cores.transport import recorded_manifest
@@ -43,15 +43,16 @@ def create_core_app(settings: HiveSettings) -> Any:
         if version < 0:
             raise HTTPException(404, "no such core")
         try:
-            raw = recorded_manifest(settings, version)
+            recorded = recorded_manifest(settings, version)
         except ManifestError as err:
             log.error("core v%d: its recorded manifest is damaged: %s", version, err)
             raise HTTPException(500, "this core's manifest is damaged on the hive") from err
-        if raw is None:
+        if recorded is None:
             raise HTTPException(404, f"core v{version} was never released with a manifest")
+        raw, manifest = recorded
         if name == MANIFEST_FILE:
             return Response(raw, media_type="application/json")
-        entry = parse_manifest(raw).file(name)
+        entry = manifest.file(name)
         if entry is None:
             raise HTTPException(404, f"core v{version} has no file {name[:128]!r}")
         # The name comes from the manifest, not the request: no path the client writes reaches the filesystem.

@@ -37,14 +37,14 @@ def record_manifest(settings: HiveSettings, manifest: CoreManifest) -> None:
     fsync_dir(path.parent)
 
 
-def recorded_manifest(settings: HiveSettings, version: int) -> bytes | None:
-    """The recorded manifest's bytes, exactly as released, or None for a core never released with one."""
+def recorded_manifest(settings: HiveSettings, version: int) -> tuple[bytes, CoreManifest] | None:
+    """The recorded manifest's bytes, exactly as released, and what they say; None for a core never released with
+    one. A damaged record raises ManifestError here, rather than become a core agents refuse one by one."""
     try:
         raw = manifest_path(settings, version).read_bytes()
     except FileNotFoundError:
         return None
-    parse_manifest(raw)  # a damaged record is an error here, not a core agents would refuse one by one
-    return raw
+    return raw, parse_manifest(raw)
 
 
 def release_uri(settings: HiveSettings, version: int, directory: Path) -> str:
