@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 
 from hive.config import HiveSettings
 from hive.fleet import FleetTracker, FleetView, as_utc
-from streams.durable import fsync_dir
+from streams.durable import write_text
 from streams.events import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -58,13 +57,7 @@ def save_view(path: Path, view: FleetView, now: datetime | None = None) -> None:
         "rejected_by_reason": view.rejected_by_reason,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("w", encoding="utf-8") as fh:
-        json.dump(document, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+    write_text(path, json.dumps(document))
 
 
 def load_view(settings: HiveSettings) -> SavedView | None:

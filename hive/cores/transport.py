@@ -8,14 +8,13 @@ manifest, that is, released ones.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from agents.core_fetch import s3_client
 from agents.core_manifest import MANIFEST_FILE, CoreManifest, ManifestError, parse_manifest
 from hive.config import HiveSettings
-from streams.durable import fsync_dir
+from streams.durable import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +27,7 @@ def record_manifest(settings: HiveSettings, manifest: CoreManifest) -> None:
     """Writes ``cores/manifests/v<N>.json`` whole (temp file, fsync, rename) before the release goes out."""
     path = manifest_path(settings, manifest.version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as fh:
-        fh.write(manifest.to_bytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+    write_bytes(path, manifest.to_bytes())
 
 
 def recorded_manifest(settings: HiveSettings, version: int) -> tuple[bytes, CoreManifest] | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from agents.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MAX_CONFIG_BYTES
 from agents.model import WEIGHTS_FILE
 from hive.config import HiveSettings
 from hive.ingest.auth import keyring
-from streams.durable import fsync_dir
+from streams.durable import write_bytes
 from streams.signing import KeyRing, KeyRingError, verify_request
 
 log = logging.getLogger(__name__)
@@ -109,14 +108,7 @@ def store_upload(settings: HiveSettings, agent_id: str, sha256: str, name: str, 
         raise UploadRefused(400, f"{name} has sha256 {digest}, the path says {sha256}")
     directory = settings.uploads_dir / agent_id / sha256
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    temp = directory / f".{name}.{os.getpid()}.tmp"
-    with temp.open("wb") as fh:
-        fh.write(body)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, target)
-    fsync_dir(directory)
+    write_bytes(directory / name, body)  # a temp file of its own: two uploads of one file never share one
     return directory
 
 
