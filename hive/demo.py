@@ -138,15 +138,21 @@ def prepare_home(home: Path, reset: bool) -> None:
     marker.write_text("made by `hive demo`; the next demo replaces this directory\n")
 
 
-def make_agent_keys(home: Path, agent_ids: list[str]) -> Path:
+def make_agent_keys(home: Path, agent_ids: list[str], keep: bool = False) -> Path:
     """A fresh random key per agent, each in ``HIVE_HOME/keys/<agent id>.key`` (mode 0600, the directory 0700):
-    the hive reads them as its key directory, and each agent signs with its own. Returns the directory."""
+    the hive reads them as its key directory, and each agent signs with its own. Returns the directory.
+
+    ``keep`` leaves a key that exists as it is (``hive up`` started again: an agent's spool was signed with it).
+    """
     directory = home / KEYS_DIR
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
     for agent_id in agent_ids:
+        path = directory / f"{agent_id}{KEY_SUFFIX}"
+        if keep and path.exists():
+            continue
         # write_text's temp file is made by mkstemp, so the key is never readable by others, not even briefly.
-        write_text(directory / f"{agent_id}{KEY_SUFFIX}", secrets.token_bytes(32).hex() + "\n")
+        write_text(path, secrets.token_bytes(32).hex() + "\n")
     return directory
 
 

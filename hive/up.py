@@ -9,7 +9,6 @@ it goes on from there (the same keys, cores and learnings).
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,10 +19,8 @@ from pathlib import Path
 from typing import IO
 
 from hive.config import HiveSettings
-from hive.demo import KEYS_DIR, AgentFleet, DemoPlan
+from hive.demo import AgentFleet, DemoPlan, make_agent_keys
 from streams.broker import EmbeddedBroker, free_port
-from streams.durable import write_text
-from streams.signing import KEY_SUFFIX
 
 UP_DIR = "up"
 # hive serve builds core v0 and releases it before agents can run; a pretrained model takes longer.
@@ -71,18 +68,6 @@ class Addresses:
     agents: list[str] = field(default_factory=list)
 
 
-def keep_agent_keys(home: Path, agent_ids: list[str]) -> Path:
-    """Each agent's key under ``HIVE_HOME/keys``, made once and kept: an agent restarted later still signs the
-    learnings in its spool with the key the hive holds for it."""
-    directory = home / KEYS_DIR
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for agent_id in agent_ids:
-        path = directory / f"{agent_id}{KEY_SUFFIX}"
-        if not path.exists():
-            write_text(path, secrets.token_bytes(32).hex() + "\n")
-    return directory
-
-
 class HiveUp:
     """Starts and stops the processes of one ``hive up``."""
 
@@ -107,7 +92,7 @@ class HiveUp:
                 update={"kafka": settings.kafka.model_copy(update={"bootstrap": self.broker.start()})}
             )
         self.settings = settings
-        key_dir = keep_agent_keys(settings.home, self.plan.agent_ids)
+        key_dir = make_agent_keys(settings.home, self.plan.agent_ids, keep=True)
         cores = f"http://127.0.0.1:{self.cores_port}"
         env = self._env() | {
             "HIVE_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,

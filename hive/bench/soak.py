@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import secrets
 import signal
 import statistics
 import subprocess
@@ -41,11 +40,13 @@ from agents.skills import BUILTIN_SKILLS
 from agents.skills.splits import sample_task
 from hive.bench.machine import machine_info
 from hive.config import HiveSettings
+from hive.demo import KEYS_DIR, make_agent_keys
 from hive.rounds.book import RoundBook
 from hive.store.parquet import NoStoreError, open_read_only
 from streams.broker import EmbeddedBroker
 from streams.config import KafkaSettings
 from streams.events import Feedback, Learning
+from streams.signing import KEY_SUFFIX
 
 Say = Callable[[str], None]
 # Skills of the built-in set whose train prompts a learning may carry; each agent works one, in turn.
@@ -99,23 +100,21 @@ def _learnings(agent_id: str, skill: str, n: int, rng: random.Random, core_versi
 class _Fleet:
     """The SDK agents of the soak, each with its key in the hive's key directory."""
 
-    def __init__(self, kafka: KafkaSettings, home: Path, key_dir: Path, seed: int, hive_key: Path) -> None:
-        self.kafka, self.home, self.key_dir, self.hive_key = kafka, home, key_dir, hive_key
+    def __init__(self, kafka: KafkaSettings, home: Path, key_root: Path, seed: int, hive_key: Path) -> None:
+        # Keys go in key_root/keys, the directory the hive reads them from (hive.demo.make_agent_keys).
+        self.kafka, self.home, self.key_root, self.hive_key = kafka, home, key_root, hive_key
         self.rng = random.Random(seed)
         self.present: dict[str, HiveAgent] = {}
         self.skill: dict[str, str] = {}
         self.published_by_left = 0
 
     def join(self, agent_id: str) -> None:
-        key = secrets.token_bytes(32)
-        path = self.key_dir / f"{agent_id}.key"
-        path.write_text(key.hex() + "\n")
-        path.chmod(0o600)
+        key_dir = make_agent_keys(self.key_root, [agent_id])
         settings = AgentSettings(
             agent_id=agent_id,
             skill=SKILLS[len(self.skill) % len(SKILLS)],
             home=self.home,
-            signing_key=key.hex(),  # type: ignore[arg-type]
+            signing_key_file=key_dir / f"{agent_id}{KEY_SUFFIX}",
             hive_public_key_file=self.hive_key,
             send_timeout_s=10.0,
         )
@@ -225,7 +224,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
     """Runs the soak under ``workdir`` (its hive's HIVE_HOME is ``workdir/hive``); returns the report."""
     started = time.monotonic()
-    home, key_dir = workdir / "hive", workdir / "keys"
+    home, key_dir = workdir / "hive", workdir / KEYS_DIR
     key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_path=workdir / "broker.log")
@@ -252,7 +251,7 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
     )
     settings = HiveSettings(home=home)
     book = RoundBook(settings.rounds_dir)
-    fleet = _Fleet(kafka, workdir / "agents", key_dir, plan.seed, settings.release_public_key_path)
+    fleet = _Fleet(kafka, workdir / "agents", workdir, plan.seed, settings.release_public_key_path)
     sampler = _Sampler(settings.store_dir, serve.pid)
     sampler.start()
     phases: list[dict[str, Any]] = []
