@@ -21,9 +21,12 @@ class DistillSettings(DistillParams):
     # A core that earlier rounds already taught is tuned gently: at 3e-3 a later round made it forget
     # up to 0.17 of an earlier skill, at 1e-3 at most 0.01 (hive bench fleet, docs/benchmarks.md).
     continual_lr: float = Field(default=1e-3, gt=0)
-    # No agent is more than this share of a round's learnings (or of its replay): past it, a seeded sample of its
-    # own is kept (hive.rounds.share). Ids are authenticated by the agents' keys, so more ids cannot buy more.
-    max_agent_share: float = Field(default=0.5, gt=0, le=1)
+    # Training already weighs every agent of a round alike (distill.dataset.BalancedSampler picks an agent, then one
+    # of its learnings), and agent ids are authenticated by their keys, so volume buys no weight. Below 1, no agent
+    # may also be more than this share of a round's learnings or of its replay pool: past it, a seeded sample of its
+    # own is kept and the rest are never trained on (hive.rounds.share). Off by default: in the network test, an
+    # agent that started a little later cut a first round of 448 learnings to 17.
+    max_agent_share: float = Field(default=1.0, gt=0, le=1)
 
     def for_round(self, first: bool) -> dict:
         """The manifest's distill block: the first round from a fresh core learns at ``lr``, later ones at
