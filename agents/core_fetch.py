@@ -43,6 +43,7 @@ from agents.core_manifest import (
     parse_manifest,
 )
 from agents.model import WEIGHTS_FILE
+from streams.durable import building_dir, publish_dir
 from streams.events import CoreRelease
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,13 @@ def fetch_core(release: CoreRelease, cache_dir: Path, options: FetchOptions | No
 
 def _fetch_local(release: CoreRelease, target: Path) -> None:
     source = Path(urlsplit(release.model_uri).path)
-    building = _fresh(target.with_name(f".{target.name}.copying"))
+    building = building_dir(target)
     try:
         for path in sorted(source.iterdir()):
             if path.is_file():
                 shutil.copy2(path, building / path.name)
         _verify_local(release, building)
-        _publish(building, target)
+        publish_dir(building, target)
     finally:
         if building.exists():
             shutil.rmtree(building)
@@ -179,7 +180,7 @@ def _fetch_remote(source: RangeSource, release: CoreRelease, target: Path, optio
             stale.unlink()
     for entry in manifest.files:
         _download(source, entry, partial / entry.name, where)
-    _publish(partial, target)
+    publish_dir(partial, target)
     log.info("fetched %s: %d files, %d bytes", where, len(manifest.files), manifest.total_bytes)
 
 
@@ -310,25 +311,6 @@ def s3_client(endpoint_url: str | None, timeout_s: float = 30.0) -> Any:
         raise ValueError("s3:// cores need boto3: pip install 'hive-mind[s3]'") from err
     config = Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 2})
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
-
-
-def _fresh(path: Path) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
-
-
-def _publish(building: Path, target: Path) -> None:
-    """Renames a complete, verified directory into place, replacing what was there."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(building, target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _names(manifest: CoreManifest) -> str:

@@ -1,10 +1,11 @@
-"""Durable files: written whole or not at all, and still there after a crash or a power cut."""
+"""Durable files and directories: written whole or not at all, and still there after a crash or a power cut."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,39 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(f.fileno())
     if created:
         fsync_dir(path.parent)
+
+
+def building_dir(target: Path) -> Path:
+    """An empty directory beside ``target`` (same filesystem, so the final rename is atomic) to build it in.
+
+    What a killed attempt left there is removed. The caller MUST be the only one building ``target`` (one hive
+    per HIVE_HOME, one agent per agent home; ``hive model prepare`` holds a lock).
+    """
+    building = target.with_name(f".{target.name}.building")
+    if building.exists():
+        shutil.rmtree(building)
+    building.mkdir(parents=True)
+    return building
+
+
+def publish_dir(building: Path, target: Path) -> None:
+    """Makes ``building`` durable and renames it to ``target``, replacing what was there.
+
+    A crash before the rename leaves ``target`` as it was; after it, ``target`` holds every file. The old
+    ``target`` is moved aside first and removed last, because a directory cannot be renamed over one that
+    is not empty.
+    """
+    for path in sorted(building.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(building)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(building, target)
+    fsync_dir(target.parent)
+    if old.exists():
+        shutil.rmtree(old)

@@ -9,9 +9,9 @@ from pathlib import Path
 from agents.core_files import CoreDirError, check_core_dir
 from agents.model import WEIGHTS_FILE, CoreSize, build_core, file_sha256, save_core
 from hive.config import HiveSettings
-from hive.cores.dirs import building_dir, publish_dir
 from hive.cores.pretrained import core_source
 from hive.cores.registry import CHAMPION, CoreRegistry
+from streams.durable import building_dir, publish_dir
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from agents.construction import MODEL_CONSTRUCTION
 from agents.core_files import check_core_dir
 from agents.model import file_sha256, save_core
-from hive.cores.dirs import building_dir, publish_dir
+from streams.durable import building_dir, publish_dir
 
 TINY = "tiny"
 SMOLLM2_135M = "smollm2-135m"
