@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from agents.codec import BYTE_CODEC, Codec, load_codec
 from distill.dataset import BalancedSampler, Example, LoadReport, build_examples
 from distill.lineage import learning_ids_text, round_lineage
 from distill.manifest import Manifest, read_learnings
+from distill.screen import REASON, ScreenResult, screen_examples
 from distill.teachers import AdapterTeachers, newest_claim_checks
 from streams import durable
 
@@ -33,6 +35,31 @@ class Data:
     # The base core's codec, which every example's ids are in; load_data always sets it (the byte default is
     # the tiny core's, for Data built by hand).
     codec: Codec = BYTE_CODEC
+    screen: dict[str, Any] = field(default_factory=dict)  # metrics.json's screen block (distill.screen)
+
+
+def screen_data(data: Data, base, skills: list[Any], manifest: Manifest, rank: int) -> Data:
+    """The round's data after the screen (``distill.screen``), with ``base`` (the student before any step, which is
+    still the base core: a LoRA adapter starts as a no-op) as the witness of what the base core knows."""
+    result = screen_examples(base, data.examples, skills, data.codec, manifest.distill, manifest.eval.seed)
+    return screened(data, result, manifest.distill.seed, rank, manifest.out_dir)
+
+
+def screened(data: Data, result: ScreenResult, seed: int, rank: int, out_dir: Path) -> Data:
+    """``data`` with only the examples the screen kept, sampled afresh, and the learnings it left out added to
+    the unusable list; rank 0 rewrites ``unusable.jsonl``. Raises ValueError when nothing is left to train on."""
+    report = LoadReport(
+        kept=len(result.kept),
+        skipped=data.report.skipped + Counter({REASON: len(result.dropped)} if result.dropped else {}),
+        teacher_skipped=data.report.teacher_skipped,
+        dropped=[*data.report.dropped, *result.dropped],
+    )
+    if rank == 0 and result.dropped:
+        write_unusable(out_dir / UNUSABLE, report)
+    if not result.kept:
+        raise ValueError("the screen left out every learning of the round: nothing to train on")
+    sampler = BalancedSampler([e.agent_id for e in result.kept], seed=seed, rank=rank)
+    return replace(data, examples=result.kept, report=report, sampler=sampler, screen=result.report)
 
 
 def load_data(manifest: Manifest, rank: int) -> Data:

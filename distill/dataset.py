@@ -34,6 +34,7 @@ class Example:
     teacher_ids: list[list[int]] | None = None
     teacher_logprobs: list[list[float]] | None = None
     verified: bool = False
+    learning_id: str = ""  # the learning it came from; empty for examples built by hand
 
 
 # What each reason that drops a whole learning means, for the unusable list the hive quarantines from.
@@ -96,7 +97,7 @@ def example_from_learning(
             reason = "teacher_misaligned"
     if ids is None and not verified and require_signal:
         return None, reason or "no_signal"
-    example = Example(learning.prompt, answer, learning.agent_id, learning.skill, ids, lps, verified)
+    example = Example(learning.prompt, answer, learning.agent_id, learning.skill, ids, lps, verified, str(learning.id))
     return example, reason
 
 

@@ -58,6 +58,15 @@ class DistillParams(BaseModel):
     teacher: Literal["streamed", "latest"] = "streamed"
     ds_config: str = "zero2_cpu.yaml"
     seed: int = 0
+    # The screen (distill.screen): before training, an agent's learnings of a skill the base core knows (at least
+    # screen_min_known of the tokens of the skill's validation answers predicted) are left out of the round when
+    # the base core agrees with fewer than that share minus screen_margin of their tokens. screen_tasks
+    # validation tasks measure what the base knows (0 turns the screen off); up to screen_sample of each agent's
+    # learnings per skill, drawn with the round's secret evaluation seed, measure the agent.
+    screen_tasks: int = Field(default=64, ge=0)
+    screen_sample: int = Field(default=256, ge=1)
+    screen_min_known: float = Field(default=0.5, ge=0, le=1)
+    screen_margin: float = Field(default=0.3, ge=0, le=1)
     timeout_s: int = Field(default=900, ge=1)
     # Steps between checkpoints: a round that a crash or a restart interrupted resumes from the last one.
     checkpoint_every: int = Field(default=100, ge=0)

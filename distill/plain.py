@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from distill.data import load_data
+from agents.skills import load_skills
+from distill.data import load_data, screen_data
 from distill.dataset import BalancedSampler
 from distill.manifest import Manifest, load_manifest, resolve_ds_config
 from distill.report import write_json
@@ -155,10 +156,11 @@ def train_plain(manifest: Manifest, threads: int, ds_config: Path | str | None =
     ranks = params.nproc
     config = load_ds_config(resolve_ds_config(str(ds_config or params.ds_config)), params, world_size=ranks)
     data = load_data(manifest, rank=0)
+    student = load_student(manifest, data.codec)
+    data = screen_data(data, student, load_skills(manifest.skills), manifest, rank=0)
     data.sampler = AllRanks(data.sampler, ranks)
     if data.replay_sampler is not None:
         data.replay_sampler = AllRanks(data.replay_sampler, ranks)
-    student = load_student(manifest, data.codec)
     previous = load_previous_core(manifest, data, student)
     engine = PlainEngine.from_ds_config(student, config)
 

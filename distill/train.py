@@ -20,7 +20,7 @@ from agents.model import load_core
 from agents.skills import load_skills
 from distill.attribution import per_agent_metrics
 from distill.checkpoint import resume, run_fingerprint, save_checkpoint, save_student
-from distill.data import Data, load_data
+from distill.data import Data, load_data, screen_data
 from distill.manifest import MANIFEST_MARKER, DistillParams, Manifest, load_manifest, resolve_ds_config
 from distill.report import close_run, open_run
 from distill.rows import rows_per_skill
@@ -145,6 +145,7 @@ def setup(manifest_path: Path, ds_config_name: str | None = None) -> Job:
     data = load_data(manifest, rank)
 
     student = load_student(manifest, data.codec)
+    data = screen_data(data, student, skills, manifest, rank)
     previous = load_previous_core(manifest, data, student)
     # Only what trains goes to the optimizer: a LoRA student's frozen base stays in the model, unoptimized.
     trainable = trainable_parameters(student)
@@ -231,6 +232,7 @@ def finish(job: Job, trained: Trained, sha: str | None, started: float) -> None:
         "teacher_skipped": dict(data.report.teacher_skipped),
         "unusable": len(data.report.dropped),
         "per_agent": per_agent,
+        "screen": data.screen,
         "mlflow_run_id": job.tracker.run_id,
     }
     close_run(job.tracker, manifest.out_dir, metrics)

@@ -307,3 +307,40 @@ def soak(
         f"{report['wall_s']:.0f} s",
         err=True,
     )
+
+
+@app.command("poisoner")
+def poisoner(
+    json_path: Path = typer.Option(..., "--json", help="Where to write the report JSON."),
+    seeds: int = typer.Option(3, min=1, help="Seeds: every figure is the mean and sample sd over them."),
+    seed: int = typer.Option(0, help="The first seed."),
+    learnings: int = typer.Option(160, min=1, help="Learnings per agent, the poisoner's included."),
+    distill_steps: int = typer.Option(80, min=1, help="Distill steps of each round."),
+    base_steps: int = typer.Option(400, min=1, help="Steps teaching core v1 the skills the fleet already knows."),
+) -> None:
+    """One of five agents, with a valid key, teaches confident wrong answers of a skill the core knows: the same
+    round clean, with the hive's screen, and without it; the honest skills' drop and what the screen left out."""
+    # Imported here so that `hive --help` stays fast: the bench loads torch and DeepSpeed's launcher.
+    import shutil
+
+    from hive.bench.poisoner import PoisonerPlan, run_poisoner, summary_line
+    from hive.config import HiveSettings
+    from hive.rounds.book import RoundFailed
+
+    try:
+        plan = PoisonerPlan(
+            seeds=seeds, seed=seed, learnings=learnings, distill_steps=distill_steps, base_steps=base_steps
+        )
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    workdir = HiveSettings().home / "bench" / "poisoner"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    try:
+        report = run_poisoner(plan, workdir, lambda message: typer.echo(message, err=True))
+    except RoundFailed as err:
+        typer.echo(f"bench failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    _write_report(json_path, json.dumps(report, indent=2) + "\n")
+    typer.echo(summary_line(report), err=True)

@@ -54,6 +54,23 @@ def rounds_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def screen_text(screen: dict[str, Any] | None) -> str | None:
+    """What the distill job's screen (``distill.screen``) left out, in a line; None for a round run without it."""
+    if not screen:
+        return None
+    if not screen.get("enabled"):
+        return "off"
+    excluded = screen.get("excluded", [])
+    if not excluded:
+        screened = sum(1 for skills in screen.get("agents", {}).values() for g in skills.values() if g.get("screened"))
+        return f"nothing left out ({screened} agent-skill groups screened)"
+    return "; ".join(
+        f"left out {e['agent']}'s {e['learnings']} learnings of {e['skill']} "
+        f"(the base agrees with {e['agreement']:.2f} of them, below {e['floor']:.2f})"
+        for e in excluded
+    )
+
+
 def print_round(row: dict[str, Any]) -> None:
     """``hive round show``: one round in full."""
     console = Console(soft_wrap=False)
@@ -69,8 +86,12 @@ def print_round(row: dict[str, Any]) -> None:
     console.print("per agent: " + ", ".join(f"{a} {n}" for a, n in sorted(row["per_agent"].items())), markup=False)
     if row["progress"]:
         console.print(f"progress: {_progress_text(row['progress'])}", markup=False)
-    if row["distill"]:
-        console.print("distill: " + ", ".join(f"{k} {v}" for k, v in row["distill"].items()), markup=False)
+    distill = {k: v for k, v in row["distill"].items() if k != "screen"}
+    if distill:
+        console.print("distill: " + ", ".join(f"{k} {v}" for k, v in distill.items()), markup=False)
+    screen = screen_text(row["distill"].get("screen"))
+    if screen:
+        console.print(f"screen: {screen}", markup=False)
     if row["eval"] or row["champion_eval"]:
         console.print(eval_table(row))
     for reason in row["gate_reasons"]:

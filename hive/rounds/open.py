@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from agents.skills import load_skill, skill_catalog
 from agents.skills.splits import held_out_split
@@ -24,13 +25,21 @@ from hive.rounds.book import NoNewLearnings, RoundBook, RoundError, RoundRecord,
 from hive.rounds.gate_seed import round_eval_seed
 from hive.rounds.quarantine import quarantine
 from hive.rounds.share import cap_agents
-from hive.store.interface import LearningStore, Quarantined
+from hive.store.interface import Indexed, LearningStore, Quarantined
 from streams import durable
-from streams.events import Learning
 
 
-def sample_replay(earlier: list[Learning], size: int, seed: str) -> list[Learning]:
-    """A seeded sample of ``size`` earlier learnings (or all of them, if fewer), balanced per skill.
+class OfSkill(Protocol):
+    @property
+    def skill(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=OfSkill)
+
+
+def sample_replay(earlier: Sequence[Item], size: int, seed: str) -> list[Item]:
+    """A seeded sample of ``size`` earlier learnings (or all of them, if fewer), balanced per skill; they may be
+    learnings or their ``Indexed`` entries, which sample alike.
 
     Each skill gets an equal share; a skill with fewer learnings than its share gives the rest to the
     others. The sample keeps the store's order, so the same store and seed give the same file.
@@ -148,10 +157,14 @@ def open_round(
         replay = None
         if after > 0 and settings.distill.replay_size > 0:
             # Earlier rounds' learnings, so the core keeps being taught what it already knows.
-            earlier = _replayable(store, book, after, record.id)
+            # Sampled from the catalog's index of the history; only the sampled learnings are read.
+            earlier = _replayable(store, book, after)
             # Capped before sampling: what earlier caps left out of their rounds must not come back by replay.
             earlier, _ = cap_agents(earlier, settings.distill.max_agent_share, f"replay:{share_seed}")
-            sample = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
+            chosen = sample_replay(earlier, settings.distill.replay_size, f"{settings.distill.seed}:{record.id}")
+            rows, unreadable = store.read_seqs([entry.seq for entry in chosen])
+            quarantine(store, unreadable, record.id)
+            sample = [learning for _, learning in rows]
             if sample:
                 replay = directory / "replay.jsonl"
                 write_learnings(replay, sample)
@@ -173,14 +186,12 @@ def open_round(
     return record
 
 
-def _replayable(store: LearningStore, book: RoundBook, after: int, round_id: str) -> list[Learning]:
-    """The learnings up to seq ``after`` a replay may sample: none quarantined, none of a skipped round
-    (an operator skipped it because its learnings could not be distilled), none of a rejected round (the gate
-    refused what they taught: replaying them would teach it again). An unreadable one is quarantined."""
-    rows, unreadable = store.read_checked(after_seq=0, upto_seq=after)
-    quarantine(store, unreadable, round_id)
+def _replayable(store: LearningStore, book: RoundBook, after: int) -> list[Indexed]:
+    """The index entries of the learnings up to seq ``after`` a replay may sample: none quarantined, none of a
+    skipped round (an operator skipped it because its learnings could not be distilled), none of a rejected round
+    (the gate refused what they taught: replaying them would teach it again)."""
     skipped = [(r.after_seq, r.upto_seq) for r in book.all() if r.state in ("skipped", "rejected")]
-    return [learning for seq, learning in rows if not any(lo < seq <= hi for lo, hi in skipped)]
+    return [entry for entry in store.index(0, after) if not any(lo < entry.seq <= hi for lo, hi in skipped)]
 
 
 def write_manifest(

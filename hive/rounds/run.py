@@ -81,9 +81,28 @@ def run_round(
             after_job(record)
         record.distill = {
             k: metrics[k]
-            for k in ("steps", "first_loss", "final_loss", "tokens_per_s", "wall_s", "teacher_skipped", "unusable")
+            for k in (
+                "steps",
+                "first_loss",
+                "final_loss",
+                "tokens_per_s",
+                "wall_s",
+                "teacher_skipped",
+                "unusable",
+                "screen",
+            )
             if k in metrics
         }
+        for item in metrics.get("screen", {}).get("excluded", []):
+            log.warning(
+                "round %s left out agent %s's %d learnings of %s: the base core agrees with %.2f of them, below %.2f",
+                record.id,
+                item["agent"],
+                item["learnings"],
+                item["skill"],
+                item["agreement"],
+                item["floor"],
+            )
         record.eval = dict(metrics["eval"])
         if "base_eval" not in metrics:
             error = "the distill job reported no base_eval: the gate has no figures of the base core to compare with"

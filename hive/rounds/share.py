@@ -14,8 +14,15 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
-from streams.events import Learning
+
+class FromAgent(Protocol):
+    @property
+    def agent_id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=FromAgent)
 
 
 def agent_cap(counts: dict[str, int], share: float) -> int | None:
@@ -43,9 +50,9 @@ def agent_cap(counts: dict[str, int], share: float) -> int | None:
     return low
 
 
-def cap_agents(learnings: Sequence[Learning], share: float, seed: str) -> tuple[list[Learning], dict[str, int]]:
-    """``learnings`` with no agent over ``share`` of them (a seeded sample of the capped agents' own, in the
-    given order), and how many each capped agent lost."""
+def cap_agents(learnings: Sequence[Item], share: float, seed: str) -> tuple[list[Item], dict[str, int]]:
+    """``learnings`` (learnings, or their ``hive.store.interface.Indexed`` entries) with no agent over ``share`` of
+    them (a seeded sample of the capped agents' own, in the given order), and how many each capped agent lost."""
     counts = Counter(learning.agent_id for learning in learnings)
     cap = agent_cap(dict(counts), share)
     if cap is None:

@@ -7,10 +7,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import NamedTuple
 
 from streams.events import Learning
 
 TopicPartitionKey = tuple[str, int]
+
+
+class Indexed(NamedTuple):
+    """A stored learning as the catalog indexes it: enough to sample from the history without reading it."""
+
+    seq: int
+    agent_id: str
+    skill: str
 
 
 # How much of a dead letter's payload the store keeps: enough to see what was sent, bounded for a hostile flood.
@@ -141,6 +150,16 @@ class LearningStore(ABC):
         """The learnings in the range that are not quarantined, with their seq, as a round takes them; a
         stored learning whose JSON no longer parses comes back in the second list (reason ``unreadable``,
         ``round_id`` None) instead of raising. Records nothing."""
+
+    @abstractmethod
+    def index(self, after_seq: int = 0, upto_seq: int | None = None) -> list[Indexed]:
+        """``(seq, agent_id, skill)`` of the learnings in the range that are not quarantined, ordered by seq, from
+        the catalog alone: no learning is read."""
+
+    @abstractmethod
+    def read_seqs(self, seqs: Sequence[int]) -> tuple[list[tuple[int, Learning]], list[Quarantined]]:
+        """``read_checked`` of exactly these seqs (ordered by seq; a seq not stored is left out), reading only
+        their rows."""
 
     @abstractmethod
     def quarantine(self, entries: Sequence[Quarantined]) -> int:

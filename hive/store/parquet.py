@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from hive.store.interface import DeadLetter, LearningStore, Quarantined, StoreError, TopicPartitionKey
+from hive.store.interface import DeadLetter, Indexed, LearningStore, Quarantined, StoreError, TopicPartitionKey
 from hive.store.sqlite_catalog import IdRow, SqliteCatalog
 from streams.codec import encode
 from streams.events import STORED, Learning
@@ -29,6 +29,8 @@ TMP_SUFFIX = ".tmp"
 # Compaction merges small segments (one per poll batch) into segments of up to this many rows.
 COMPACT_TARGET_ROWS = 50_000
 RETIRE_GRACE_S = 60.0
+# The columns a read returns: the json is the learning, the rest say where it belongs.
+ROW_COLUMNS = ("seq", "id", "agent_id", "skill", "json")
 
 SEGMENT_SCHEMA = pa.schema(
     [
@@ -198,6 +200,24 @@ class ParquetLearningStore(LearningStore):
         os.replace(tmp, path)
         _fsync_dir(self.segments_dir)
 
+    def _read_located(self, located: list[tuple[int, str]]) -> list[tuple[int, str, str, str, str]]:
+        """(seq, id, agent_id, skill, json) of the located rows, in the given order, reading only those rows."""
+        wanted: dict[str, list[int]] = defaultdict(list)
+        for seq, segment in located:
+            wanted[segment].append(seq)
+        found: dict[int, tuple[int, str, str, str, str]] = {}
+        for segment, seqs in wanted.items():
+            path = self.segments_dir / segment
+            try:
+                # Filtered on read: only the wanted rows are decoded, whatever the segment's size.
+                table = pq.read_table(path, columns=list(ROW_COLUMNS), filters=[("seq", "in", seqs)])
+            except FileNotFoundError as exc:
+                raise StoreError(f"segment {segment} is in the catalog but missing from {self.segments_dir}") from exc
+            columns = [table.column(name).to_pylist() for name in ROW_COLUMNS]
+            for row in zip(*columns, strict=True):
+                found[row[0]] = row
+        return [found[seq] for seq, _ in located]
+
     def _rows(
         self,
         after_seq: int,
@@ -209,21 +229,7 @@ class ParquetLearningStore(LearningStore):
     ) -> list[tuple[int, str, str, str, str]]:
         """(seq, id, agent_id, skill, json) of the matching rows, ordered by seq, unparsed."""
         located = self._catalog.locate(after_seq, upto_seq, agent_id, skill, limit, skip_quarantined)
-        wanted: dict[str, set[int]] = defaultdict(set)
-        for seq, segment in located:
-            wanted[segment].add(seq)
-        found: dict[int, tuple[int, str, str, str, str]] = {}
-        for segment, seqs in wanted.items():
-            path = self.segments_dir / segment
-            try:
-                table = pq.read_table(path, columns=["seq", "id", "agent_id", "skill", "json"])
-            except FileNotFoundError as exc:
-                raise StoreError(f"segment {segment} is in the catalog but missing from {self.segments_dir}") from exc
-            columns = [table.column(name).to_pylist() for name in ("seq", "id", "agent_id", "skill", "json")]
-            for row in zip(*columns, strict=True):
-                if row[0] in seqs:
-                    found[row[0]] = row
-        return [found[seq] for seq, _ in located]
+        return self._read_located(located)
 
     def read_with_seq(
         self,
@@ -249,17 +255,13 @@ class ParquetLearningStore(LearningStore):
     def read_checked(
         self, after_seq: int = 0, upto_seq: int | None = None, limit: int | None = None
     ) -> tuple[list[tuple[int, Learning]], list[Quarantined]]:
-        good: list[tuple[int, Learning]] = []
-        bad: list[Quarantined] = []
-        for seq, learning_id, agent, skill, text in self._rows(after_seq, upto_seq, None, None, limit, True):
-            try:
-                good.append((seq, Learning.model_validate_json(text, context=STORED)))
-            except ValidationError as err:
-                first = err.errors()[0]
-                where = ".".join(map(str, first["loc"])) or "the event"
-                detail = f"its stored JSON no longer parses as a Learning: {where}: {first['msg']}"
-                bad.append(Quarantined(learning_id, seq, agent, skill, "unreadable", detail))
-        return good, bad
+        return _checked(self._rows(after_seq, upto_seq, None, None, limit, True))
+
+    def index(self, after_seq: int = 0, upto_seq: int | None = None) -> list[Indexed]:
+        return self._catalog.index(after_seq, upto_seq)
+
+    def read_seqs(self, seqs: Sequence[int]) -> tuple[list[tuple[int, Learning]], list[Quarantined]]:
+        return _checked(self._read_located(self._catalog.segments_of(seqs)))
 
     def quarantine(self, entries: Sequence[Quarantined]) -> int:
         return self._catalog.quarantine(entries)
@@ -307,6 +309,22 @@ class ParquetLearningStore(LearningStore):
 
     def close(self) -> None:
         self._catalog.close()
+
+
+def _checked(rows: list[tuple[int, str, str, str, str]]) -> tuple[list[tuple[int, Learning]], list[Quarantined]]:
+    """Parses stored rows; one that no longer parses as a Learning becomes an ``unreadable`` quarantine entry."""
+    good: list[tuple[int, Learning]] = []
+    bad: list[Quarantined] = []
+    for seq, learning_id, agent, skill, text in rows:
+        try:
+            # STORED: a zone-less time that an older hive accepted is read as UTC, not refused.
+            good.append((seq, Learning.model_validate_json(text, context=STORED)))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the event"
+            detail = f"its stored JSON no longer parses as a Learning: {where}: {first['msg']}"
+            bad.append(Quarantined(learning_id, seq, agent, skill, "unreadable", detail))
+    return good, bad
 
 
 def plan_compaction(

@@ -18,10 +18,12 @@ from hive.store.catalog_sql import (
     SCHEMA,
     learnings_where,
 )
-from hive.store.interface import DeadLetter, Quarantined, StoreError, TopicPartitionKey
+from hive.store.interface import DeadLetter, Indexed, Quarantined, StoreError, TopicPartitionKey
 
 # (id, seq, agent_id, skill)
 IdRow = tuple[str, int, str, str]
+# Values bound in one IN (...) query: old SQLite builds cap a statement's parameters at 999.
+IN_CHUNK = 900
 
 
 class SqliteCatalog:
@@ -246,6 +248,26 @@ class SqliteCatalog:
         with self._lock:
             return [(int(s), str(g)) for s, g in self._conn.execute(sql, params)]
 
+    def index(self, after_seq: int = 0, upto_seq: int | None = None) -> list[Indexed]:
+        """``(seq, agent_id, skill)`` of the learnings in the range that are not quarantined, ordered by seq."""
+        where, params = learnings_where(after_seq, upto_seq, None, None, self._quarantine_exists())
+        with self._lock:
+            rows = self._conn.execute(f"SELECT seq, agent_id, skill FROM learnings {where} ORDER BY seq", params)
+            return [Indexed(int(seq), str(agent), str(skill)) for seq, agent, skill in rows]
+
+    def segments_of(self, seqs: Sequence[int]) -> list[tuple[int, str]]:
+        """(seq, segment) of these seqs that are stored, ordered by seq."""
+        found: list[tuple[int, str]] = []
+        wanted = sorted(set(seqs))
+        with self._lock:
+            # In chunks: SQLite caps the parameters of one statement.
+            for start in range(0, len(wanted), IN_CHUNK):
+                chunk = wanted[start : start + IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT seq, segment FROM learnings WHERE seq IN ({marks})"
+                found.extend((int(s), str(g)) for s, g in self._conn.execute(sql, chunk))
+        return sorted(found)
+
     def offsets(self) -> dict[TopicPartitionKey, int]:
         with self._lock:
             rows = self._conn.execute("SELECT topic, partition, next_offset FROM offsets")
@@ -275,8 +297,8 @@ class SqliteCatalog:
         """``{id: (seq, agent_id, skill)}`` of the stored ids among ``ids``."""
         found: dict[str, tuple[int, str, str]] = {}
         with self._lock:
-            for start in range(0, len(ids), 900):
-                chunk = list(ids[start : start + 900])
+            for start in range(0, len(ids), IN_CHUNK):
+                chunk = list(ids[start : start + IN_CHUNK])
                 marks = ",".join("?" * len(chunk))
                 sql = f"SELECT id, seq, agent_id, skill FROM learnings WHERE id IN ({marks})"
                 for learning_id, seq, agent, skill in self._conn.execute(sql, chunk):

@@ -210,3 +210,31 @@ def test_a_torn_round_file_is_listed_as_a_failed_round_with_its_reason(tmp_path:
         runner.invoke(app, ["round", "run", "--dry-run", "--json", "--min-new", "1"], env=env(home)).stdout
     )
     assert plan["round_id"] == "r0007"
+
+
+def test_show_says_what_the_screen_left_out(tmp_path: Path) -> None:
+    home = tmp_path / "hive"
+    screen = {
+        "enabled": True,
+        "agents": {"a1": {"add": {"screened": True}}, "a5": {"add": {"screened": True, "excluded": True}}},
+        "excluded": [{"agent": "a5", "skill": "add", "learnings": 40, "agreement": 0.12, "floor": 0.61}],
+    }
+    RoundBook(home / "rounds").save(
+        RoundRecord(
+            id="r0001",
+            state="released",
+            base_version=0,
+            after_seq=0,
+            upto_seq=80,
+            learnings=80,
+            per_agent={"a1": 40, "a5": 40},
+            skills=["add"],
+            distill={"steps": 40, "screen": screen},
+        )
+    )
+    shown = runner.invoke(app, ["round", "show", "r0001"], env=env(home))
+    assert shown.exit_code == 0, shown.output
+    assert "screen: left out a5's 40 learnings of add (the base agrees with 0.12 of them, below 0.61)" in shown.stdout
+    assert "distill: steps 40\n" in shown.stdout  # the screen's figures get their own line
+    as_json = json.loads(runner.invoke(app, ["round", "show", "r0001", "--json"], env=env(home)).stdout)
+    assert as_json["distill"]["screen"]["excluded"][0]["agent"] == "a5"

@@ -193,3 +193,30 @@ def test_a_rejected_rounds_learnings_are_never_replayed(hive) -> None:
     third = open_round(settings, store, book, base, "hive-rounds")
     replay = read_learnings(book.path(third.id) / "replay.jsonl")
     assert {lr.id for lr in replay} == {lr.id for lr in kept}
+
+
+def test_replay_reads_only_the_learnings_it_samples(hive, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, store, book, base = hive
+    settings = settings.model_copy(update={"distill": DistillSettings(replay_size=12, seed=5)})
+    store.append(
+        [make_learning("a1", "add", i) for i in range(200)] + [make_learning("a2", "mul", i) for i in range(100)], {}
+    )
+    first = open_round(settings, store, book, base, "hive-rounds")
+    first.state = "released"
+    book.save(first)
+    store.append([make_learning("a3", "capital", i) for i in range(5)], {})
+    read: list[int] = []
+    original = ParquetLearningStore._read_located
+
+    def counting(self, located):
+        read.extend(seq for seq, _ in located)
+        return original(self, located)
+
+    monkeypatch.setattr(ParquetLearningStore, "_read_located", counting)
+    record = open_round(settings, store, book, base, "hive-rounds")
+    replay = read_learnings(book.path(record.id) / "replay.jsonl")
+    assert Counter(lr.skill for lr in replay) == Counter({"add": 6, "mul": 6})
+    # The round's own 5 learnings and the 12 sampled ones: none of the other 288 earlier learnings was read.
+    assert sorted(seq for seq in read if seq > 300) == [301, 302, 303, 304, 305]
+    assert sorted(seq for seq in read if seq <= 300) == sorted({lr_seq for lr_seq in read if lr_seq <= 300})
+    assert len([seq for seq in read if seq <= 300]) == 12

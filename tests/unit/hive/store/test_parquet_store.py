@@ -210,3 +210,55 @@ def test_read_only_store_of_an_older_catalog_without_dead_letters(tmp_path: Path
         assert reader.count() == 1
         assert reader.dead_letter_counts() == {}
         assert reader.dead_letters() == []
+
+
+def test_the_index_names_every_unquarantined_learning_without_reading_one(store: ParquetLearningStore) -> None:
+    from hive.store.interface import Indexed, Quarantined
+
+    store.append([make_learning("a1", "add", i) for i in range(3)], {})
+    store.append([make_learning("a2", "mul", i) for i in range(3)], {})
+    ids = {seq: str(x.id) for seq, x in store.read_with_seq()}
+    store.quarantine([Quarantined(ids[2], 2, "a1", "add", "unreadable", "test")])
+    assert store.index() == [
+        Indexed(1, "a1", "add"),
+        Indexed(3, "a1", "add"),
+        Indexed(4, "a2", "mul"),
+        Indexed(5, "a2", "mul"),
+        Indexed(6, "a2", "mul"),
+    ]
+    assert [e.seq for e in store.index(after_seq=3, upto_seq=5)] == [4, 5]
+    for segment in store.segments_dir.iterdir():  # the index is the catalog's: no segment is opened
+        segment.unlink()
+    assert len(store.index()) == 5
+
+
+def test_read_seqs_reads_exactly_those_rows_across_segments(store: ParquetLearningStore) -> None:
+    store.append([make_learning("a1", "add", i) for i in range(4)], {})
+    store.append([make_learning("a2", "mul", i) for i in range(4)], {})
+    everything = dict(store.read_with_seq())
+    good, bad = store.read_seqs([7, 2, 99, 2, 5])  # out of order, repeated, and one never stored
+    assert [seq for seq, _ in good] == [2, 5, 7] and bad == []
+    assert all(learning == everything[seq] for seq, learning in good)
+    assert store.read_seqs([]) == ([], [])
+
+
+def test_read_seqs_returns_an_unparseable_row_as_unreadable(store: ParquetLearningStore) -> None:
+    import pyarrow as pa
+
+    store.append([make_learning("a1", "add", i) for i in range(3)], {})
+    [path] = list(store.segments_dir.iterdir())
+    table = pq.read_table(path)
+    texts = table.column("json").to_pylist()
+    texts[1] = '{"id": "x"}'
+    pq.write_table(table.set_column(table.schema.get_field_index("json"), "json", pa.array(texts, pa.string())), path)
+    good, bad = store.read_seqs([1, 2, 3])
+    assert [seq for seq, _ in good] == [1, 3]
+    assert [(b.seq, b.reason) for b in bad] == [(2, "unreadable")]
+
+
+def test_read_seqs_of_a_lost_segment_says_so(store: ParquetLearningStore) -> None:
+    store.append([make_learning("a1", "add", i) for i in range(3)], {})
+    for segment in store.segments_dir.iterdir():
+        segment.unlink()
+    with pytest.raises(StoreError, match="missing from"):
+        store.read_seqs([2])
