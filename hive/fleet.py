@@ -28,12 +28,23 @@ FUTURE = "future"
 KEY_FILE = "key_file"
 UNPROCESSABLE = "unprocessable"
 MAX_NOTED = 1000
+# Core runs kept per agent for the timeline: the newest ones.
+MAX_RUNS = 50
 
 
 def as_utc(moment: datetime) -> datetime:
     # Heartbeats carry zoned times (the schema refuses others); a zone-less time can still come from a caller
     # in Python, and is read as UTC so that it compares instead of raising TypeError.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CoreRun:
+    """An agent on one core version, from its first heartbeat on it to its last (heartbeats' own ``sent_at``)."""
+
+    core_version: int
+    first: datetime
+    last: datetime
 
 
 @dataclass
@@ -51,6 +62,8 @@ class FleetView:
     # Heartbeats not counted, per reason: the codec's, the sender policy's (hive.auth), ``future``, ``key_file``
     # or ``unprocessable`` (a check that failed unforeseen, logged with its traceback).
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    # Agent id -> the core versions it ran, in the order heartbeats arrived (the newest MAX_RUNS): the timeline.
+    runs: dict[str, list[CoreRun]] = field(default_factory=dict)
     # (reason, agent id) pairs already logged at WARNING: an agent heartbeats every few seconds.
     _noted: set[tuple[str, str | None]] = field(default_factory=set, repr=False)
 
@@ -59,6 +72,14 @@ class FleetView:
         self.latest[beat.agent_id] = beat
         if beat.evaluation:
             self.evaluations[(beat.agent_id, beat.core_version)] = dict(beat.evaluation)
+        sent = as_utc(beat.sent_at)
+        runs = self.runs.setdefault(beat.agent_id, [])
+        if runs and runs[-1].core_version == beat.core_version:
+            last = runs[-1]
+            runs[-1] = CoreRun(last.core_version, min(last.first, sent), max(last.last, sent))
+        else:
+            runs.append(CoreRun(beat.core_version, sent, sent))
+            del runs[:-MAX_RUNS]
 
     def offer_raw(
         self,
@@ -154,7 +175,13 @@ class FleetTracker:
     def snapshot(self) -> FleetView:
         with self._lock:
             view = self._view
-            return FleetView(dict(view.latest), dict(view.evaluations), view.rejected, dict(view.rejected_by_reason))
+            return FleetView(
+                dict(view.latest),
+                dict(view.evaluations),
+                view.rejected,
+                dict(view.rejected_by_reason),
+                {agent: list(runs) for agent, runs in view.runs.items()},
+            )
 
     def _offer(self, raw: bytes) -> None:
         with self._lock:

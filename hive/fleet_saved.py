@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hive.config import HiveSettings
-from hive.fleet import FleetTracker, FleetView, as_utc
+from hive.fleet import CoreRun, FleetTracker, FleetView, as_utc
 from streams.durable import write_text
 from streams.events import Heartbeat
 
@@ -55,6 +55,16 @@ def save_view(path: Path, view: FleetView, now: datetime | None = None) -> None:
         ],
         "rejected": view.rejected,
         "rejected_by_reason": view.rejected_by_reason,
+        "runs": [
+            {
+                "agent_id": agent,
+                "core_version": run.core_version,
+                "first": run.first.isoformat(),
+                "last": run.last.isoformat(),
+            }
+            for agent, runs in sorted(view.runs.items())
+            for run in runs
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(document))
@@ -85,6 +95,12 @@ def load_view(settings: HiveSettings) -> SavedView | None:
             }
         view.rejected = int(document["rejected"])
         view.rejected_by_reason = {str(k): int(v) for k, v in document["rejected_by_reason"].items()}
+        for entry in document.get("runs", []):  # absent in a view saved before the timeline existed
+            first, last = datetime.fromisoformat(entry["first"]), datetime.fromisoformat(entry["last"])
+            if first.tzinfo is None or last.tzinfo is None:
+                raise ValueError("a core run's time has no time zone")
+            run = CoreRun(int(entry["core_version"]), first, last)
+            view.runs.setdefault(str(entry["agent_id"]), []).append(run)
     except (KeyError, TypeError, ValueError, AttributeError, ValidationError) as err:
         raise SavedViewError(f"{path}: not a fleet view this hive can read: {err}") from err
     return SavedView(view, as_of)

@@ -17,6 +17,7 @@ from hive.cores.release import ReleasePlan, release_core, round_release
 from hive.cores.release_history import last_published, read_history
 from hive.fleet import FleetTracker
 from hive.fleet_saved import FleetSaver, saved_view_path
+from hive.ingest.history import HISTORY_FILE, IngestHistory
 from hive.ingest.ingestor import Ingestor
 from hive.rounds.book import NoNewLearnings, RoundBook, RoundRecord
 from hive.rounds.lock import RoundBusy, round_lock
@@ -66,7 +67,9 @@ class Hive:
         self.producer = cast("KafkaProducer", self._producer)
         release = round_release(settings, self.registry, self.producer)
         self.runner = RoundRunner(settings, self.store, self.registry, release)
-        self.ingestor = Ingestor(settings, self.store, self.producer)
+        # Per minute, for the dashboard's ingest charts (hive.ingest.history).
+        history = IngestHistory(settings.home / HISTORY_FILE)
+        self.ingestor = Ingestor(settings, self.store, self.producer, history=history)
         self.fleet = FleetTracker.from_settings(settings)  # heartbeats are checked as learnings are
         # What `hive fleet` and the dashboard show when the broker is gone (hive.fleet_saved).
         self.fleet_saver = FleetSaver(self.fleet, saved_view_path(settings))

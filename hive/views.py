@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
+import logging
+import math
 from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hive.config import HiveSettings
@@ -18,6 +22,8 @@ from hive.rounds.lock import lock_holder
 from hive.rounds.progress import read_progress
 from hive.store.interface import DeadLetter, Quarantined
 from streams.events import Learning
+
+log = logging.getLogger(__name__)
 
 # -- dead letters, learnings, the quarantine and the fleet ---------------------------------------------
 
@@ -123,6 +129,14 @@ def fleet_json(
         "agents": agents,
         "versions": {str(v): versions[v] for v in sorted(versions)},
         "max_skew": max((abs(a["skew"]) for a in active if a["skew"] is not None), default=0),
+        # Which core each agent ran, and when (by its heartbeats' sent_at), oldest first.
+        "timeline": {
+            agent: [
+                {"core_version": run.core_version, "from": run.first.isoformat(), "to": run.last.isoformat()}
+                for run in view.runs[agent]
+            ]
+            for agent in sorted(view.runs)
+        },
     }
 
 
@@ -156,9 +170,30 @@ def rounds_json(settings: HiveSettings) -> list[dict[str, Any]]:
 
 
 def round_json(settings: HiveSettings, round_id: str) -> dict[str, Any]:
-    """One round, as ``hive round show R --json`` prints it; raises RoundNotFound."""
+    """One round, as ``hive round show R --json`` prints it, with ``losses`` (every step's loss, from the distill
+    job's ``out/metrics.json``; None until the job has written it); raises RoundNotFound."""
     book = RoundBook(settings.rounds_dir)
-    return round_view(book, get_round(book, round_id), lock_holder(settings.home))
+    view = round_view(book, get_round(book, round_id), lock_holder(settings.home))
+    view["losses"] = read_losses(book.path(round_id) / "out" / "metrics.json")
+    return view
+
+
+def read_losses(path: Path) -> list[float | None] | None:
+    """The ``losses`` list of a distill job's metrics.json, or None when the file is absent or holds no such list
+    (a damaged file is logged, never raised: a page must still show the round). A loss that is not finite (a
+    diverged step) reads as None: JSON has no NaN."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("cannot read the losses of %s: %s", path, err)
+        return None
+    losses = metrics.get("losses") if isinstance(metrics, dict) else None
+    if not isinstance(losses, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in losses):
+        log.warning("%s holds no list of losses", path)
+        return None
+    return [float(x) if math.isfinite(x) else None for x in losses]
 
 
 def cores_json(settings: HiveSettings, registry: CoreRegistry) -> list[dict[str, Any]]:

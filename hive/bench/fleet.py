@@ -7,6 +7,8 @@ the same test prompts (``agents.skills.splits``). Each seed runs every arm; figu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import time
@@ -22,12 +24,13 @@ from agents.skills import load_skills
 from agents.skills.splits import kind_of
 from hive.bench.contamination import count_contamination, held_out_prompts
 from hive.bench.fleet_arms import CoreStart, pretrain_base
-from hive.bench.fleet_seed import SeedRun, parse_kd_arm, run_seed
+from hive.bench.fleet_seed import RUN_FILE, SeedRun, load_seed_run, parse_kd_arm, run_seed, save_seed_run
 from hive.bench.fleet_stats import comparison, mean_sd, per_skill_mean_sd, ratios, summary
 from hive.bench.machine import machine_info
 from hive.bench.recipe import arm_config, describe_recipe
 from hive.config import DistillSettings
 from hive.cores.pretrained import TINY, core_source
+from streams import durable
 
 METHODS = (
     "base",
@@ -53,6 +56,8 @@ BASE_SKILLS = (
 # reported apart.
 DEFAULT_SKILLS = ("capital", "zorbish", "swap", "next")
 PhaseFn = Callable[[str], None]
+# Beside the tiny core's shared base in the bench's directory: the plan it was pretrained for and its prompts.
+BASE_FILE = "core_v0-base.json"
 # Distill steps per round of the tiny core's plan (its DistillSettings default, and for_model's).
 TINY_DISTILL_STEPS = 200
 
@@ -181,14 +186,26 @@ def multitask_steps(core_rows: dict[str, int], skills: int, batch_size: int) -> 
     return max(1, math.ceil(max(core_rows.values()) / per_step))
 
 
+def plan_fingerprint(plan: FleetBenchPlan) -> str:
+    """What makes a saved seed this plan's: every setting but which seeds run."""
+    settings = asdict(plan) | {"distill": plan.distill.model_dump(mode="json")}
+    settings.pop("seed")
+    settings.pop("seeds")
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def run_fleet_bench(
-    plan: FleetBenchPlan, workdir: Path, phase: PhaseFn, model_cache: Path | None = None
+    plan: FleetBenchPlan, workdir: Path, phase: PhaseFn, model_cache: Path | None = None, resume: bool = False
 ) -> dict[str, Any]:
     """Runs every arm for every seed on the same core v0 and held-out tasks, and returns the report.
 
     ``workdir`` is the bench's own: it is emptied first, so that no round resumes another run's checkpoint.
-    A pretrained ``plan.model`` is found as ``HIVE_MODEL__PATH`` is, built-in ones in ``model_cache``
-    (ModelSourceError or CoreDirError before anything is trained).
+    With ``resume`` it is kept instead: each seed's figures are saved (``seed<N>/run.json``) as soon as the seed
+    ends, and a seed already measured under the same plan (every setting but which seeds) is read back, not run
+    again; a seed that was cut short starts over, and so does the tiny core's base unless it was saved whole.
+    A long run can so be spread over several sittings. A pretrained ``plan.model`` is found as
+    ``HIVE_MODEL__PATH`` is, built-in ones in ``model_cache`` (ModelSourceError or CoreDirError before anything is
+    trained).
     """
     started = time.monotonic()
     if plan.seeds < 1:
@@ -205,7 +222,11 @@ def run_fleet_bench(
     # Drawing the held-out prompts first refuses, before any training, a generalize skill too small to split.
     held_out = {n: held_out_prompts(s, plan.eval_tasks, plan.val_tasks) for n, s in zip(names, skills, strict=True)}
     source = None if plan.model == TINY else core_source(plan.model, model_cache or Path("."))
-    fresh_workdir(workdir)
+    fingerprint = plan_fingerprint(plan)
+    if resume:
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        fresh_workdir(workdir)
 
     t = time.monotonic()
     base_prompts: set[str] = set()
@@ -214,22 +235,40 @@ def run_fleet_bench(
         phase(f"core v0: {plan.model} from {source}")
         start = CoreStart(load_core(source), source, load_codec(source))
     else:
-        core0 = build_core(seed=plan.seed)
-        if plan.base_steps > 0:
-            phase(f"pretraining the shared base on {', '.join(s.name for s in base_skills)} ({plan.base_steps} steps)")  # type: ignore[attr-defined]
-            core0, base_prompts = pretrain_base(
-                core0, base_skills, plan.base_steps, plan.distill.batch_size, plan.seed, base_recipe
-            )
-        save_core(core0, workdir / "core_v0")
+        base_file = workdir / BASE_FILE
+        saved_base = _saved_base(base_file, fingerprint, plan.seed) if resume else None
+        if saved_base is not None:
+            phase(f"core v0: the shared base saved in {workdir / 'core_v0'}")
+            core0, base_prompts = load_core(workdir / "core_v0"), saved_base
+        else:
+            core0 = build_core(seed=plan.seed)
+            if plan.base_steps > 0:
+                names_text = ", ".join(s.name for s in base_skills)  # type: ignore[attr-defined]
+                phase(f"pretraining the shared base on {names_text} ({plan.base_steps} steps)")
+                core0, base_prompts = pretrain_base(
+                    core0, base_skills, plan.base_steps, plan.distill.batch_size, plan.seed, base_recipe
+                )
+            save_core(core0, workdir / "core_v0")
+            document = {"fingerprint": fingerprint, "seed": plan.seed, "prompts": sorted(base_prompts)}
+            durable.write_text(base_file, json.dumps(document))
         start = CoreStart(core0, workdir / "core_v0")
     base_s = time.monotonic() - t
 
     runs: list[SeedRun] = []
     tuning: dict[str, Any] = {}
     for i, seed in enumerate(plan.seed_list()):
-        phase(f"seed {seed} ({i + 1}/{plan.seeds})")
         tune = plan.tune and i == 0
-        runs.append(run_seed(plan, seed, skills, start, workdir / f"seed{seed}", phase, tune))
+        seed_dir = workdir / f"seed{seed}"
+        saved = load_seed_run(seed_dir / RUN_FILE, fingerprint) if resume else None
+        if saved is not None:
+            phase(f"seed {seed} ({i + 1}/{plan.seeds}): measured before, read from {seed_dir / RUN_FILE}")
+            runs.append(saved)
+        else:
+            phase(f"seed {seed} ({i + 1}/{plan.seeds})")
+            if seed_dir.exists():
+                shutil.rmtree(seed_dir)  # a seed cut short starts over: nothing of it is trusted
+            runs.append(run_seed(plan, seed, skills, start, seed_dir, phase, tune))
+            save_seed_run(runs[-1], seed_dir / RUN_FILE, fingerprint)
         if tune:
             tuning = runs[-1].tuning
             plan = replace(plan, distill=plan.distill.model_copy(update=tuning["chosen"]))
@@ -257,6 +296,17 @@ def run_fleet_bench(
     report["machine"] = machine_info()
     report["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     return report
+
+
+def _saved_base(path: Path, fingerprint: str, seed: int) -> set[str] | None:
+    """The prompts the saved shared base was pretrained on, when it was saved whole for this plan and seed."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(document, dict) or document.get("fingerprint") != fingerprint or document.get("seed") != seed:
+        return None
+    return set(document.get("prompts", []))
 
 
 def _mean_accuracy(scores: dict[str, float], names: list[str]) -> float:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,10 @@ from hive.bench.fleet_arms import CoreStart, merge_arm, publish_specialist, trai
 from hive.bench.recipe import arm_config, describe_recipe
 from hive.bench.synthetic import core_signals
 from hive.rounds.open import sample_replay, write_manifest
+from streams import durable
 from streams.events import Learning, TeacherSignal
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from hive.bench.fleet import FleetBenchPlan
@@ -85,6 +90,38 @@ class SeedRun:
     kd_compare: dict[str, Any] = field(default_factory=dict)
     tuning: dict[str, Any] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
+
+
+RUN_FILE = "run.json"
+
+
+def save_seed_run(run: SeedRun, path: Path, fingerprint: str) -> None:
+    """Writes what a finished seed measured, whole, with the plan's fingerprint: ``--resume`` reads it back."""
+    document = asdict(run) | {
+        "streams": {arm: {skill: sorted(p) for skill, p in by.items()} for arm, by in run.streams.items()},
+        "fingerprint": fingerprint,
+    }
+    durable.write_text(path, json.dumps(document))
+
+
+def load_seed_run(path: Path, fingerprint: str) -> SeedRun | None:
+    """The seed's saved run when it was measured under the same plan (``fingerprint``), else None."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s cannot be read (%s): the seed runs again", path, err)
+        return None
+    if not isinstance(document, dict) or document.pop("fingerprint", None) != fingerprint:
+        log.warning("%s was measured under another plan: the seed runs again", path)
+        return None
+    try:
+        streams = {arm: {skill: set(p) for skill, p in by.items()} for arm, by in document.pop("streams").items()}
+        return SeedRun(**document, streams=streams)
+    except (TypeError, AttributeError, KeyError) as err:
+        log.warning("%s is not a seed's run (%s): the seed runs again", path, err)
+        return None
 
 
 def _write_round(

@@ -148,6 +148,12 @@ def fleet(
     tune: bool = typer.Option(
         False, help="First pick the core's replay size and continual lr on validation prompts (4 more core runs)."
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Keep each seed's figures as it ends (HIVE_HOME/bench/fleet/seed<N>/run.json) and read back the seeds "
+        "already measured under the same settings, so that a run stopped midway goes on from its last whole seed.",
+    ),
     teacher: DistillTeacher = typer.Option(
         DistillTeacher.streamed,
         help="Whose signals the core's KD follows: streamed (each learning's own, made while the agent learned) "
@@ -185,7 +191,7 @@ def fleet(
             kd_variants=tuple(kd_variants),
             **{k: v for k, v in given.items() if v is not None},
         )
-        report = run_fleet_bench(plan, settings.home / "bench" / "fleet", say, settings.model_cache_dir)
+        report = run_fleet_bench(plan, settings.home / "bench" / "fleet", say, settings.model_cache_dir, resume=resume)
     except (ModelSourceError, CoreDirError) as err:
         typer.echo(f"invalid --model: {err}", err=True)
         raise typer.Exit(2) from err

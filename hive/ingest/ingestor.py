@@ -15,6 +15,7 @@ from agents.skills import load_skill, skill_catalog
 from hive.config import HiveSettings
 from hive.ingest.admit import DESCRIPTIONS, UNPROCESSABLE, admit, dead_letter_entry
 from hive.ingest.auth import Rejection, SenderPolicy
+from hive.ingest.history import IngestHistory
 from hive.store.interface import DeadLetter, LearningStore, StoreError
 from streams import topics
 from streams.codec import OVERSIZE
@@ -95,9 +96,11 @@ class Ingestor:
         producer: KafkaProducer | None = None,
         topic: str = topics.LEARNINGS,
         group_id: str = GROUP_ID,
+        history: IngestHistory | None = None,
         **consumer: Any,
     ) -> None:
         self.settings = settings
+        self.history = history
         self.store = store
         self.totals = IngestStats()
         self.max_bytes = settings.kafka.max_message_bytes
@@ -181,6 +184,9 @@ class Ingestor:
         stats.duplicates = len(learnings) - stored
         stats.unsigned = unsigned
         self.totals.add(stats)
+        if self.history is not None:
+            created = [learning.created_at for learning in learnings]
+            self.history.record(stats.stored, stats.duplicates, stats.dead_lettered, created)
         return stats
 
     def _wait_for(self, dead: list[Any]) -> None:
@@ -311,6 +317,8 @@ class Ingestor:
         if self._closed:
             return
         self._closed = True
+        if self.history is not None:
+            self.history.flush()
         # Offsets were committed explicitly after each durable batch; never commit on close.
         self._consumer.close(autocommit=False)
         if self._owns_producer:

@@ -16,9 +16,10 @@ from hive.config import LOOPBACK_NAMES, DashboardSettings, HiveSettings
 from hive.fleet import FleetTracker
 from hive.ingest.admit import DESCRIPTIONS, REASONS
 from hive.rounds.book import RoundNotFound
+from hive.ui.charts import accuracy_chart, ingest_charts, loss_chart, timeline_chart
 from hive.ui.errors import answer_errors
 from hive.ui.render import render
-from hive.ui.sources import BadRequest, HiveReader, Unavailable, knowledge_matrix
+from hive.ui.sources import DEFAULT_HOURS, MAX_HOURS, BadRequest, HiveReader, Unavailable, knowledge_matrix
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def _pages(app: FastAPI, reader: HiveReader, actions: bool, token_required: bool
         except Unavailable as err:
             # A dashboard without a broker is a valid setup: say so on the page rather than fail it.
             data, notice = None, str(err)
-        return page("fleet.html", title="Fleet", fleet=data, notice=notice, now=datetime.now(UTC))
+        timeline = timeline_chart(data["timeline"]) if data is not None else None
+        return page("fleet.html", title="Fleet", fleet=data, notice=notice, now=datetime.now(UTC), timeline=timeline)
 
     @app.get("/rounds", response_class=HTMLResponse)
     def rounds() -> str:
@@ -130,12 +132,21 @@ def _pages(app: FastAPI, reader: HiveReader, actions: bool, token_required: bool
 
     @app.get("/rounds/{round_id}", response_class=HTMLResponse)
     def round_page(round_id: str) -> str:
-        return page("round.html", title=f"Round {round_id}", round=reader.round(round_id))
+        row = reader.round(round_id)
+        return page("round.html", title=f"Round {round_id}", round=row, loss_chart=loss_chart(row["losses"]))
 
     @app.get("/knowledge", response_class=HTMLResponse)
     def knowledge() -> str:
         cores = reader.cores()
-        return page("knowledge.html", title="Knowledge", cores=cores, knowledge=knowledge_matrix(cores))
+        matrix = knowledge_matrix(cores)
+        chart = accuracy_chart(matrix)
+        return page("knowledge.html", title="Knowledge", cores=cores, knowledge=matrix, accuracy_chart=chart)
+
+    @app.get("/ingest", response_class=HTMLResponse)
+    def ingest(hours: float = Query(DEFAULT_HOURS, gt=0, le=MAX_HOURS)) -> str:
+        data = reader.ingest(hours)
+        rate, lag = ingest_charts(data["minutes"])
+        return page("ingest.html", title="Ingest", ingest=data, rate_chart=rate, lag_chart=lag)
 
     @app.get("/learnings", response_class=HTMLResponse)
     def learnings(
@@ -192,6 +203,10 @@ def _api(app: FastAPI, reader: HiveReader) -> None:
     def knowledge() -> dict[str, Any]:
         return knowledge_matrix(reader.cores())
 
+    @app.get("/api/ingest")
+    def ingest(hours: float = Query(DEFAULT_HOURS, gt=0, le=MAX_HOURS)) -> dict[str, Any]:
+        return reader.ingest(hours)
+
     @app.get("/api/learnings")
     def learnings(
         agent: str | None = None, skill: str | None = None, limit: int = Query(20, ge=1, le=MAX_LIMIT)
@@ -221,5 +236,6 @@ def _overview(reader: HiveReader) -> list[dict[str, Any]]:
         part("rounds", "/rounds", lambda: len(reader.rounds()), "rounds"),
         part("knowledge", "/knowledge", lambda: reader.champion(), "champion core version"),
         part("learnings", "/learnings", lambda: reader.learning_counts()["count"], "learnings stored"),
+        part("ingest", "/ingest", lambda: reader.ingest(1.0)["stored"], "stored in the last hour"),
         part("dlq", "/dlq", lambda: reader.dlq(0)["total"], "dead letters"),
     ]

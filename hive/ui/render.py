@@ -36,9 +36,12 @@ def heat(value: float | None) -> str:
     return f"hsl({round(120 * clamped)}, 65%, {round(82 - 22 * clamped)}%)"
 
 
-def num(value: float | int | None, digits: int = 3) -> str:
+def num(value: Any, digits: int = 3) -> str:
+    """A number for a table cell; anything else (a metric that is a mapping, a name) as its text."""
     if value is None:
         return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"

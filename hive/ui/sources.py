@@ -13,11 +13,16 @@ from hive.cores.registry import CoreRegistry, RegistryError
 from hive.fleet import FleetTracker
 from hive.fleet_saved import SavedViewError, load_view
 from hive.ingest.admit import REASONS
+from hive.ingest.history import HISTORY_FILE, recent
 from hive.rounds.book import RoundBook
 from hive.rounds.last_check import describe_check, read_check
 from hive.store.interface import StoreError
 from hive.store.parquet import READ_ERRORS, NoStoreError, ParquetLearningStore, open_read_only
 from hive.views import cores_json, dlq_json, fleet_json, learning_json, quarantined_json, round_json, rounds_json
+
+# The ingest page's window: a day by default, a week (what the history keeps) at most.
+DEFAULT_HOURS = 24.0
+MAX_HOURS = 168.0
 
 
 class Unavailable(RuntimeError):
@@ -155,6 +160,9 @@ class HiveReader:
 
     # -- the fleet -------------------------------------------------------------------------------------
 
+    def ingest(self, hours: float) -> dict[str, Any]:
+        return ingest_json(self.settings, hours)
+
     def fleet(self) -> dict[str, Any]:
         """Each agent's running core, heartbeat, lag and skew, as ``hive fleet --json``, with ``source`` and
         ``as_of``. Without a broker (none configured, or the follower stopped) it is the hive's last-known view
@@ -180,6 +188,20 @@ class HiveReader:
         assert self.tracker is not None
         now = datetime.now(UTC)
         return fleet_json(self.tracker.snapshot(), champion, now=now) | {"source": "broker", "as_of": now.isoformat()}
+
+
+def ingest_json(settings: HiveSettings, hours: float, now: datetime | None = None) -> dict[str, Any]:
+    """The ingest minutes of the last ``hours`` (``hive.ingest.history``), oldest first, with their totals."""
+    now = now or datetime.now(UTC)
+    minutes = recent(settings.home / HISTORY_FILE, hours, now)
+    return {
+        "hours": hours,
+        "as_of": now.isoformat(),
+        "minutes": minutes,
+        "stored": sum(m["stored"] for m in minutes),
+        "duplicates": sum(m["duplicates"] for m in minutes),
+        "dead_lettered": sum(m["dead_lettered"] for m in minutes),
+    }
 
 
 def knowledge_matrix(cores: list[dict[str, Any]]) -> dict[str, Any]:

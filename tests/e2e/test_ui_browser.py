@@ -4,6 +4,7 @@ the learnings filters work, hostile text stays text, and each page is saved as a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 from agents.model import CoreSize, build_core, save_core
 from hive.config import HiveSettings
 from hive.cores.registry import CHAMPION, CoreRegistry
+from hive.ingest.history import HISTORY_FILE, IngestHistory
 from hive.rounds.book import RoundBook, RoundRecord
 from hive.store.interface import PAYLOAD_HEAD_BYTES, DeadLetter
 from hive.store.parquet import ParquetLearningStore
@@ -146,6 +148,23 @@ def _record_rounds(settings: HiveSettings) -> None:
     )
 
 
+LOSSES = [4.25 / (1 + 0.1 * step) for step in range(40)]
+
+
+def _write_losses_and_ingest(settings: HiveSettings) -> None:
+    """r0001's distill job's losses, and three minutes of ingest as `hive serve` records them."""
+    out = settings.rounds_dir / "r0001" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"losses": LOSSES}))
+    history = IngestHistory(settings.home / HISTORY_FILE)
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    for minutes_ago, stored, dead, lag_s in ((3, 12, 0, 0.5), (2, 9, 3, 2.0), (1, 0, 1, None)):
+        at = now - timedelta(minutes=minutes_ago)
+        created = [] if lag_s is None else [at - timedelta(seconds=lag_s)] * stored
+        history.record(stored, 0, dead, created, now=at)
+    history.flush()
+
+
 def _register_cores(settings: HiveSettings) -> None:
     registry = CoreRegistry.from_settings(settings)
     evals = {0: {"reverse": 0.02, "sort": 0.0}, 1: {"reverse": 0.84, "sort": 0.31}}
@@ -168,9 +187,15 @@ def _publish_heartbeats(bootstrap: str, agent_keys: Any) -> None:
     create_topics(kafka)
     producer = make_producer(kafka)
     try:
-        now = datetime.now(UTC)
-        for agent, skill, version in (("agent-1", "reverse", 1), ("agent-2", "sort", 0)):
-            beat = Heartbeat(agent_id=agent, skill=skill, core_version=version, sent_at=now, state="serving")
+        now = datetime.now(UTC).replace(microsecond=0)
+        # agent-1 ran v0 a minute ago and v1 now: the fleet timeline shows both runs.
+        beats = [
+            ("agent-1", "reverse", 0, now - timedelta(seconds=60)),
+            ("agent-1", "reverse", 1, now),
+            ("agent-2", "sort", 0, now),
+        ]
+        for agent, skill, version, sent_at in beats:
+            beat = Heartbeat(agent_id=agent, skill=skill, core_version=version, sent_at=sent_at, state="serving")
             # Signed: the dashboard, as `hive fleet`, counts a heartbeat only once it verifies.
             send_and_wait(producer, topics.FLEET, agent.encode(), encode(agent_keys.sign(beat)))
     finally:
@@ -247,6 +272,7 @@ def hive_ui(tmp_path: Path, agent_keys: Any) -> Iterator[tuple[str, dict[str, st
         _fill_store(settings)
         _record_rounds(settings)
         _register_cores(settings)
+        _write_losses_and_ingest(settings)
         _publish_heartbeats(broker.bootstrap, agent_keys)
         env = _env(home, broker.bootstrap) | agent_keys.env
         log = tmp_path / "ui.log"
@@ -274,6 +300,24 @@ def hive_ui(tmp_path: Path, agent_keys: Any) -> Iterator[tuple[str, dict[str, st
 
 
 # -- the test --------------------------------------------------------------------------------------------
+
+
+def _naive(moment: str) -> str:
+    """A JSON time as the charts label it: UTC, without the zone."""
+    return datetime.fromisoformat(moment).astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def _points(page: Any, chart: str) -> list[tuple[str, float]]:
+    """Every drawn point of a chart: the numbers its SVG says it stands for, and its height on the page."""
+    return page.locator(f"{chart} g.dots").evaluate_all(
+        "gs => gs.map(g => [g.querySelector('desc.value').textContent, g.querySelector('circle').cy.baseVal.value])"
+    )
+
+
+def _drawn_in_order(points: list[tuple[float, float]]) -> bool:
+    """A larger value is drawn higher (a smaller y) than a smaller one: the dots sit where their numbers say."""
+    ranked = sorted(points)
+    return all(a[1] > b[1] for a, b in itertools.pairwise(ranked) if a[0] < b[0])
 
 
 def _float(value: str | None) -> float | None:
@@ -338,6 +382,19 @@ def test_dashboard_pages_match_the_cli(
                 assert page.get_attribute(f'#versions tr[data-version="{version}"]', "data-count") == str(count)
             assert page.get_attribute("#champion", "data-value") == str(fleet["champion"])
             assert _float(page.get_attribute("#max-skew", "data-value")) == fleet["max_skew"]
+            # The timeline: one bar (two points) per core run of each agent, where `hive fleet --json` has them.
+            timeline = fleet["timeline"]
+            assert [run["core_version"] for run in timeline["agent-1"]] == [0, 1]
+            drawn = sorted(text for text, _ in _points(page, "#timeline-chart"))
+            expected_runs = sorted(
+                f"{_naive(run[end])}: {agent}"
+                for agent, runs in timeline.items()
+                for run in runs
+                for end in ("from", "to")
+            )
+            assert drawn == expected_runs
+            rows = {text.split(": ")[1]: y for text, y in _points(page, "#timeline-chart")}
+            assert rows["agent-1"] < rows["agent-2"]  # the first agent's row on top
 
             # The rounds timeline, newest first, with each round's state and per-skill metrics.
             visit("/rounds", "Rounds", "rounds")
@@ -367,6 +424,14 @@ def test_dashboard_pages_match_the_cli(
                     assert page.get_attribute(f'#per-agent tr[data-agent="{agent}"]', "data-count") == str(n)
                 for key, value in r["distill"].items():
                     assert _float(page.get_attribute(f'#distill tr[data-key="{key}"]', "data-value")) == value
+            # r0001's loss curve: one point per step, at the losses the API serves.
+            visit("/rounds/r0001", "Round r0001", "round-r0001-loss")
+            losses = _get_json(base + "api/rounds/r0001")["losses"]
+            assert losses == LOSSES
+            drawn_losses = _points(page, "#loss-chart")
+            assert [text for text, _ in drawn_losses] == [f"{i + 1}: {loss!r}" for i, loss in enumerate(losses)]
+            assert _drawn_in_order([(float(text.split(": ")[1]), y) for text, y in drawn_losses])
+            visit("/rounds/r0003", "Round r0003", "round-r0003")
             # The failed round's error is shown whole, as text.
             assert "<b>Traceback</b>" in page.inner_text("pre.error")
 
@@ -382,6 +447,36 @@ def test_dashboard_pages_match_the_cli(
                 assert _float(cell.get_attribute("data-value")) == value
             champion = [c["core_version"] for c in cores if CHAMPION in c["aliases"]]
             assert champion == [fleet["champion"]]
+            # The accuracy chart: one point per evaluated cell, skill by skill, version by version.
+            knowledge = _get_json(base + "api/knowledge")
+            drawn_cells = _points(page, "#accuracy-chart")
+            assert [float(text) for text, _ in drawn_cells] == [
+                knowledge["matrix"][skill][str(v)]
+                for skill in knowledge["skills"]
+                for v in knowledge["versions"]
+                if str(v) in knowledge["matrix"][skill]
+            ]
+            assert sorted(float(text) for text, _ in drawn_cells) == sorted(expected.values())
+            assert _drawn_in_order([(float(text), y) for text, y in drawn_cells])
+
+            # Ingest: stored per minute and the lag, as /api/ingest serves them.
+            visit("/ingest", "Ingest", "ingest")
+            ingest = _get_json(base + "api/ingest")
+            assert [m["stored"] for m in ingest["minutes"]] == [12, 9, 0]
+            assert page.get_attribute("#stored", "data-value") == "21"
+            rate = [text for text, _ in _points(page, "#rate-chart")]
+            for key in ("stored", "duplicates", "dead_lettered"):
+                for m in ingest["minutes"]:
+                    assert f"{_naive(m['minute'])}: {m[key]!r}" in rate
+            assert len(rate) == 3 * len(ingest["minutes"])
+            lag = [text for text, _ in _points(page, "#lag-chart")]
+            assert lag == [
+                f"{_naive(m['minute'])}: {m[key]!r}"
+                for key in ("lag_p50_s", "lag_max_s")
+                for m in ingest["minutes"]
+                if m[key] is not None
+            ]
+            assert page.locator("main script").count() == 0
 
             # The learnings browser: the newest first, then filtered by agent and by skill through the form.
             visit("/learnings", "Learnings", "learnings")

@@ -194,3 +194,67 @@ def test_every_arm_trains_on_the_plans_batch_and_an_uneven_one_is_refused() -> N
     assert plan.distill.batch_size == 24 and plan.distill.steps == 5
     with pytest.raises(ValueError, match="--batch-size 33 must split evenly over 2 distill ranks"):
         FleetBenchPlan(skills=["capital"], batch_size=33)
+
+
+def _named_run(seed: int, directory: Path) -> SeedRun:
+    """A seed's figures over capital and swap, as run_seed returns them (without training anything)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "half-done").write_text("a seed cut short leaves files behind")
+    run = SeedRun(seed)
+    skills = ("capital", "swap")
+    run.accuracy = {m: dict.fromkeys(skills, 0.5 + 0.01 * seed) for m in ("base", "specialist", "core", "multitask")}
+    run.accuracy |= {m: dict.fromkeys(skills, 0.1) for m in ("weight_average", "task_arithmetic", "ties")}
+    run.rounds = [{"round": 1, "new_skills": list(skills), "eval": run.accuracy["core"]}]
+    run.budget = {"core": {"steps": 1}}
+    run.streams = {"core": {"capital": {"cap zorvia"}, "swap": {"swap ab"}}}
+    run.wall_s = {"core": 1.0}
+    return run
+
+
+def test_resume_reads_back_whole_seeds_and_runs_only_the_rest(tmp_path: Path, monkeypatch) -> None:
+    import hive.bench.fleet as fleet
+
+    ran: list[int] = []
+
+    def fake_run_seed(plan, seed, skills, start, directory, phase, tune):
+        assert not (directory / "half-done").exists(), "a seed cut short must start over in an empty directory"
+        ran.append(seed)
+        return _named_run(seed, directory)
+
+    monkeypatch.setattr(fleet, "run_seed", fake_run_seed)
+    workdir = tmp_path / "fleet"
+    plan = FleetBenchPlan(skills=["capital", "swap"], rounds=1, seeds=2, base_steps=0, eval_tasks=4, val_tasks=2)
+    first = run_fleet_bench(plan, workdir, print, resume=True)
+    assert ran == [0, 1] and first["seeds"] == [0, 1]
+    assert (workdir / "seed0" / "run.json").is_file()
+
+    # A third seed later: the first two are read back, and the report covers all three.
+    (workdir / "seed2").mkdir()
+    (workdir / "seed2" / "half-done").write_text("killed midway")
+    report = run_fleet_bench(FleetBenchPlan(**{**plan.__dict__, "seeds": 3}), workdir, print, resume=True)
+    assert ran == [0, 1, 2]
+    assert report["seeds"] == [0, 1, 2]
+    assert [row["accuracy"]["core"]["capital"] for row in report["per_seed"]] == [0.5, 0.51, 0.52]
+    assert report["contamination"]["capital"] == first["contamination"]["capital"]
+
+    # Any other setting is another plan: nothing is read back.
+    other = FleetBenchPlan(**{**plan.__dict__, "eval_tasks": 5})
+    run_fleet_bench(other, workdir, print, resume=True)
+    assert ran == [0, 1, 2, 0, 1]
+    # Without --resume the directory is emptied first, saved seeds included.
+    run_fleet_bench(plan, workdir, print)
+    assert ran == [0, 1, 2, 0, 1, 0, 1]
+
+
+def test_a_saved_seed_reads_back_whole_or_not_at_all(tmp_path: Path) -> None:
+    from hive.bench.fleet_seed import load_seed_run, save_seed_run
+
+    run = _named_run(3, tmp_path / "seed3")
+    save_seed_run(run, tmp_path / "run.json", "abc")
+    assert load_seed_run(tmp_path / "run.json", "abc") == run
+    assert load_seed_run(tmp_path / "run.json", "another plan") is None
+    (tmp_path / "run.json").write_text('{"seed": 3, "accur')
+    assert load_seed_run(tmp_path / "run.json", "abc") is None
+    (tmp_path / "run.json").write_text('{"fingerprint": "abc", "seed": 3, "unknown_field": 1, "streams": {}}')
+    assert load_seed_run(tmp_path / "run.json", "abc") is None
+    assert load_seed_run(tmp_path / "absent.json", "abc") is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -118,6 +118,7 @@ def test_every_page_loads(client: TestClient) -> None:
         ("/rounds/r0001", "Round r0001"),
         ("/knowledge", "Knowledge"),
         ("/learnings", "Learnings"),
+        ("/ingest", "Ingest"),
         ("/dlq", "Dead letters"),
     ]:
         response = client.get(path)
@@ -378,3 +379,73 @@ def test_quarantine_torn_rounds_and_a_failed_check_are_shown(settings: HiveSetti
     assert 'data-round="r0003" data-state="failed"' in rounds
     assert "the last round check failed" in rounds and "offset-naive" in rounds
     assert "unreadable round.json" in client.get("/rounds/r0003").text
+
+
+def test_ingest_page_and_api_draw_the_recorded_minutes(settings: HiveSettings, client: TestClient) -> None:
+    from hive.ingest.history import HISTORY_FILE, IngestHistory
+
+    empty = client.get("/ingest").text
+    assert 'id="ingest-empty"' in empty and "<svg" not in empty
+    now = datetime.now(UTC)
+    history = IngestHistory(settings.home / HISTORY_FILE)
+    history.record(6, 1, 2, [now], now=now - timedelta(minutes=2))
+    history.record(3, 0, 0, [now], now=now - timedelta(minutes=1))
+    history.flush()
+    data = client.get("/api/ingest").json()
+    assert (data["stored"], data["duplicates"], data["dead_lettered"]) == (9, 1, 2)
+    assert [m["stored"] for m in data["minutes"]] == [6, 3]
+    page = client.get("/ingest").text
+    assert 'id="rate-chart"' in page and 'id="lag-chart"' in page and "<script" not in page
+    assert 'id="stored" data-value="9"' in page
+    assert client.get("/api/ingest", params={"hours": 0}).status_code == 422
+    assert client.get("/api/ingest", params={"hours": 1000}).status_code == 422
+    assert "stored in the last hour" in client.get("/").text
+
+
+def test_round_page_draws_its_loss_curve_and_screen(settings: HiveSettings, client: TestClient) -> None:
+    import json
+
+    assert 'id="loss-chart"' not in client.get("/rounds/r0001").text  # no metrics.json yet
+    out = settings.home / "rounds" / "r0001" / "out"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"losses": [3.5, 2.0, float("nan"), 0.5]}))
+    assert client.get("/api/rounds/r0001").json()["losses"] == [3.5, 2.0, None, 0.5]
+    page = client.get("/rounds/r0001").text
+    assert 'id="loss-chart"' in page and '<desc class="value">4: 0.5</desc>' in page
+    (out / "metrics.json").write_text("{torn")
+    assert client.get("/api/rounds/r0001").json()["losses"] is None
+    assert client.get("/rounds/r0001").status_code == 200
+    book = RoundBook(settings.home / "rounds")
+    record = book.get("r0001")
+    assert record is not None
+    record.distill = record.distill | {
+        "screen": {
+            "enabled": True,
+            "skills": {"reverse": {"agreement": 0.9, "known": True}},
+            "agents": {"a1": {"reverse": {"learnings": 5, "screened": True, "agreement": 0.1, "excluded": True}}},
+            "excluded": [{"agent": "a1", "skill": "reverse", "learnings": 5, "agreement": 0.1, "floor": 0.6}],
+        },
+        "teacher_skipped": {"adapter_sha_mismatch": 2},
+    }
+    book.save(record)
+    page = client.get("/rounds/r0001").text
+    assert 'data-agent="a1" data-skill="reverse" data-agreement="0.1" data-excluded="true"' in page
+    assert "adapter_sha_mismatch" in page  # a mapping metric shows as text, not a server error
+
+
+def test_fleet_page_draws_the_timeline(settings: HiveSettings) -> None:
+    beats = [
+        Heartbeat(agent_id="a1", skill="reverse", core_version=0, sent_at=datetime(2026, 12, 2, 10, 0, tzinfo=UTC)),
+        Heartbeat(agent_id="a1", skill="reverse", core_version=1, sent_at=datetime(2026, 12, 2, 10, 5, tzinfo=UTC)),
+        Heartbeat(agent_id="a1", skill="reverse", core_version=1, sent_at=datetime(2026, 12, 2, 10, 9, tzinfo=UTC)),
+    ]
+    with TestClient(create_app(settings, tracker=FakeTracker(beats))) as c:  # type: ignore[arg-type]
+        data = c.get("/api/fleet").json()
+        page = c.get("/fleet").text
+    assert data["timeline"] == {
+        "a1": [
+            {"core_version": 0, "from": "2026-12-02T10:00:00+00:00", "to": "2026-12-02T10:00:00+00:00"},
+            {"core_version": 1, "from": "2026-12-02T10:05:00+00:00", "to": "2026-12-02T10:09:00+00:00"},
+        ]
+    }
+    assert 'id="timeline-chart"' in page and "2026-12-02T10:09:00: a1" in page
