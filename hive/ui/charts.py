@@ -94,7 +94,7 @@ def loss_chart(losses: Sequence[float | None] | None) -> Markup | None:
     chart = _chart(
         pygal.XY, title="Distillation loss per step", x_title="step", y_title="loss", dots_size=1.5, show_legend=False
     )
-    chart.x_value_formatter = repr
+    chart.x_value_formatter = lambda step: f"{step:g}"  # steps are whole: 40, not 40.0
     chart.add("loss", [(step, losses[step - 1]) for step in loss_steps(losses)])
     return _render(chart)
 
