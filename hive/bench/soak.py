@@ -11,8 +11,9 @@ leaves (drains its spool and closes) in phase 3. What it measures:
 - ``rounds_released`` and every round's state;
 - ``ingest_lag_s``: for every stored learning, the time from its ``created_at`` to when a reader polling the
   store every 0.25 s first saw it (``p50``, ``p99``, ``max``, ``count``), overall and ``per_phase``;
-- ``round_overhead``: per round, its wall time minus the distill job's training time, as a share of the wall
-  time (``per_round``, ``mean``);
+- ``round_overhead``: per round, its wall time minus the distill job's training time (its step loop), as a share
+  of the wall time (``per_round``, ``mean``); ``hive_overhead``: the same with the distill job's whole time
+  (launcher, ranks, loading, training, saving, evaluation) in place of its step loop: the hive's own part;
 - ``rss_mb``: the RSS of ``hive serve``, sampled every 2 s.
 """
 
@@ -301,12 +302,14 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
     with open_read_only(settings.store_dir) as store:
         stored, unique = store.count(), store.unique_ids()
     rounds = book.all()
-    overheads = []
+    overheads, hive_parts = [], []
     for record in rounds:
         metrics_path = settings.rounds_dir / record.id / "out" / "metrics.json"
         if record.wall_s > 0 and metrics_path.is_file():
             train_s = float(json.loads(metrics_path.read_text()).get("train_s") or 0.0)
             overheads.append(round((record.wall_s - train_s) / record.wall_s, 3))
+            if record.distill.get("job_s") is not None:
+                hive_parts.append(round((record.wall_s - float(record.distill["job_s"])) / record.wall_s, 3))
     return {
         "plan": asdict(plan),
         "machine": machine_info(),
@@ -322,6 +325,11 @@ def run_soak(plan: SoakPlan, workdir: Path, say: Say) -> dict[str, Any]:
         "round_overhead": {
             "per_round": overheads,
             "mean": round(statistics.fmean(overheads), 3) if overheads else None,
+        },
+        # The hive's own part of each round: its wall time minus the distill job's (launch to exit), as a share.
+        "hive_overhead": {
+            "per_round": hive_parts,
+            "mean": round(statistics.fmean(hive_parts), 3) if hive_parts else None,
         },
         "rss_mb": sampler.rss_mb,
         "serve_exit_code": serve.returncode,

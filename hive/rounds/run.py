@@ -63,6 +63,7 @@ def run_round(
         record.state = "distilling"
         book.save(record)
 
+        job_started = time.monotonic()
         try:
             metrics = launch_job(
                 directory / "manifest.json",
@@ -90,9 +91,13 @@ def run_round(
                 "teacher_skipped",
                 "unusable",
                 "screen",
+                "train_s",
             )
             if k in metrics
         }
+        # The distill job as the hive waited for it: launcher, ranks, training, saving and evaluation. The round's
+        # wall time beyond it is the hive's own part (opening, gating, registering, releasing).
+        record.distill["job_s"] = round(time.monotonic() - job_started, 3)
         for item in metrics.get("screen", {}).get("excluded", []):
             log.warning(
                 "round %s left out agent %s's %d learnings of %s: the base core agrees with %.2f of them, below %.2f",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -208,7 +209,10 @@ class RoundRunner:
         base = champion_core(self.settings, self.registry)
         experiment = self.registry.experiment  # created below, with its artifacts under HIVE_HOME
         self.registry.experiment_id()
+        opening = time.monotonic()
         record = open_round(self.settings, self.store, self.book, base, experiment, trigger)
+        # A round's wall time counts its opening too (reading the store, sampling replay, writing its files).
+        record.wall_s += time.monotonic() - opening
         return self._run(record, lock, on_progress)
 
     def run_now(self, lock: RoundLock, trigger: str, on_progress: ProgressFn | None = None) -> list[RoundRecord]:
