@@ -55,11 +55,13 @@ def _canonical(value: object) -> str:
         items = sorted(value.items(), key=lambda item: item[0].encode("utf-16-be"))
         return "{" + ",".join(f"{_string(k)}:{_canonical(v)}" for k, v in items if v is not None) + "}"
     if isinstance(value, list):
-        # Flat paths for the teacher signal's rows of ids and log-probabilities, most of a big learning.
-        if all(type(v) is int for v in value):
-            return "[" + ",".join(map(str, value)) + "]"
-        if all(type(v) is float for v in value):
-            return "[" + ",".join(map(es_number, value)) + "]"
+        # Flat paths for the teacher signal's rows of ids and log-probabilities, most of a big learning: a list
+        # of numbers, or of lists of numbers, all ints or all floats, goes to the json module's C encoder whole.
+        rows = value if value and all(type(v) is list for v in value) else [value]
+        if all(type(v) is int for row in rows for v in row):
+            return json.dumps(value, separators=(",", ":"))
+        if all(type(v) is float for row in rows for v in row):
+            return _floats(value, rows)
         return "[" + ",".join(_canonical(v) for v in value) + "]"
     if isinstance(value, str):
         return _string(value)
@@ -70,6 +72,29 @@ def _canonical(value: object) -> str:
     if isinstance(value, float):
         return es_number(value)
     raise TypeError(f"cannot canonicalize a {type(value).__name__}")
+
+
+# A float that repr() writes as "x.0" where ECMAScript writes "x", inside a JSON array.
+_INTEGRAL = re.compile(r"\.0(?=[,\]])")
+
+
+def _floats(value: list, rows: list[list[float]]) -> str:
+    """A list of floats (or of lists of floats: ``rows``) as ``es_number`` writes each, at the speed of the json
+    module's C encoder.
+
+    json writes each float as repr() does. Without an exponent, repr() is positional exactly where ECMAScript
+    is (1e-4 <= |x| < 1e16) with the same shortest digits, so the two differ only in "x.0"; zeros (repr writes
+    -0.0) and exponents take the exact path. A teacher signal's log-probabilities are most of a learning's numbers.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = "e"  # NaN or infinity: es_number says which
+    if "e" in text or any(0.0 in row for row in rows):
+        if rows is value:
+            return "[" + ",".join("[" + ",".join(map(es_number, row)) + "]" for row in rows) + "]"
+        return "[" + ",".join(map(es_number, value)) + "]"
+    return _INTEGRAL.sub("", text)
 
 
 def _string(text: str) -> str:

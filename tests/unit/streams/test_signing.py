@@ -228,3 +228,31 @@ def test_canonical_form_matches_rfc_8785_by_hand() -> None:
         '"prompt":"say \\"hi\\"\\n\\u0001é","schema_version":"1.0","skill":"reverse"}'
     )
     assert canonical_bytes(item) == expected.encode("utf-8")
+
+
+def test_lists_of_numbers_take_the_fast_path_and_write_exactly_what_es_number_writes() -> None:
+    import random
+
+    from streams.signing import _canonical, es_number
+
+    def one_by_one(value: object) -> str:
+        if isinstance(value, list):
+            return "[" + ",".join(one_by_one(v) for v in value) + "]"
+        return es_number(value) if type(value) is float else str(value)
+
+    rng = random.Random(7)
+    values = [rng.choice([-1, 1]) * 10 ** rng.uniform(-30, 30) for _ in range(20_000)]
+    # Where repr() and ECMAScript part ways: integral floats, the exponent thresholds of both, zeros.
+    values += [1.0, -3.0, 1e15, 1e16, 9.999999999999998e15, 1e-4, 9.99e-5, 1e-7, 1e21, 1e20, 0.0, -0.0, 0.5]
+    rng.shuffle(values)
+    for start in range(0, len(values), 64):
+        row = values[start : start + 64]
+        assert _canonical(row) == one_by_one(row)
+        rows = [row[i : i + 8] for i in range(0, len(row), 8)]
+        assert _canonical(rows) == one_by_one(rows)
+    assert _canonical([[1, 2], [3]]) == "[[1,2],[3]]"
+    assert _canonical([True, 1, 1.0]) == "[true,1,1]"  # a bool is not a number here
+    assert _canonical([[1.5, 2], [3.0]]) == "[[1.5,2],[3]]"
+    assert _canonical([]) == "[]" and _canonical([[]]) == "[[]]"
+    with pytest.raises(ValueError, match="no JSON form"):
+        _canonical([1.0, float("nan")])
