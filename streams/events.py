@@ -147,9 +147,10 @@ class TeacherSignal(BaseModel):
                 raise ValueError(f"teacher signal position {pos} has {len(ids)} ids, {len(lps)} logprobs, k={self.k}")
             if len(set(ids)) != len(ids):
                 raise ValueError(f"teacher signal position {pos} repeats a token id")
-            for lp in lps:
-                if not math.isfinite(lp) or lp > 1e-4:
-                    raise ValueError(f"teacher signal position {pos} has log-probability {lp}, not finite and <= 0")
+            # C-level loops first (a signal is most of a learning's numbers); the slow one only to name the culprit.
+            if not all(map(math.isfinite, lps)) or max(lps) > 1e-4:
+                lp = next(x for x in lps if not math.isfinite(x) or x > 1e-4)
+                raise ValueError(f"teacher signal position {pos} has log-probability {lp}, not finite and <= 0")
         return self
 
 

@@ -83,6 +83,9 @@ class ParquetLearningStore(LearningStore):
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = SqliteCatalog(self.directory / CATALOG_FILE)
         self._recover()
+        # pyarrow imports pandas on its first array, about half a second: paid here, when the writer opens, not
+        # inside ingest's first batch (whose learnings would wait for it).
+        pa.array([0])
 
     def _recover(self) -> None:
         known = self._catalog.segment_names()
