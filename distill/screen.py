@@ -42,18 +42,20 @@ class ScreenResult:
 
 
 def target_agreement(model, examples: Sequence[Example], codec: Codec) -> tuple[int, int]:
-    """``(agreeing, positions)``: at how many of the examples' training targets the model's own top token, fed
-    the answer so far, is the target. The target is the teacher's top token where the example ships a teacher
-    signal (what KD pulls towards) and the answer's token elsewhere (what CE pulls towards)."""
+    """``(agreeing, positions)``: at how many of the examples' answer positions the model's own top token, fed
+    the answer so far, is every token training would pull it towards there: the answer's token where the example
+    is verified (CE) and the teacher's top token where it ships a signal (KD). A position trained both ways agrees
+    only if both agree, so that neither channel can carry a lie past the other."""
     agreeing = positions = 0
     for start in range(0, len(examples), SCREEN_BATCH):
         tb = collate(examples[start : start + SCREEN_BATCH], codec)
         with torch.no_grad():
             predicted = position_logits(model, tb.batch, tb.positions).argmax(dim=-1)
         teacher_top = tb.teacher_ids.gather(1, tb.teacher_logprobs.argmax(dim=-1, keepdim=True)).squeeze(1)
-        targets = torch.where(tb.has_teacher, teacher_top, tb.targets)
-        agreeing += int((predicted == targets).sum())
-        positions += int(targets.numel())
+        by_ce = ~tb.verified | (predicted == tb.targets)
+        by_kd = ~tb.has_teacher | (predicted == teacher_top)
+        agreeing += int((by_ce & by_kd).sum())
+        positions += int(predicted.numel())
     return agreeing, positions
 
 

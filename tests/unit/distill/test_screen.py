@@ -119,6 +119,17 @@ def test_confident_wrong_teacher_signals_are_caught_even_with_a_true_answer() ->
     assert result.report["excluded"][0]["agent"] == "agent-5"
 
 
+def test_wrong_verified_answers_behind_agreeable_teacher_signals_are_caught() -> None:
+    # The signal points where the base would go; the claimed-correct answer, trained by CE, is wrong.
+    pairs = [(p, a) for p, a in _adds(60, 6) if len(_wrong(a)) == len(a)]
+    poisoned = [
+        Example(p, _wrong(a), "agent-5", "add", *_confident_signal(a), verified=True, learning_id=f"p{i}")
+        for i, (p, a) in enumerate(pairs)
+    ]
+    result = screen_examples(Oracle(), _honest("agent-1") + poisoned, [ADD], BYTE_CODEC, _params(), SEED)
+    assert {e.agent_id for e in result.kept} == {"agent-1"}
+
+
 def test_a_skill_the_base_does_not_know_is_not_screened() -> None:
     capital = BUILTIN_SKILLS["capital"]
     rng = random.Random(0)
