@@ -21,14 +21,22 @@ def quarantine(store: LearningStore, entries: list[Quarantined], round_id: str |
     if not entries:
         return 0
     added = store.quarantine([replace(entry, round_id=round_id) for entry in entries])
+    # One warning per agent, skill and reason (a screened agent's whole round is one), each learning at DEBUG.
+    groups: dict[tuple[str, str, str], list[Quarantined]] = {}
     for entry in entries:
+        groups.setdefault((entry.agent_id, entry.skill, entry.reason), []).append(entry)
+        log.debug("quarantined learning %s (seq %d): %s: %s", entry.learning_id, entry.seq, entry.reason, entry.detail)
+    for (agent, skill, reason), group in groups.items():
+        first = group[0]
         log.warning(
-            "quarantined learning %s (seq %d, agent %s): %s: %s",
-            entry.learning_id,
-            entry.seq,
-            entry.agent_id,
-            entry.reason,
-            entry.detail,
+            "quarantined %d learning(s) of agent %s, skill %s (seqs %d..%d): %s: %s",
+            len(group),
+            agent,
+            skill,
+            min(e.seq for e in group),
+            max(e.seq for e in group),
+            reason,
+            first.detail,
         )
     return added
 

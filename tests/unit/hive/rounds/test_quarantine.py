@@ -202,3 +202,28 @@ def test_a_stored_learning_on_a_held_out_prompt_is_quarantined_not_distilled(hiv
 def store_first_add(store):
     rows, _ = store.read_checked(after_seq=0, upto_seq=store.max_seq())
     return next(learning for _, learning in rows if learning.skill == "add")
+
+
+def test_quarantining_many_learnings_logs_one_line_per_agent_skill_and_reason(
+    hive, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from hive.rounds.quarantine import quarantine
+    from hive.store.interface import Quarantined
+
+    _, store, _, _ = hive
+    items = [make_learning("a5", "add", i) for i in range(50)] + [make_learning("a1", "add", 99)]
+    store.append(items, {})
+    stored = store.read_with_seq()
+    entries = [
+        Quarantined(str(x.id), seq, x.agent_id, x.skill, "disagrees_with_base" if x.agent_id == "a5" else "other", "d")
+        for seq, x in stored
+    ]
+    with caplog.at_level(logging.WARNING, logger="hive.rounds.quarantine"):
+        assert quarantine(store, entries, "r0002") == 51
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "quarantined 50 learning(s) of agent a5, skill add (seqs 1..50): disagrees_with_base: d",
+        "quarantined 1 learning(s) of agent a1, skill add (seqs 51..51): other: d",
+    ]
