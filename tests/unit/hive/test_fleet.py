@@ -93,3 +93,20 @@ def test_the_scheduler_reads_zone_less_times_as_utc_and_future_ones_as_now() -> 
     assert decision.due and {t.name for t in decision.triggers if t.fired} == {"every", "max_staleness"}
     future = Backlog(5, oldest_new_at=NOW + timedelta(days=1))
     assert not evaluate(schedule, future, None, naive_now).due
+
+
+def test_the_timeline_keeps_each_agents_runs_of_a_core_in_arrival_order() -> None:
+    from hive.fleet import MAX_RUNS
+
+    t0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    view = FleetView()
+    for minute, version in [(0, 0), (1, 0), (2, 1), (3, 1), (4, 0)]:  # a rollback to v0 at the end
+        view.offer(Heartbeat(agent_id="a1", skill="add", core_version=version, sent_at=t0 + timedelta(minutes=minute)))
+    # A late heartbeat of the current run, sent earlier than the run's first: the run widens, nothing reorders.
+    view.offer(Heartbeat(agent_id="a1", skill="add", core_version=0, sent_at=t0 + timedelta(minutes=3, seconds=30)))
+    runs = [(r.core_version, r.first.minute, r.last.minute) for r in view.runs["a1"]]
+    assert runs == [(0, 0, 1), (1, 2, 3), (0, 3, 4)]
+    for i in range(MAX_RUNS + 5):
+        view.offer(Heartbeat(agent_id="a2", skill="add", core_version=i % 2, sent_at=t0 + timedelta(seconds=i)))
+    assert len(view.runs["a2"]) == MAX_RUNS  # the newest runs only
+    assert view.runs["a2"][-1].last == t0 + timedelta(seconds=MAX_RUNS + 4)

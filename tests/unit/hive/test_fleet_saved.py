@@ -47,7 +47,23 @@ def test_a_saved_view_reads_back_as_it_was(tmp_path: Path) -> None:
     assert saved is not None and saved.as_of == when
     assert saved.view.latest == view.latest and saved.view.evaluations == view.evaluations
     assert (saved.view.rejected, saved.view.rejected_by_reason) == (3, {"signature": 3})
+    assert saved.view.runs == view.runs and len(saved.view.runs["agent-1"]) == 1  # the timeline too
     assert [p.name for p in tmp_path.iterdir()] == ["fleet-view.json"]  # no temp file left
+
+
+def test_a_view_saved_before_the_timeline_reads_back_without_one(tmp_path: Path) -> None:
+    settings = HiveSettings(home=tmp_path)
+    when = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+    save_view(saved_view_path(settings), a_view(when), now=when)
+    document = json.loads(saved_view_path(settings).read_text())
+    del document["runs"]
+    saved_view_path(settings).write_text(json.dumps(document))
+    saved = load_view(settings)
+    assert saved is not None and saved.view.runs == {} and len(saved.view.latest) == 2
+    document["runs"] = [{"agent_id": "a", "core_version": 1, "first": "2026-12-02T08:00:00", "last": "x"}]
+    saved_view_path(settings).write_text(json.dumps(document))
+    with pytest.raises(SavedViewError, match="not a fleet view"):
+        load_view(settings)
 
 
 @pytest.mark.parametrize(

@@ -332,7 +332,12 @@ def test_fleet_json_reports_skew_lag_and_the_active_summary() -> None:
 
     unknown = fleet_json(view, champion=None, now=now)
     assert all(a["skew"] is None for a in unknown["agents"]) and unknown["max_skew"] == 0
-    assert fleet_json(FleetView(), champion=0, now=now) == {"champion": 0, "agents": [], "versions": {}, "max_skew": 0}
+    empty = {"champion": 0, "agents": [], "versions": {}, "max_skew": 0, "timeline": {}}
+    assert fleet_json(FleetView(), champion=0, now=now) == empty
+    # Each agent's runs: agent-1 ran v3 only, from its one heartbeat to itself.
+    assert report["timeline"]["agent-1"] == [
+        {"core_version": 3, "from": "2026-01-01T11:59:59+00:00", "to": "2026-01-01T11:59:59+00:00"}
+    ]
 
 
 # --- the CLI --------------------------------------------------------------------------------------------
