@@ -41,26 +41,36 @@ class ScreenResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def target_agreement(model, examples: Sequence[Example], codec: Codec) -> tuple[int, int]:
-    """``(agreeing, positions)``: at how many of the examples' answer positions the model's own top token, fed
-    the answer so far, is every token training would pull it towards there: the answer's token where the example
-    is verified (CE) and the teacher's top token where it ships a signal (KD). A position trained both ways agrees
-    only if both agree, so that neither channel can carry a lie past the other."""
-    agreeing = positions = 0
+@dataclass(frozen=True)
+class Agreement:
+    """At how many answer positions the model's own top token, fed the answer so far, is what training would pull
+    it towards there: by CE, the answer's token where an example is verified; by KD, the teacher's top token where
+    it ships a signal. Each channel apart: a position trained both ways counts in both."""
+
+    ce: int = 0
+    ce_positions: int = 0
+    kd: int = 0
+    kd_positions: int = 0
+
+    def share(self) -> float | None:
+        """The lower of the two channels' shares (None without positions): a lie in either channel shows."""
+        shares = [a / n for a, n in ((self.ce, self.ce_positions), (self.kd, self.kd_positions)) if n]
+        return min(shares) if shares else None
+
+
+def target_agreement(model, examples: Sequence[Example], codec: Codec) -> Agreement:
+    """The model's ``Agreement`` with the examples' training targets."""
+    ce = ce_n = kd = kd_n = 0
     for start in range(0, len(examples), SCREEN_BATCH):
         tb = collate(examples[start : start + SCREEN_BATCH], codec)
         with torch.no_grad():
             predicted = position_logits(model, tb.batch, tb.positions).argmax(dim=-1)
         teacher_top = tb.teacher_ids.gather(1, tb.teacher_logprobs.argmax(dim=-1, keepdim=True)).squeeze(1)
-        by_ce = ~tb.verified | (predicted == tb.targets)
-        by_kd = ~tb.has_teacher | (predicted == teacher_top)
-        agreeing += int((by_ce & by_kd).sum())
-        positions += int(predicted.numel())
-    return agreeing, positions
-
-
-def _share(agreeing: int, positions: int) -> float | None:
-    return agreeing / positions if positions else None
+        ce += int((tb.verified & (predicted == tb.targets)).sum())
+        ce_n += int(tb.verified.sum())
+        kd += int((tb.has_teacher & (predicted == teacher_top)).sum())
+        kd_n += int(tb.has_teacher.sum())
+    return Agreement(ce, ce_n, kd, kd_n)
 
 
 def screen_examples(
@@ -90,7 +100,7 @@ def screen_examples(
             continue
         tasks = held_out_tasks(by_name[name], params.screen_tasks, seed, split="validation")
         truth = [Example(prompt, answer, "", name, verified=True) for prompt, answer in tasks]
-        share = _share(*target_agreement(model, truth, codec))
+        share = target_agreement(model, truth, codec).share()
         known = share is not None and share >= params.screen_min_known
         reference[name] = {"agreement": share, "known": known, "tasks": len(tasks)}
     agents: dict[str, dict[str, Any]] = {}
@@ -104,8 +114,17 @@ def screen_examples(
             continue
         rng = random.Random(f"{seed}:screen:{agent}:{skill}")
         sample = rng.sample(group, min(params.screen_sample, len(group)))
-        share = _share(*target_agreement(model, sample, codec))
+        agreement = target_agreement(model, sample, codec)
+        share = agreement.share()
         entry |= {"agreement": share, "scored": len(sample)}
+        entry |= {
+            f"agreement_{channel}": round(hits / n, 4)
+            for channel, hits, n in (
+                ("ce", agreement.ce, agreement.ce_positions),
+                ("kd", agreement.kd, agreement.kd_positions),
+            )
+            if n
+        }
         floor = ref["agreement"] - params.screen_margin
         if share is not None and share < floor:
             entry["excluded"] = True

@@ -83,11 +83,12 @@ def _params(**given: object) -> DistillParams:
 
 def test_the_base_agrees_with_true_answers_and_not_with_wrong_ones() -> None:
     oracle = Oracle()
-    agreeing, positions = target_agreement(oracle, _honest("a"), BYTE_CODEC)
-    assert positions > 0 and agreeing == positions
-    agreeing, positions = target_agreement(oracle, _poisoner(), BYTE_CODEC)
+    honest = target_agreement(oracle, _honest("a"), BYTE_CODEC)
+    assert honest.ce_positions > 0 and honest.ce == honest.ce_positions and honest.share() == 1.0
+    assert honest.kd_positions == 0  # no teacher signal: CE only
+    wrong = target_agreement(oracle, _poisoner(), BYTE_CODEC)
     # A wrong sum still shares tokens with the true one (the end token, often a digit), never all of them.
-    assert agreeing < positions * 0.7
+    assert wrong.share() is not None and wrong.share() < 0.7
 
 
 def test_a_poisoner_on_a_known_skill_is_left_out_and_its_learnings_named() -> None:
@@ -128,6 +129,19 @@ def test_wrong_verified_answers_behind_agreeable_teacher_signals_are_caught() ->
     ]
     result = screen_examples(Oracle(), _honest("agent-1") + poisoned, [ADD], BYTE_CODEC, _params(), SEED)
     assert {e.agent_id for e in result.kept} == {"agent-1"}
+
+
+def test_a_corrected_answer_whose_signal_disagrees_is_not_held_against_an_honest_agent() -> None:
+    # An honest agent's specialist got it wrong, feedback corrected it: the verified answer is true and the teacher
+    # signal (its own, weaker) points elsewhere. CE agrees with the base; KD does not, on those examples only.
+    pairs = _adds(40, 8)
+    honest = []
+    for i, (p, a) in enumerate(pairs):
+        signal = _confident_signal(_wrong(a)) if i < 4 and len(_wrong(a)) == len(a) else _confident_signal(a)
+        honest.append(Example(p, a, "agent-2", "add", *signal, verified=True, learning_id=f"h{i}"))
+    result = screen_examples(Oracle(), honest, [ADD], BYTE_CODEC, _params(), SEED)
+    figures = result.report["agents"]["agent-2"]["add"]
+    assert not result.dropped and figures["agreement_ce"] == 1.0 and 0.8 < figures["agreement_kd"] < 1.0
 
 
 def test_a_skill_the_base_does_not_know_is_not_screened() -> None:
