@@ -25,6 +25,7 @@ import torch
 from agents.codec import Codec
 from agents.evaluation import held_out_tasks
 from agents.model import position_logits
+from agents.skills.splits import SkillSplitError
 from distill.dataset import Dropped, Example, collate
 from distill.manifest import DistillParams
 
@@ -98,7 +99,12 @@ def screen_examples(
         if name not in by_name:
             reference[name] = {"known": False, "reason": "the round has no evaluation tasks for this skill"}
             continue
-        tasks = held_out_tasks(by_name[name], params.screen_tasks, seed, split="validation")
+        try:
+            tasks = held_out_tasks(by_name[name], params.screen_tasks, seed, split="validation")
+        except SkillSplitError as err:
+            # The gate meets the same skill on its test split and says so; the screen only has no witness.
+            reference[name] = {"known": False, "reason": f"no validation tasks: {err}"}
+            continue
         truth = [Example(prompt, answer, "", name, verified=True) for prompt, answer in tasks]
         share = target_agreement(model, truth, codec).share()
         known = share is not None and share >= params.screen_min_known

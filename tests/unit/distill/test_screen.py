@@ -160,6 +160,17 @@ def test_a_skill_without_evaluation_tasks_is_not_screened() -> None:
     assert "no evaluation tasks" in result.report["skills"]["add"]["reason"]
 
 
+def test_a_skill_with_no_validation_tasks_is_not_screened() -> None:
+    class Coin:
+        name = "add"  # the learnings' skill, but a task space too small to hold tasks out
+
+        def sample(self, rng: random.Random) -> tuple[str, str]:
+            return "flip", rng.choice(["h", "t"])
+
+    result = screen_examples(Oracle(), _poisoner(), [Coin()], BYTE_CODEC, _params(), SEED)
+    assert len(result.kept) == 40 and "no validation tasks" in result.report["skills"]["add"]["reason"]
+
+
 def test_screen_tasks_zero_turns_the_screen_off() -> None:
     examples = _poisoner()
     result = screen_examples(Oracle(), examples, [ADD], BYTE_CODEC, _params(screen_tasks=0), SEED)
