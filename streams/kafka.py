@@ -39,6 +39,30 @@ def _servers(settings: KafkaSettings) -> list[str]:
     return servers
 
 
+def security_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The kafka-python settings of the listener's security (``KafkaSettings.security_protocol``): every producer,
+    consumer and admin client the hive and its agents make carries them."""
+    config: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.uses_sasl:
+        # kafka-python names the login "sasl_plain_*" for SCRAM too.
+        assert settings.sasl_password is not None  # KafkaSettings refuses SASL without one
+        config |= {
+            "sasl_mechanism": settings.sasl_mechanism,
+            "sasl_plain_username": settings.sasl_username,
+            "sasl_plain_password": settings.sasl_password.get_secret_value(),
+        }
+    if settings.uses_tls:
+        password = settings.ssl_key_password
+        config |= {
+            "ssl_check_hostname": settings.ssl_check_hostname,
+            "ssl_cafile": None if settings.ssl_cafile is None else str(settings.ssl_cafile),
+            "ssl_certfile": None if settings.ssl_certfile is None else str(settings.ssl_certfile),
+            "ssl_keyfile": None if settings.ssl_keyfile is None else str(settings.ssl_keyfile),
+            "ssl_password": None if password is None else password.get_secret_value(),
+        }
+    return config
+
+
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer that does not lose or duplicate on retry: acks from all replicas, idempotence on.
 
@@ -55,7 +79,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "linger_ms": 5,
         "max_request_size": settings.max_message_bytes + REQUEST_HEADROOM_BYTES,
         "request_timeout_ms": settings.request_timeout_ms,
-    }
+    } | security_config(settings)
     config.update(overrides)
     return KafkaProducer(**config)
 
@@ -103,12 +127,18 @@ def make_consumer(
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "request_timeout_ms": settings.request_timeout_ms,
-    }
+    } | security_config(settings)
     config.update(overrides)
     consumer = KafkaConsumer(**config)
     if topics:
         consumer.subscribe(topics)
     return consumer
+
+
+def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
+    """An admin client on the same listener, with the same security, as the producers and consumers."""
+    config = {"bootstrap_servers": _servers(settings), "request_timeout_ms": settings.request_timeout_ms}
+    return KafkaAdminClient(**config, **security_config(settings))
 
 
 def create_topics(
@@ -129,7 +159,7 @@ def create_topics(
         | ({"configs": dict(configs[name])} if name in configs else {})
         for name, count in partitions.items()
     }
-    admin = KafkaAdminClient(bootstrap_servers=_servers(settings), request_timeout_ms=settings.request_timeout_ms)
+    admin = make_admin(settings)
     try:
         result = admin.create_topics(request, timeout_ms=int(timeout_s * 1000), raise_errors=False)
         for topic in result["topics"]:

@@ -1,6 +1,7 @@
 // Publishes one Learning built from docs/schemas/learning.example.json, with a fresh id, the way a Node.js
 // agent would, signed when given the agent's key.
 // Usage: HIVE_KAFKA_BOOTSTRAP=host:port node publish.mjs [--idempotent] [--key-hex HEX] [example.json]
+// TLS and SASL: HIVE_KAFKA_SECURITY_PROTOCOL and the other HIVE_KAFKA_SSL_* / HIVE_KAFKA_SASL_* variables, as in Python.
 // Prints the published learning as JSON on stdout; exits non-zero if the broker does not acknowledge it.
 import { readFileSync } from "node:fs";
 import { createHmac, randomUUID } from "node:crypto";
@@ -41,7 +42,40 @@ if (keyHex) {
   learning.signature = createHmac("sha256", Buffer.from(keyHex, "hex")).update(canonical(unsigned), "utf8").digest("hex");
 }
 
-const kafka = new Kafka({ clientId: `agent-${learning.agent_id}`, brokers: bootstrap.split(","), logLevel: logLevel.WARN });
+// The listener's security, from the same HIVE_KAFKA_* variables the Python clients read (streams/config.py).
+function security(env) {
+  const protocol = env.HIVE_KAFKA_SECURITY_PROTOCOL ?? "PLAINTEXT";
+  if (!["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].includes(protocol)) {
+    throw new Error(`HIVE_KAFKA_SECURITY_PROTOCOL ${protocol} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL`);
+  }
+  const options = {};
+  if (protocol === "SSL" || protocol === "SASL_SSL") {
+    const read = (name) => (env[name] ? readFileSync(env[name]) : undefined);
+    options.ssl = {
+      ca: env.HIVE_KAFKA_SSL_CAFILE ? [read("HIVE_KAFKA_SSL_CAFILE")] : undefined,
+      cert: read("HIVE_KAFKA_SSL_CERTFILE"),
+      key: read("HIVE_KAFKA_SSL_KEYFILE"),
+      passphrase: env.HIVE_KAFKA_SSL_KEY_PASSWORD,
+      rejectUnauthorized: true,
+    };
+    if (env.HIVE_KAFKA_SSL_CHECK_HOSTNAME === "false") options.ssl.checkServerIdentity = () => undefined;
+  }
+  if (protocol.startsWith("SASL_")) {
+    options.sasl = {
+      mechanism: (env.HIVE_KAFKA_SASL_MECHANISM ?? "").toLowerCase(),
+      username: env.HIVE_KAFKA_SASL_USERNAME,
+      password: env.HIVE_KAFKA_SASL_PASSWORD,
+    };
+  }
+  return options;
+}
+
+const kafka = new Kafka({
+  clientId: `agent-${learning.agent_id}`,
+  brokers: bootstrap.split(","),
+  logLevel: logLevel.WARN,
+  ...security(process.env),
+});
 // The Java-compatible (murmur2) partitioner, as the Python clients use: one agent's key, one partition.
 const producer = kafka.producer({ idempotent, createPartitioner: Partitioners.DefaultPartitioner });
 await producer.connect();

@@ -3,14 +3,13 @@ nothing but a released core's listed files is reachable."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import pytest
+from tls import TestCA
 
 from agents.core_fetch import CoreUnreachable, CoreVerificationError, FetchOptions, fetch_core
 from agents.core_manifest import build_manifest
@@ -129,37 +128,9 @@ def test_a_server_that_stops_is_unreachable_and_the_next_attempt_completes(tmp_p
         again.stop()
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hive cores test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cores.crt", directory / "cores.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
 def test_over_https_an_agent_trusts_only_the_ca_it_was_given(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    served_as = TestCA(tmp_path).self_signed  # a self-signed certificate: its own CA
+    cert, key = served_as.cert, served_as.key
     settings = released_hive(tmp_path / "hive", tls_cert_file=cert, tls_key_file=key)
     server = CoreServer(settings, "127.0.0.1:0")
     server.start()
