@@ -6,8 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams import topics
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -41,6 +43,13 @@ class KafkaSettings(BaseSettings):
     ssl_key_password: SecretStr | None = None
     # Off only for a broker reached by an address its certificate does not name; the CA is still checked.
     ssl_check_hostname: bool = True
+    # How the hive creates its topics on a real cluster (streams.kafka.topic_plan; `hive topics plan` prints it):
+    # replicas per partition (None: the broker's default), min.insync.replicas on every topic, more partitions
+    # for hive.learnings, and topic configs (retention.ms, ...) per topic over the hive's own.
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    topic_partitions: dict[str, int] = Field(default_factory=dict)
+    topic_configs: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @property
     def uses_tls(self) -> bool:
@@ -68,6 +77,21 @@ class KafkaSettings(BaseSettings):
                 f"security_protocol {protocol} needs HIVE_KAFKA_BOOTSTRAP: without it the hive starts its embedded "
                 "broker, which speaks PLAINTEXT only"
             )
+        if self.replication_factor and self.min_insync_replicas and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"HIVE_KAFKA_MIN_INSYNC_REPLICAS {self.min_insync_replicas} is above HIVE_KAFKA_REPLICATION_FACTOR "
+                f"{self.replication_factor}: no write could ever succeed"
+            )
+        unknown = sorted((set(self.topic_partitions) | set(self.topic_configs)) - set(topics.ALL_TOPICS))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a hive topic ({', '.join(topics.ALL_TOPICS)})")
+        ordered = sorted(set(self.topic_partitions) & {topics.CORE, topics.FLEET})
+        if ordered:
+            raise ValueError(
+                f"{', '.join(ordered)} keep one partition: releases and heartbeats are read in order from partition 0"
+            )
+        if any(count < 1 for count in self.topic_partitions.values()):
+            raise ValueError("HIVE_KAFKA_TOPIC_PARTITIONS: a topic has at least one partition")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("mutual TLS needs both HIVE_KAFKA_SSL_CERTFILE and HIVE_KAFKA_SSL_KEYFILE")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -141,23 +142,51 @@ def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
     return KafkaAdminClient(**config, **security_config(settings))
 
 
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the hive creates it: ``replication_factor`` None is the broker's default."""
+
+    name: str
+    partitions: int
+    replication_factor: int | None
+    configs: dict[str, str]
+
+
+def topic_plan(
+    settings: KafkaSettings,
+    partitions: Mapping[str, int] | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[TopicSpec]:
+    """The topics ``create_topics`` makes: ``partitions`` (default ``DEFAULT_PARTITIONS``) and ``configs`` (default
+    ``DEFAULT_TOPIC_CONFIGS``), with the settings' partition counts, topic configs, replication factor and
+    ``min.insync.replicas`` over them."""
+    partitions = dict(DEFAULT_PARTITIONS if partitions is None else partitions)
+    configs = DEFAULT_TOPIC_CONFIGS if configs is None else configs
+    plan = []
+    for name, count in partitions.items():
+        config = dict(configs.get(name, {})) | settings.topic_configs.get(name, {})
+        if settings.min_insync_replicas is not None:
+            config["min.insync.replicas"] = str(settings.min_insync_replicas)
+        plan.append(TopicSpec(name, settings.topic_partitions.get(name, count), settings.replication_factor, config))
+    return plan
+
+
 def create_topics(
     settings: KafkaSettings,
     partitions: Mapping[str, int] | None = None,
     configs: Mapping[str, Mapping[str, str]] | None = None,
     timeout_s: float = 15.0,
 ) -> None:
-    """Creates the topics if they are missing (an existing topic is fine) and waits until metadata shows them.
-
-    ``partitions`` defaults to ``DEFAULT_PARTITIONS``; ``configs`` to ``DEFAULT_TOPIC_CONFIGS``.
-    An existing topic keeps its partition count; a mismatch is logged, not changed.
+    """Creates the topics of ``topic_plan`` if they are missing (an existing topic is fine) and waits until
+    metadata shows them. An existing topic keeps its partition count and configs; a partition mismatch is logged,
+    not changed.
     """
-    partitions = dict(DEFAULT_PARTITIONS if partitions is None else partitions)
-    configs = DEFAULT_TOPIC_CONFIGS if configs is None else configs
+    plan = topic_plan(settings, partitions, configs)
+    partitions = {spec.name: spec.partitions for spec in plan}
     request = {
-        name: {"num_partitions": count, "replication_factor": -1}
-        | ({"configs": dict(configs[name])} if name in configs else {})
-        for name, count in partitions.items()
+        spec.name: {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor or -1}
+        | ({"configs": spec.configs} if spec.configs else {})
+        for spec in plan
     }
     admin = make_admin(settings)
     try:

@@ -5,7 +5,23 @@ from __future__ import annotations
 import typer
 
 from hive import __version__
-from hive.cli import agent, bench, core, demo, dlq, fleet, inspect, learnings, model, round, schemas, serve, ui, up
+from hive.cli import (
+    agent,
+    bench,
+    core,
+    demo,
+    dlq,
+    fleet,
+    inspect,
+    learnings,
+    model,
+    round,
+    schemas,
+    serve,
+    topics,
+    ui,
+    up,
+)
 
 app = typer.Typer(
     name="hive",
@@ -25,6 +41,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(round.app, name="round")
 app.add_typer(schemas.app, name="schemas")
 app.command("serve")(serve.serve)
+app.add_typer(topics.app, name="topics")
 app.command("ui")(ui.ui)
 app.command("up")(up.up)
 
