@@ -374,7 +374,7 @@ def run_demo(settings: HiveSettings, plan: DemoPlan, reporter: Reporter, reset: 
     try:
         if not settings.kafka.bootstrap:
             reporter.phase("starting the embedded broker")
-            broker = EmbeddedBroker(log_path=demo_dir / "broker.log")
+            broker = EmbeddedBroker(log_path=demo_dir / "broker.log", storage=settings.kafka.embedded_storage)
             settings = settings.model_copy(
                 update={"kafka": settings.kafka.model_copy(update={"bootstrap": broker.start()})}
             )

@@ -234,14 +234,17 @@ def read_fleet(settings: HiveSettings, timeout_s: float = 10.0) -> FleetView:
         partition = TopicPartition(topics.FLEET, 0)
         consumer.assign([partition])
         consumer.seek_to_beginning(partition)
-        end = consumer.end_offsets([partition]).get(partition, 0)
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
+            # The end is the high watermark the fetches report, never ListOffsets(latest): Tansu on S3 storage
+            # answers that with 1, whatever the partition holds. None until a fetch has answered.
+            end = consumer.highwater(partition)
             if left_ms <= 0:
                 position = consumer.position(partition)
-                if position < end:
+                if end is None or position < end:
                     raise FleetReadError(
-                        f"read {topics.FLEET} up to offset {position} of at least {end} within {timeout_s:g} s"
+                        f"read {topics.FLEET} up to offset {position} of {'?' if end is None else end} "
+                        f"within {timeout_s:g} s"
                     )
                 log.warning("%s kept growing for %g s; showing what was read", topics.FLEET, timeout_s)
                 return view
@@ -249,7 +252,8 @@ def read_fleet(settings: HiveSettings, timeout_s: float = 10.0) -> FleetView:
             records = [record for batch in batches.values() for record in batch]
             for record in records:
                 view.offer_raw(record.value, kafka.max_message_bytes, policy, skew)
-            if consumer.position(partition) < end:
+            end = consumer.highwater(partition)
+            if end is None or consumer.position(partition) < end:
                 continue
             if not records or records[-1].timestamp >= started_ms:
                 return view

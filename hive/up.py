@@ -87,7 +87,8 @@ class HiveUp:
         settings = self.settings
         if not settings.kafka.bootstrap:
             say("starting the embedded broker")
-            self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log")
+            storage = settings.kafka.embedded_storage
+            self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log", storage=storage)
             settings = settings.model_copy(
                 update={"kafka": settings.kafka.model_copy(update={"bootstrap": self.broker.start()})}
             )

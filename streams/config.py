@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams import topics
 
+# The embedded broker's storage engines: Tansu 0.6 in the wheel has in-memory and S3 storage compiled in (sqlite://
+# is refused with FeatureNotEnabled).
+MEMORY_STORAGE = "memory://tansu/"
+STORAGE_SCHEMES = ("memory://", "s3://")
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -27,6 +32,9 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HIVE_KAFKA_", extra="ignore", hide_input_in_errors=True)
 
     bootstrap: str = ""
+    # Where the embedded broker (bootstrap empty) keeps its data: in memory (lost when it stops), or s3://BUCKET/,
+    # which survives a restart, even kill -9; Tansu reads the AWS_* variables (docs/operator-guide.md).
+    embedded_storage: str = MEMORY_STORAGE
     # The embedded broker's group join waits about half the session timeout; kafka-python's
     # default of 45 s makes each join take ~22 s (measured with Tansu 0.6 and kafka-python 3.0), so keep it low.
     session_timeout_ms: int = 6000
@@ -72,6 +80,8 @@ class KafkaSettings(BaseSettings):
             raise ValueError(f"{given} given, but security_protocol {protocol} has no SASL")
         if not self.uses_tls and (given := _variables(tls, lambda value: value is not None)):
             raise ValueError(f"{given} given, but security_protocol {protocol} has no TLS")
+        if not self.embedded_storage.startswith(STORAGE_SCHEMES):
+            raise ValueError(f"HIVE_KAFKA_EMBEDDED_STORAGE {self.embedded_storage!r} is neither memory:// nor s3://")
         if not self.bootstrap and protocol != "PLAINTEXT":
             raise ValueError(
                 f"security_protocol {protocol} needs HIVE_KAFKA_BOOTSTRAP: without it the hive starts its embedded "

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agents.core_fetch import s3_client
 from agents.skills import BUILTIN_SKILLS
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from streams.events import Learning
 
 from factories import make_learning
@@ -151,3 +154,37 @@ def add_learnings(agent_keys: Any) -> Callable[[int], list[Learning]]:
         return items
 
     return make
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real ``moto_server`` process on a free loopback port, stopped by its pid, with the AWS_* variables boto3
+    reads set for the test; yields its http URL once it answers. Tests make their own buckets."""
+    from botocore.exceptions import EndpointConnectionError
+
+    binary = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    port = free_port()
+    log = (tmp_path / "moto.log").open("wb")
+    process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    for variable, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3_client(endpoint).list_buckets()
+                break
+            except EndpointConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)
+        log.close()

@@ -5,13 +5,7 @@ Against a real ``moto_server`` process on a free loopback port, stopped by its p
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +16,6 @@ from agents.model import WEIGHTS_FILE, file_sha256
 from hive.config import CoreTransportSettings, HiveSettings
 from hive.cores.files import core_dir
 from hive.cores.transport import release_uri, upload_core
-from streams.broker import free_port
 from streams.events import CoreRelease
 
 from factories import make_core_dir
@@ -30,39 +23,8 @@ from factories import make_core_dir
 BUCKET = "hive-cores"
 
 
-@pytest.fixture
-def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from botocore.exceptions import EndpointConnectionError
-
-    binary = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    port = free_port()
-    log = (tmp_path / "moto.log").open("wb")
-    process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    for variable, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(variable, value)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                s3_client(endpoint).create_bucket(Bucket=BUCKET)
-                break
-            except EndpointConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(10)
-        log.close()
-
-
 def released_on_s3(tmp_path: Path, endpoint: str) -> tuple[HiveSettings, CoreRelease]:
+    s3_client(endpoint).create_bucket(Bucket=BUCKET)
     settings = HiveSettings(
         home=tmp_path / "hive",
         cores=CoreTransportSettings(base_url=f"s3://{BUCKET}/fleet-a", s3_endpoint_url=endpoint),
