@@ -199,6 +199,26 @@ class GateSettings(BaseModel):
         return self.eval_seed if self.eval_seed is not None else INSPECT_EVAL_SEED
 
 
+class MlflowSettings(BaseModel):
+    """Where runs and cores are tracked (``HIVE_MLFLOW__*``). Unset, MLflow runs on ``HIVE_HOME/mlflow.db`` with
+    artifacts in ``HIVE_HOME/mlartifacts``; set, an MLflow tracking server (``http(s)://``, or a database URI)
+    holds the runs, and the registry too unless ``registry_uri`` names another. The server decides where
+    artifacts go (its ``--artifacts-destination``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _registry_needs_tracking(self) -> MlflowSettings:
+        if self.registry_uri and not self.tracking_uri:
+            raise ValueError(
+                "HIVE_MLFLOW__REGISTRY_URI needs HIVE_MLFLOW__TRACKING_URI: the runs and the cores go together"
+            )
+        return self
+
+
 class HiveSettings(BaseSettings):
     """Everything one hive needs; its state lives under ``home`` so a user can see or delete it."""
 
@@ -219,6 +239,7 @@ class HiveSettings(BaseSettings):
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     cores: CoreTransportSettings = Field(default_factory=CoreTransportSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     # Where `hive model prepare` keeps converted built-in models (HIVE_MODEL_CACHE); unset, the user's cache.
     model_cache: Path | None = None
     # The Ed25519 private key (PKCS#8 PEM) every core release is signed with (HIVE_RELEASE_KEY_FILE). Unset, the
@@ -232,7 +253,22 @@ class HiveSettings(BaseSettings):
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db.resolve()}"
+        """The tracking URI: ``HIVE_MLFLOW__TRACKING_URI``, or the SQLite file under ``HIVE_HOME``."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.mlflow_db.resolve()}"
+
+    @property
+    def mlflow_registry_uri(self) -> str:
+        return self.mlflow.registry_uri or self.mlflow_uri
+
+    @property
+    def local_mlflow(self) -> bool:
+        """True when MLflow is the SQLite file under HIVE_HOME (no tracking server is configured)."""
+        return self.mlflow.tracking_uri is None
+
+    def has_registry(self) -> bool:
+        """Whether a core registry may be read without creating one: a tracking server always; the local SQLite
+        file once it exists (opening the registry creates it, and a reader must not)."""
+        return not self.local_mlflow or self.mlflow_db.is_file()
 
     @property
     def adapter_roots(self) -> list[Path]:

@@ -78,10 +78,9 @@ def reading_store(settings: HiveSettings) -> Iterator[ParquetLearningStore]:
 
 def open_registry(settings: HiveSettings) -> CoreRegistry:
     """The core registry under HIVE_HOME; exits 1 when the hive has none (HIVE_HOME is probably wrong)."""
-    db = settings.mlflow_db
-    if not db.is_file():
+    if not settings.has_registry():
         typer.echo(
-            f"no core registry at {db}: set HIVE_HOME to the hive's directory (now {settings.home}), "
+            f"no core registry at {settings.mlflow_db}: set HIVE_HOME to the hive's directory (now {settings.home}), "
             "or start `hive serve` to create one",
             err=True,
         )

@@ -105,7 +105,7 @@ def _ago(seconds: float) -> str:
 
 def _champion(settings: HiveSettings) -> int | None:
     """The champion core version, or None when the hive has no registry (yet) under HIVE_HOME."""
-    if not settings.mlflow_db.is_file():
+    if not settings.has_registry():
         typer.echo(f"no core registry at {settings.home}: skew is not shown", err=True)
         return None
     from mlflow.exceptions import MlflowException  # imported here: mlflow is slow to import

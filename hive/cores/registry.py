@@ -70,8 +70,10 @@ class CoreRegistry:
         model_name: str = "hive-core",
         experiment: str = "hive-cores",
         artifact_root: Path | None = None,
+        registry_uri: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri or tracking_uri
         self.model_name = model_name
         self.experiment = experiment
         db = sqlite_path(tracking_uri)
@@ -83,7 +85,15 @@ class CoreRegistry:
 
     @classmethod
     def from_settings(cls, settings: HiveSettings) -> CoreRegistry:
-        return cls(settings.mlflow_uri, settings.registered_model, artifact_root=settings.home / "mlartifacts")
+        # A tracking server keeps artifacts where it was told to (its --artifacts-destination); only the local
+        # SQLite file needs a place under HIVE_HOME.
+        artifact_root = settings.home / "mlartifacts" if settings.local_mlflow else None
+        return cls(
+            settings.mlflow_uri,
+            settings.registered_model,
+            artifact_root=artifact_root,
+            registry_uri=settings.mlflow_registry_uri,
+        )
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -246,7 +256,7 @@ class CoreRegistry:
             db = sqlite_path(self.tracking_uri)
             if db is not None:
                 ensure_database(db)
-            self._client_cache = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._client_cache = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         return self._client_cache
 
     def _ensure_registered_model(self, client: MlflowClient) -> None:

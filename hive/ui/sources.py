@@ -145,9 +145,9 @@ class HiveReader:
             return registry.champion_version()
 
     def has_registry(self) -> bool:
-        # Opening the registry creates mlflow.db; a read-only dashboard must not, so a hive that has
-        # registered nothing yet simply has no cores.
-        return self.settings.mlflow_db.is_file()
+        # Opening the local registry creates mlflow.db; a read-only dashboard must not, so a hive that has
+        # registered nothing yet simply has no cores. A tracking server is always there to ask.
+        return self.settings.has_registry()
 
     def registry(self) -> CoreRegistry:
         """The hive's core registry; raises Unavailable before any core is registered."""
