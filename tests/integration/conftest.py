@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -187,4 +188,93 @@ def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     finally:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(10)
+        log.close()
+
+
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    # Fail, not skip: Debian's postgresql is part of the setup, and a missing server must not pass quietly.
+    assert found, (
+        "PostgreSQL is not installed: /usr/lib/postgresql/*/bin/initdb is missing (apt-get install postgresql)"
+    )
+    return found[-1].parent
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A PostgreSQL cluster of the test's own on a free loopback port, stopped by its postmaster's pid; yields a
+    SQLAlchemy URL (psycopg 3) of its database ``hive``. initdb and pg_ctl refuse root, so they run as the
+    ``postgres`` user, in a directory it owns under /tmp (pytest's own temporary directories are root's alone)."""
+    import pwd
+    import tempfile
+
+    bindir, user = _postgres_bin(), pwd.getpwnam("postgres")
+    top = Path(tempfile.mkdtemp(prefix="hive-pg-", dir="/tmp"))
+    os.chown(top, user.pw_uid, user.pw_gid)
+    data, port = top / "data", free_port()
+
+    def as_postgres(*cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120)
+
+    pid: int | None = None
+    try:
+        as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-instructions")
+        options = f"-p {port} -k {top} -c listen_addresses=127.0.0.1"
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(top / "log"), "-w", "start")
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        as_postgres(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "hive")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/hive"
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_server(postgres: str, s3_endpoint: str, tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` with its backend store on ``postgres`` and its artifacts on S3 (``moto_server``,
+    bucket ``mlflow-artifacts``), in its own process group, stopped by it; yields its URL once ``/health`` answers."""
+    import urllib.error
+    import urllib.request
+
+    s3_client(s3_endpoint).create_bucket(Bucket="mlflow-artifacts")
+    port = free_port()
+    env = os.environ | {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", postgres]
+    cmd += ["--artifacts-destination", "s3://mlflow-artifacts/", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1"]
+    log = (tmp_path / "mlflow-server.log").open("wb")
+    process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    return response.status == 200
+            except (urllib.error.URLError, OSError):
+                return False  # not listening yet
+
+        while not healthy():
+            assert process.poll() is None, f"mlflow server exited: {(tmp_path / 'mlflow-server.log').read_text()}"
+            assert time.monotonic() < deadline, "mlflow server did not answer /health within 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        # Its own session: the group is this server and the workers it started, nothing else.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
         log.close()
