@@ -9,6 +9,16 @@ from pathlib import Path
 import typer
 
 
+def _bench_dir(name: str) -> Path:
+    """``HIVE_HOME/bench/<name>``, emptied: a run never meets an earlier run's files there."""
+    from hive.bench.fleet import fresh_workdir
+    from hive.config import HiveSettings
+
+    workdir = HiveSettings().home / "bench" / name
+    fresh_workdir(workdir)
+    return workdir
+
+
 def _write_report(path: Path, text: str) -> None:
     """Writes one report file; a path that cannot be written is a clear error and exit code 1."""
     try:
@@ -286,19 +296,15 @@ def soak(
     """A real `hive serve` against many SDK agents publishing precomputed learnings over several rounds, agents
     joining and leaving: sent, stored, duplicates, rounds released, ingest lag, round overhead and the hive's RSS."""
     # Imported here so that `hive --help` stays fast: the bench loads the Kafka clients and torch.
-    import shutil
 
     from hive.bench.soak import SoakError, SoakPlan, run_soak
-    from hive.config import HiveSettings
 
     try:
         plan = SoakPlan(agents, rounds, per_agent, distill_steps, seed=seed, phase_timeout_s=phase_timeout_s)
     except ValueError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
-    workdir = HiveSettings().home / "bench" / "soak"
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    workdir = _bench_dir("soak")
     try:
         report = run_soak(plan, workdir, lambda message: typer.echo(message, err=True))
     except SoakError as err:
@@ -327,10 +333,8 @@ def poisoner(
     """One of five agents, with a valid key, teaches confident wrong answers of a skill the core knows: the same
     round clean, with the hive's screen, and without it; the honest skills' drop and what the screen left out."""
     # Imported here so that `hive --help` stays fast: the bench loads torch and DeepSpeed's launcher.
-    import shutil
 
     from hive.bench.poisoner import PoisonerPlan, run_poisoner, summary_line
-    from hive.config import HiveSettings
     from hive.rounds.book import RoundFailed
 
     try:
@@ -340,9 +344,7 @@ def poisoner(
     except ValueError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
-    workdir = HiveSettings().home / "bench" / "poisoner"
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    workdir = _bench_dir("poisoner")
     try:
         report = run_poisoner(plan, workdir, lambda message: typer.echo(message, err=True))
     except RoundFailed as err:
